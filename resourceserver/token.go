@@ -1,0 +1,114 @@
+package resourceserver
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/auth"
+)
+
+// Token is what a verified access token tells later layers. It never holds
+// the raw token.
+type Token struct {
+	Issuer  string
+	Subject string
+	// Scopes granted, from scope (space-separated) or scp (array or string).
+	Scopes []string
+	// ClientID is client_id, or azp when client_id is absent. It may be an
+	// https URL (Client ID Metadata Documents); treat it as opaque.
+	ClientID string
+	JTI      string
+	Expiry   time.Time
+	// Claims are all claims of the token (or of the introspection answer),
+	// as decoded from JSON. Treat as read-only: the value is shared by every
+	// request that presents the same token.
+	Claims map[string]any
+}
+
+// TokenInfo converts t into go-sdk's form. UserID is "issuer subject" so
+// that a Streamable HTTP session is bound to one user of one issuer.
+func (t *Token) TokenInfo() *auth.TokenInfo {
+	return &auth.TokenInfo{
+		Scopes:     t.Scopes,
+		Expiration: t.Expiry,
+		UserID:     t.Issuer + " " + t.Subject,
+		Extra:      map[string]any{"client_id": t.ClientID, "iss": t.Issuer, "sub": t.Subject},
+	}
+}
+
+type tokenKey struct{}
+
+// TokenFromContext returns the verified token the middleware put into the
+// request's context, or nil.
+func TokenFromContext(ctx context.Context) *Token {
+	t, _ := ctx.Value(tokenKey{}).(*Token)
+	return t
+}
+
+// ContextWithToken returns ctx carrying t. Tests of later layers use it;
+// production code gets the token from the middleware.
+func ContextWithToken(ctx context.Context, t *Token) context.Context {
+	return context.WithValue(ctx, tokenKey{}, t)
+}
+
+// parseScopes reads scope (RFC 8693 / RFC 9068: space-separated string) or
+// scp (array of strings, or a string). Anything malformed yields ok=false.
+func parseScopes(claims map[string]any) (scopes []string, ok bool) {
+	if v, present := claims["scope"]; present {
+		s, isString := v.(string)
+		if !isString {
+			return nil, false
+		}
+		return strings.Fields(s), true
+	}
+	switch v := claims["scp"].(type) {
+	case nil:
+		return nil, true
+	case string:
+		return strings.Fields(v), true
+	case []any:
+		out := make([]string, 0, len(v))
+		for _, e := range v {
+			s, isString := e.(string)
+			if !isString || s == "" || strings.ContainsAny(s, " \t") {
+				return nil, false
+			}
+			out = append(out, s)
+		}
+		return out, true
+	}
+	return nil, false
+}
+
+// validScopeToken reports whether s is a scope-token per RFC 6749 section
+// 3.3: 1*( %x21 / %x23-5B / %x5D-7E ).
+func validScopeToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < 0x21 || c > 0x7e || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
+}
+
+// HasScope reports whether granted covers required. A granted scope covers
+// itself and, as the 2026-07-28 MCP revision asks, every scope below it in
+// the dotted hierarchy: "crm" covers "crm.contacts.read", "crm.contacts"
+// covers "crm.contacts.write", but "crm.contacts.read" does not cover
+// "crm.contacts" and "crm.con" covers nothing but itself.
+func HasScope(granted []string, required string) bool {
+	for _, g := range granted {
+		if g == required {
+			return true
+		}
+		if len(required) > len(g) && required[len(g)] == '.' && strings.HasPrefix(required, g) {
+			return true
+		}
+	}
+	return false
+}
