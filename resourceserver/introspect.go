@@ -73,7 +73,7 @@ func (s *Server) introspect(ctx context.Context, is *issuerState, raw string, jw
 		}
 		t := *jwtTok
 		t.Scopes = slices.DeleteFunc(slices.Clone(jwtTok.Scopes), func(sc string) bool { return !slices.Contains(granted, sc) })
-		return &t, nil
+		return t.seal(), nil
 	}
 
 	// An opaque token: the answer is all we know. exp is optional in

@@ -159,7 +159,7 @@ func (s *Server) tokenFromClaims(claims map[string]any, iss string, exp time.Tim
 		clientID, _ = claims["azp"].(string)
 	}
 	jti, _ := claims["jti"].(string)
-	return &Token{
+	return (&Token{
 		Issuer:   iss,
 		Subject:  sub,
 		Scopes:   scopes,
@@ -167,7 +167,7 @@ func (s *Server) tokenFromClaims(claims map[string]any, iss string, exp time.Tim
 		JTI:      jti,
 		Expiry:   exp,
 		Claims:   claims,
-	}, nil
+	}).seal(), nil
 }
 
 // numericDate reads a JSON number of seconds since the epoch (RFC 7519

@@ -238,7 +238,7 @@ func TestCacheTTLBoundsRemovedKey(t *testing.T) {
 	require.ErrorIs(t, err, resourceserver.ErrInvalidToken)
 }
 
-func newFixtureFor(t *testing.T, as *rstest.Server, mutate ...func(*resourceserver.Config)) *fixture {
+func newFixtureFor(t testing.TB, as *rstest.Server, mutate ...func(*resourceserver.Config)) *fixture {
 	t.Helper()
 	as.KID("RS256")
 	f := &fixture{as: as, logs: &syncBuffer{}, clock: &clock{now: time.Now()}, resource: "http://127.0.0.1:9/mcp"}

@@ -30,7 +30,7 @@ func (s *Server) Middleware(next http.Handler) http.Handler {
 	// auth.RequireBearerToken sets, so hand it the token verified here.
 	withTokenInfo := auth.RequireBearerToken(func(ctx context.Context, _ string, _ *http.Request) (*auth.TokenInfo, error) {
 		if t := TokenFromContext(ctx); t != nil {
-			return t.TokenInfo(), nil
+			return t.info, nil
 		}
 		return nil, auth.ErrInvalidToken
 	}, &auth.RequireBearerTokenOptions{AllowMissingExpiration: true, ClockSkew: s.cfg.Leeway})(next)
@@ -110,16 +110,21 @@ func bearerToken(r *http.Request) (string, error) {
 	return token, nil
 }
 
-// isToken68 reports whether s matches RFC 7235's token68:
-// 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
+// token68Chars marks the characters of RFC 7235's token68 before any
+// trailing '=': ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/".
+var token68Chars = func() (t [256]bool) {
+	for c := range 256 {
+		t[c] = 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+			c == '-' || c == '.' || c == '_' || c == '~' || c == '+' || c == '/'
+	}
+	return t
+}()
+
+// isToken68 reports whether s matches token68: 1*token68Chars *"=".
 func isToken68(s string) bool {
 	i := 0
-	for ; i < len(s); i++ {
-		c := s[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
-			c == '-' || c == '.' || c == '_' || c == '~' || c == '+' || c == '/') {
-			break
-		}
+	for i < len(s) && token68Chars[s[i]] {
+		i++
 	}
 	if i == 0 {
 		return false

@@ -24,6 +24,15 @@ type Token struct {
 	// as decoded from JSON. Treat as read-only: the value is shared by every
 	// request that presents the same token.
 	Claims map[string]any
+
+	info *auth.TokenInfo // built once by seal, shared by every request
+}
+
+// seal builds the go-sdk form once, so a cached token costs nothing more
+// per request. It returns t.
+func (t *Token) seal() *Token {
+	t.info = t.TokenInfo()
+	return t
 }
 
 // TokenInfo converts t into go-sdk's form. UserID is "issuer subject" so

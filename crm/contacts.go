@@ -1,0 +1,207 @@
+package crm
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+const contactColumns = `id, name, email, phone, company, sector, classification, owner, created_at, updated_at`
+
+// ListContacts returns the contacts that match f, in id order. Restricted
+// contacts are left out unless f.IncludeRestricted is set; ask
+// [Store.CountRestricted] how many were.
+func (s *Store) ListContacts(ctx context.Context, f ContactFilter) ([]Contact, error) {
+	limit, err := checkLimit(f.Limit)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkOffset(f.Offset); err != nil {
+		return nil, err
+	}
+	where, args, err := contactWhere(f.Query)
+	if err != nil {
+		return nil, err
+	}
+	if !f.IncludeRestricted {
+		where = append(where, "classification <> ?")
+		args = append(args, string(Restricted))
+	}
+	q := `SELECT ` + contactColumns + ` FROM contacts` + whereClause(where) + ` ORDER BY id LIMIT ? OFFSET ?`
+	rows, err := s.db.QueryContext(ctx, q, append(args, limit, f.Offset)...)
+	if err != nil {
+		return nil, fmt.Errorf("crm: list contacts: %w", err)
+	}
+	defer rows.Close()
+	contacts := []Contact{} // empty, not nil, so JSON says [] rather than null
+	for rows.Next() {
+		c, err := scanContact(rows)
+		if err != nil {
+			return nil, fmt.Errorf("crm: list contacts: %w", err)
+		}
+		contacts = append(contacts, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("crm: list contacts: %w", err)
+	}
+	return contacts, nil
+}
+
+// CountRestricted returns how many restricted contacts match f.Query,
+// ignoring Limit, Offset and IncludeRestricted: for a listing without
+// IncludeRestricted, the number it withheld ("2 restricted records
+// withheld").
+func (s *Store) CountRestricted(ctx context.Context, f ContactFilter) (int, error) {
+	where, args, err := contactWhere(f.Query)
+	if err != nil {
+		return 0, err
+	}
+	where = append(where, "classification = ?")
+	args = append(args, string(Restricted))
+	var n int
+	if err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM contacts`+whereClause(where), args...).Scan(&n); err != nil {
+		return 0, fmt.Errorf("crm: count restricted contacts: %w", err)
+	}
+	return n, nil
+}
+
+// MatchesRestricted reports whether any restricted contact matches f.Query,
+// ignoring Limit, Offset and IncludeRestricted: whether a listing with
+// IncludeRestricted would touch a restricted record, so the caller can ask
+// for step-up before running it rather than after.
+func (s *Store) MatchesRestricted(ctx context.Context, f ContactFilter) (bool, error) {
+	where, args, err := contactWhere(f.Query)
+	if err != nil {
+		return false, err
+	}
+	where = append(where, "classification = ?")
+	args = append(args, string(Restricted))
+	var ok bool
+	q := `SELECT EXISTS (SELECT 1 FROM contacts` + whereClause(where) + `)`
+	if err := s.db.QueryRowContext(ctx, q, args...).Scan(&ok); err != nil {
+		return false, fmt.Errorf("crm: match restricted contacts: %w", err)
+	}
+	return ok, nil
+}
+
+// contactWhere returns the condition for a contact query, if any.
+func contactWhere(query string) ([]string, []any, error) {
+	query, err := checkQuery(query)
+	if err != nil || query == "" {
+		return nil, nil, err
+	}
+	p := "%" + escapeLike(query) + "%"
+	return []string{`(name LIKE ? ESCAPE '\' OR email LIKE ? ESCAPE '\' OR company LIKE ? ESCAPE '\' OR sector LIKE ? ESCAPE '\')`},
+		[]any{p, p, p, p}, nil
+}
+
+// escapeLike makes s match itself in a LIKE pattern with ESCAPE '\'.
+var escapeLike = strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace
+
+func whereClause(conds []string) string {
+	if len(conds) == 0 {
+		return ""
+	}
+	return " WHERE " + strings.Join(conds, " AND ")
+}
+
+// GetContact returns the contact with the given id, restricted or not; the
+// caller checks Classification. An unknown id is an error wrapping
+// [ErrNotFound].
+func (s *Store) GetContact(ctx context.Context, id int64) (Contact, error) {
+	row := s.db.QueryRowContext(ctx, `SELECT `+contactColumns+` FROM contacts WHERE id = ?`, id)
+	c, err := scanContact(row)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Contact{}, notFound("contact", id)
+	}
+	if err != nil {
+		return Contact{}, fmt.Errorf("crm: get contact %d: %w", id, err)
+	}
+	return c, nil
+}
+
+// CreateContact validates c, stores it and returns the stored contact.
+func (s *Store) CreateContact(ctx context.Context, c NewContact) (Contact, error) {
+	c, err := c.validate()
+	if err != nil {
+		return Contact{}, err
+	}
+	created, err := insertContact(ctx, s.db, c, formatTime(s.now()))
+	if err != nil {
+		return Contact{}, fmt.Errorf("crm: create contact: %w", err)
+	}
+	return created, nil
+}
+
+// insertContact stores a validated contact.
+func insertContact(ctx context.Context, q querier, c NewContact, now string) (Contact, error) {
+	return scanContact(q.QueryRowContext(ctx, `INSERT INTO contacts
+		(name, email, phone, company, sector, classification, owner, created_at, updated_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+		RETURNING `+contactColumns,
+		c.Name, c.Email, c.Phone, c.Company, c.Sector, string(c.Classification), c.Owner, now, now))
+}
+
+// updateContactSQL changes the columns whose argument is not NULL in one
+// statement, so an update cannot interleave with another.
+const updateContactSQL = `UPDATE contacts SET
+	name           = coalesce(?, name),
+	email          = coalesce(?, email),
+	phone          = coalesce(?, phone),
+	company        = coalesce(?, company),
+	sector         = coalesce(?, sector),
+	classification = coalesce(?, classification),
+	owner          = coalesce(?, owner),
+	updated_at     = ?
+	WHERE id = ?
+	RETURNING ` + contactColumns
+
+// UpdateContact changes the non-nil fields of u and returns the contact as
+// stored, with UpdatedAt set to now. An update with no fields changes nothing
+// and returns the contact as it is. An unknown id is an error wrapping
+// [ErrNotFound].
+func (s *Store) UpdateContact(ctx context.Context, id int64, u ContactUpdate) (Contact, error) {
+	if u.empty() {
+		return s.GetContact(ctx, id)
+	}
+	args, err := u.args()
+	if err != nil {
+		return Contact{}, err
+	}
+	row := s.db.QueryRowContext(ctx, updateContactSQL, append(args, formatTime(s.now()), id)...)
+	c, err := scanContact(row)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Contact{}, notFound("contact", id)
+	}
+	if err != nil {
+		return Contact{}, fmt.Errorf("crm: update contact %d: %w", id, err)
+	}
+	return c, nil
+}
+
+// scanner is what *sql.Row and *sql.Rows share.
+type scanner interface {
+	Scan(dest ...any) error
+}
+
+func scanContact(r scanner) (Contact, error) {
+	var (
+		c                Contact
+		class            string
+		created, updated string
+	)
+	if err := r.Scan(&c.ID, &c.Name, &c.Email, &c.Phone, &c.Company, &c.Sector, &class, &c.Owner, &created, &updated); err != nil {
+		return Contact{}, err
+	}
+	c.Classification = Classification(class)
+	var err error
+	if c.CreatedAt, err = parseTime(created); err != nil {
+		return Contact{}, err
+	}
+	if c.UpdatedAt, err = parseTime(updated); err != nil {
+		return Contact{}, err
+	}
+	return c, nil
+}

@@ -1,0 +1,34 @@
+// Package crm is the demo CRM the MCP server exposes: contacts, the deals
+// made with them, and the SQLite file that keeps both.
+//
+// The store knows nothing of OAuth scopes or step-up. It marks contacts with
+// a [Classification] and leaves one decision to its callers: who may see or
+// change a [Restricted] contact. Listings leave restricted contacts (and the
+// deals of restricted contacts) out unless the filter asks for them with
+// IncludeRestricted, so a caller that forgets the question errs on the side
+// of showing less. Lookups by id ([Store.GetContact], [Store.GetDeal]) and the
+// update methods do not filter: the caller checks Classification before it
+// returns or changes a record, and [Store.MatchesRestricted] and
+// [Store.CountRestricted] let it ask before a listing whether the listing
+// would touch, or has withheld, a restricted contact.
+//
+// Typical use:
+//
+//	store, err := crm.Open(ctx, "data/crm.db")
+//	if err != nil {
+//		return err
+//	}
+//	defer store.Close()
+//
+//	f := crm.ContactFilter{Query: "aegis"}
+//	contacts, err := store.ListContacts(ctx, f) // restricted contacts left out
+//	withheld, err := store.CountRestricted(ctx, f)
+//
+// Invalid input comes back as a [*ValidationError] naming the field and what
+// to fix; a missing record as an error wrapping [ErrNotFound]. Both are safe
+// to show to the user as they stand.
+//
+// On first start, [Open] fills an empty database with a dozen fictional
+// contacts and a few deals, among them exactly one restricted contact: Riley
+// Vance of Aegis Defence Systems, the only contact in the defence sector.
+package crm

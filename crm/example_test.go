@@ -1,0 +1,85 @@
+package crm_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"os"
+	"path/filepath"
+
+	"github.com/crm-mcp/crm-mcp/crm"
+)
+
+// A listing tool asks the store for what the user may see and says how much
+// it left out.
+func Example() {
+	ctx := context.Background()
+	dir, err := os.MkdirTemp("", "crm-example")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+
+	store, err := crm.Open(ctx, filepath.Join(dir, "crm.db"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer store.Close()
+
+	f := crm.ContactFilter{Query: "aegis"}
+	if touches, _ := store.MatchesRestricted(ctx, f); touches {
+		fmt.Println("showing everything would need step-up")
+	}
+	contacts, err := store.ListContacts(ctx, f)
+	if err != nil {
+		log.Fatal(err)
+	}
+	withheld, err := store.CountRestricted(ctx, f)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("%d contacts shown, restricted records withheld: %d\n", len(contacts), withheld)
+
+	f.IncludeRestricted = true // only after step-up
+	contacts, err = store.ListContacts(ctx, f)
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, c := range contacts {
+		fmt.Printf("%s, %s (%s, %s)\n", c.Name, c.Company, c.Sector, c.Classification)
+	}
+	// Output:
+	// showing everything would need step-up
+	// 0 contacts shown, restricted records withheld: 1
+	// Riley Vance, Aegis Defence Systems (defence, restricted)
+}
+
+// Validation errors name the field and say what to fix; tools can show them
+// as they are.
+func ExampleValidationError() {
+	ctx := context.Background()
+	dir, err := os.MkdirTemp("", "crm-example")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	store, err := crm.Open(ctx, filepath.Join(dir, "crm.db"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer store.Close()
+
+	_, err = store.CreateContact(ctx, crm.NewContact{Name: "Ann", Email: "x@"})
+	var ve *crm.ValidationError
+	if errors.As(err, &ve) {
+		fmt.Println(ve.Field)
+		fmt.Println(err)
+	}
+	_, err = store.GetDeal(ctx, 404)
+	fmt.Println(errors.Is(err, crm.ErrNotFound), err)
+	// Output:
+	// email
+	// email: "x@" is not a valid email address; give the bare address, like name@example.com
+	// true deal 404: not found
+}
