@@ -2,13 +2,18 @@ package resourceserver_test
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -262,3 +267,45 @@ func newFixtureFor(t testing.TB, as *rstest.Server, mutate ...func(*resourceserv
 }
 
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+func TestKeyAlgAndUseMustAgree(t *testing.T) {
+	// A JWKS whose keys declare another alg or an encryption use: tokens
+	// signed with those keys are refused even though the signature is fine.
+	as := rstest.NewServer()
+	defer as.Close()
+	priv, err := rsa.GenerateKey(rand.Reader, 2048)
+	require.NoError(t, err)
+	set := jwk.NewSet()
+	for _, k := range []struct{ kid, alg, use string }{
+		{"enc-key", "RS256", "enc"},
+		{"ps-key", "PS256", "sig"},
+		{"good-key", "RS256", "sig"},
+		{"bare-key", "", ""},
+	} {
+		pub, err := jwk.FromRaw(&priv.PublicKey)
+		require.NoError(t, err)
+		require.NoError(t, pub.Set(jwk.KeyIDKey, k.kid))
+		if k.alg != "" {
+			require.NoError(t, pub.Set(jwk.AlgorithmKey, k.alg))
+		}
+		if k.use != "" {
+			require.NoError(t, pub.Set(jwk.KeyUsageKey, k.use))
+		}
+		require.NoError(t, set.AddKey(pub))
+	}
+	jwks := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(set)
+	}))
+	defer jwks.Close()
+	f := newFixtureFor(t, as, func(c *resourceserver.Config) { c.Issuers[0].JWKSURL = jwks.URL })
+
+	for kid, wantOK := range map[string]bool{"enc-key": false, "ps-key": false, "good-key": true, "bare-key": true} {
+		_, err := f.rs.Verify(context.Background(), as.Mint(f.claims(), rstest.WithKey(priv, kid)))
+		if wantOK {
+			assert.NoError(t, err, kid)
+		} else {
+			assert.ErrorIs(t, err, resourceserver.ErrInvalidToken, kid)
+		}
+	}
+}
