@@ -1,0 +1,196 @@
+package tools
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/crm-mcp/crm-mcp/resourceserver"
+)
+
+// maxBody is the largest request body the gate reads to find the tool
+// name; go-sdk refuses larger bodies anyway (mcp.DefaultMaxRequestBodyBytes).
+const maxBody = mcp.DefaultMaxRequestBodyBytes
+
+// headerRevision is the first protocol revision whose POSTs carry the
+// Mcp-Method and Mcp-Name headers, which go-sdk checks against the body.
+const headerRevision = "2026-07-28"
+
+// gate answers a tools/call whose token lacks the tool's scopes with an
+// HTTP 403 insufficient_scope challenge before the MCP handler sees it.
+// It runs after the front door, so the token is already verified.
+type gate struct {
+	rs   *resourceserver.Server
+	cat  *catalog
+	next http.Handler
+}
+
+func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	tok := resourceserver.TokenFromContext(r.Context())
+	info := infoFrom(r.Context())
+	if info != nil && tok != nil {
+		info.sub = tok.Subject
+	}
+	if r.Method != http.MethodPost || tok == nil {
+		g.next.ServeHTTP(w, r)
+		return
+	}
+	names, ok := g.toolNames(w, r)
+	if !ok {
+		return
+	}
+	var required []string
+	for _, name := range names {
+		if info != nil {
+			info.tool = name
+		}
+		sp := g.cat.byName[name]
+		if sp == nil {
+			continue // unknown tool: go-sdk answers with a JSON-RPC error
+		}
+		for _, s := range missing(tok.Scopes, sp.scopes) {
+			required = appendNew(required, s)
+		}
+	}
+	if len(required) > 0 {
+		desc := "This call needs the scope " + required[0]
+		if len(required) > 1 {
+			desc = "This call needs more scopes than the access token grants"
+		}
+		// Every scope the call needs (the ones held too) plus the granted
+		// ones that stay relevant, in one challenge.
+		var needs []string
+		for _, name := range names {
+			if sp := g.cat.byName[name]; sp != nil {
+				for _, s := range sp.scopes {
+					needs = appendNew(needs, s)
+				}
+			}
+		}
+		g.rs.InsufficientScope(w, r, g.cat.challengeScopes(tok.Scopes, needs), desc)
+		return
+	}
+	g.next.ServeHTTP(w, r)
+}
+
+// toolNames returns the tools a POST calls. On a 2026-07-28 request the
+// Mcp-Method and Mcp-Name headers say it (go-sdk rejects a request whose
+// headers and body disagree); otherwise the body is read, within a limit,
+// and put back for the MCP handler. A body that is not JSON-RPC calls no
+// tool here; go-sdk answers it.
+func (g *gate) toolNames(w http.ResponseWriter, r *http.Request) ([]string, bool) {
+	if r.Header.Get("MCP-Protocol-Version") >= headerRevision && r.Header.Get("Mcp-Method") != "" {
+		if r.Header.Get("Mcp-Method") == "tools/call" {
+			return []string{r.Header.Get("Mcp-Name")}, true
+		}
+		return nil, true
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
+	if err != nil {
+		http.Error(w, `{"error":"invalid_request","error_description":"could not read the request body"}`, http.StatusBadRequest)
+		return nil, false
+	}
+	if len(body) > maxBody {
+		http.Error(w, `{"error":"invalid_request","error_description":"request body too large"}`, http.StatusRequestEntityTooLarge)
+		return nil, false
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	return callNames(body), true
+}
+
+// rpcCall is the part of a JSON-RPC request the gate looks at.
+type rpcCall struct {
+	Method string `json:"method"`
+	Params struct {
+		Name string `json:"name"`
+	} `json:"params"`
+}
+
+// callNames finds the tools/call names in one JSON-RPC message or a batch.
+func callNames(body []byte) []string {
+	body = bytes.TrimSpace(body)
+	var calls []rpcCall
+	if len(body) > 0 && body[0] == '[' {
+		if json.Unmarshal(body, &calls) != nil {
+			return nil
+		}
+	} else {
+		var c rpcCall
+		if json.Unmarshal(body, &c) != nil {
+			return nil
+		}
+		calls = []rpcCall{c}
+	}
+	var names []string
+	for _, c := range calls {
+		if c.Method == "tools/call" {
+			names = append(names, c.Params.Name)
+		}
+	}
+	return names
+}
+
+func appendNew(list []string, s string) []string {
+	for _, x := range list {
+		if x == s {
+			return list
+		}
+	}
+	return append(list, s)
+}
+
+// reqInfo collects what the request log line reports; inner layers fill
+// it in.
+type reqInfo struct {
+	tool string
+	sub  string
+}
+
+type infoKey struct{}
+
+func infoFrom(ctx context.Context) *reqInfo {
+	i, _ := ctx.Value(infoKey{}).(*reqInfo)
+	return i
+}
+
+// requestLog writes one line per request: method, tool, subject, status,
+// duration. Never a header value, so never a token.
+func requestLog(log *slog.Logger, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		info := &reqInfo{}
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		next.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), infoKey{}, info)))
+		log.LogAttrs(r.Context(), slog.LevelInfo, "request",
+			slog.String("method", r.Method),
+			slog.String("path", r.URL.Path),
+			slog.String("tool", info.tool),
+			slog.String("sub", info.sub),
+			slog.Int("status", rec.status),
+			slog.Duration("duration", time.Since(start)),
+		)
+	})
+}
+
+// statusRecorder remembers the status code. Unwrap lets go-sdk's
+// http.ResponseController reach Flush on the real writer (SSE).
+type statusRecorder struct {
+	http.ResponseWriter
+	status      int
+	wroteHeader bool
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	if !s.wroteHeader {
+		s.status, s.wroteHeader = code, true
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }

@@ -1,0 +1,302 @@
+// Package tools is the CRM's MCP surface: the tools an agent calls, each
+// declared in one place with the Duo-managed scopes it needs and the
+// reason a call of it may be sensitive, and the HTTP handler that serves
+// them behind the front door.
+//
+// Scopes are enforced twice. The HTTP layer (gate.go) answers a tools/call
+// whose token lacks the tool's scopes with 403 insufficient_scope before
+// the request reaches the MCP handler, as the MCP authorization spec asks,
+// so clients can re-authorize with the challenged scopes. Each tool handler
+// checks again, so a route that bypassed the HTTP layer still moves no data.
+package tools
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/crm-mcp/crm-mcp/crm"
+	"github.com/crm-mcp/crm-mcp/resourceserver"
+)
+
+// The scopes this server's tools need, as created on the Duo integration.
+const (
+	ScopeContactsRead  = "crm.contacts.read"
+	ScopeContactsWrite = "crm.contacts.write"
+	ScopeDealsRead     = "crm.deals.read"
+	ScopeDealsWrite    = "crm.deals.write"
+)
+
+// Config configures the MCP endpoint.
+type Config struct {
+	// Store is the CRM. Required.
+	Store *crm.Store
+	// Auth is the front door. Required: NewHandler wraps everything in
+	// Auth.Middleware, so no request reaches a tool without a valid token.
+	Auth *resourceserver.Server
+	// HideUnauthorizedTools leaves out of tools/list the tools the caller's
+	// token cannot call. By default every tool is listed, so clients can
+	// discover what to ask for.
+	HideUnauthorizedTools bool
+	// Stateless runs Streamable HTTP without sessions (several replicas,
+	// and the 2026-07-28 protocol revision).
+	Stateless bool
+	// Logger receives one line per request. Default slog.Default().
+	Logger *slog.Logger
+	// Version is reported in the MCP implementation info.
+	Version string
+}
+
+// Handler is the MCP endpoint: front door, per-tool scope gate, request
+// log and go-sdk's Streamable HTTP handler.
+type Handler struct {
+	http.Handler
+	server   *mcp.Server
+	inflight atomic.Int64 // POSTs being served
+}
+
+// Shutdown drains the endpoint: it waits until no POST (and so no tool
+// call) is in flight, or ctx ends, then closes every MCP session, which
+// ends their long-lived SSE streams so http.Server.Shutdown can return.
+// Call it beside http.Server.Shutdown, which stops new requests.
+func (h *Handler) Shutdown(ctx context.Context) error {
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	var err error
+	for h.inflight.Load() > 0 && err == nil {
+		select {
+		case <-ctx.Done():
+			err = ctx.Err()
+		case <-tick.C:
+		}
+	}
+	for ss := range h.server.Sessions() {
+		ss.Close()
+	}
+	return err
+}
+
+// countPOSTs tracks the POSTs in flight for Shutdown.
+func (h *Handler) countPOSTs(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			h.inflight.Add(1)
+			defer h.inflight.Add(-1)
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// NewHandler builds the MCP endpoint. Mount it at the resource URL's path.
+func NewHandler(cfg Config) (*Handler, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("tools: a CRM store is required")
+	}
+	if cfg.Auth == nil {
+		return nil, errors.New("tools: the front door (resourceserver) is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Version == "" {
+		cfg.Version = "dev"
+	}
+	server, cat := newMCPServer(cfg)
+	streamable := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return server }, &mcp.StreamableHTTPOptions{
+		Stateless: cfg.Stateless,
+		Logger:    cfg.Logger,
+	})
+	gate := &gate{rs: cfg.Auth, cat: cat, next: streamable}
+	h := &Handler{server: server}
+	h.Handler = requestLog(cfg.Logger, h.countPOSTs(cfg.Auth.Middleware(gate)))
+	return h, nil
+}
+
+// newMCPServer builds the MCP server with every tool registered.
+func newMCPServer(cfg Config) (*mcp.Server, *catalog) {
+	cat := newCatalog(&deps{store: cfg.Store, log: cfg.Logger})
+	server := mcp.NewServer(&mcp.Implementation{Name: "crm-mcp", Title: "CRM (Duo protected)", Version: cfg.Version}, &mcp.ServerOptions{
+		Instructions: "CRM tools. Each tool needs a Duo scope; calls without it are refused with an insufficient_scope challenge naming the scopes to request.",
+		Logger:       cfg.Logger,
+	})
+	for _, sp := range cat.specs {
+		sp.add(server)
+	}
+	if cfg.HideUnauthorizedTools {
+		server.AddReceivingMiddleware(cat.hideUnauthorized)
+	}
+	return server, cat
+}
+
+// deps is what tool handlers use.
+type deps struct {
+	store *crm.Store
+	log   *slog.Logger
+}
+
+// spec is one tool and its policy.
+type spec struct {
+	name   string
+	scopes []string
+	add    func(*mcp.Server)
+}
+
+// catalog is every tool, by name.
+type catalog struct {
+	specs  []spec
+	byName map[string]*spec
+	// known is every scope some tool needs, to tell which granted scopes
+	// stay relevant in a challenge.
+	known []string
+}
+
+func newCatalog(d *deps) *catalog {
+	c := &catalog{byName: map[string]*spec{}}
+	c.specs = append(contactTools(d), dealTools(d)...)
+	for i := range c.specs {
+		sp := &c.specs[i]
+		c.byName[sp.name] = sp
+		for _, s := range sp.scopes {
+			if !slices.Contains(c.known, s) {
+				c.known = append(c.known, s)
+			}
+		}
+	}
+	sort.Strings(c.known)
+	return c
+}
+
+// missing returns the scopes of tool that granted does not cover.
+func missing(granted, required []string) []string {
+	var out []string
+	for _, r := range required {
+		if !resourceserver.HasScope(granted, r) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// challengeScopes is the scope list for an insufficient_scope challenge:
+// every scope the call needs plus the granted ones that stay relevant to
+// this server, so re-authorizing with it loses nothing (MCP authorization
+// spec, scope challenge handling). Sorted, without duplicates.
+func (c *catalog) challengeScopes(granted, required []string) []string {
+	out := slices.Clone(required)
+	for _, g := range granted {
+		relevant := slices.ContainsFunc(c.known, func(k string) bool { return resourceserver.HasScope([]string{g}, k) })
+		if relevant && !slices.Contains(out, g) {
+			out = append(out, g)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// hideUnauthorized filters tools/list down to what the caller may call.
+func (c *catalog) hideUnauthorized(next mcp.MethodHandler) mcp.MethodHandler {
+	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
+		res, err := next(ctx, method, req)
+		list, ok := res.(*mcp.ListToolsResult)
+		if err != nil || !ok {
+			return res, err
+		}
+		granted := grantedScopes(ctx, req)
+		kept := list.Tools[:0:0]
+		for _, t := range list.Tools {
+			if sp := c.byName[t.Name]; sp != nil && len(missing(granted, sp.scopes)) == 0 {
+				kept = append(kept, t)
+			}
+		}
+		out := *list
+		out.Tools = kept
+		return &out, nil
+	}
+}
+
+// grantedScopes reads the caller's scopes from the request; no token means
+// no scopes (fail closed).
+func grantedScopes(ctx context.Context, req mcp.Request) []string {
+	if extra := req.GetExtra(); extra != nil && extra.TokenInfo != nil {
+		return extra.TokenInfo.Scopes
+	}
+	if t := resourceserver.TokenFromContext(ctx); t != nil {
+		return t.Scopes
+	}
+	return nil
+}
+
+// errScope is the in-MCP refusal, for a call that reached a tool without
+// the HTTP gate (which would have answered 403).
+func errScope(tool string, lacking []string) error {
+	return fmt.Errorf("%s needs the scope(s) %s, which your access token does not grant; ask for them when you sign in again", tool, strings.Join(lacking, " "))
+}
+
+// define turns a typed handler into a spec. run returns the text shown to
+// the model and the structured result; an error becomes a tool error whose
+// text says what to fix.
+func define[In, Out any](d *deps, t *mcp.Tool, scopes []string, run func(ctx context.Context, req *mcp.CallToolRequest, in In) (string, Out, error)) spec {
+	if t.Meta == nil {
+		t.Meta = mcp.Meta{}
+	}
+	t.Meta["crm-mcp/scopes"] = scopes
+	return spec{
+		name:   t.Name,
+		scopes: scopes,
+		add: func(s *mcp.Server) {
+			mcp.AddTool(s, t, func(ctx context.Context, req *mcp.CallToolRequest, in In) (*mcp.CallToolResult, Out, error) {
+				var zero Out
+				if lacking := missing(grantedScopes(ctx, req), scopes); len(lacking) > 0 {
+					d.log.WarnContext(ctx, "tool call without scope reached the MCP layer", "tool", t.Name, "missing", lacking)
+					return nil, zero, errScope(t.Name, lacking)
+				}
+				text, out, err := run(ctx, req, in)
+				if err != nil {
+					uerr := userError(err)
+					if errors.Is(uerr, errInternal) {
+						d.log.ErrorContext(ctx, "tool failed", "tool", t.Name, "error", err.Error())
+					}
+					return nil, zero, uerr
+				}
+				return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: text}}}, out, nil
+			})
+		},
+	}
+}
+
+// userError rewrites store errors into messages that say what to fix.
+// Anything unexpected is reported without internals.
+func userError(err error) error {
+	var ve *crm.ValidationError
+	switch {
+	case errors.As(err, &ve):
+		return fmt.Errorf("invalid %s: %s", ve.Field, ve.Problem)
+	case errors.Is(err, crm.ErrNotFound):
+		return fmt.Errorf("%v: check the id (list_contacts and list_deals show valid ids)", err)
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return errors.New("the call was cancelled before it finished")
+	case errors.As(err, new(*toolError)):
+		return err
+	}
+	return errInternal
+}
+
+// errInternal is what the user sees of a failure that is ours; the cause
+// goes to the log.
+var errInternal = errors.New("the CRM could not complete the call; try again later")
+
+// toolError is an error written for the user already.
+type toolError struct{ msg string }
+
+func (e *toolError) Error() string { return e.msg }
+
+func ptr[T any](v T) *T { return &v }
