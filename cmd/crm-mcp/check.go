@@ -1,0 +1,193 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+
+	"github.com/crm-mcp/crm-mcp/resourceserver"
+)
+
+// checkTimeout bounds the network part of check, per step.
+const checkTimeout = startupRefreshTimeout
+
+// checkReport prints one line per check and counts the failures.
+type checkReport struct {
+	w              io.Writer
+	passed, failed int
+}
+
+func (r *checkReport) pass(what, detail string) {
+	r.passed++
+	r.line("PASS", what, detail)
+}
+
+func (r *checkReport) fail(what, detail string) {
+	r.failed++
+	r.line("FAIL", what, detail)
+}
+
+func (r *checkReport) warn(what, detail string) { r.line("WARN", what, detail) }
+
+// line prints one check on one line: joined errors become "; "-separated.
+func (r *checkReport) line(verdict, what, detail string) {
+	fmt.Fprintf(r.w, "%s  %s: %s\n", verdict, what, strings.ReplaceAll(strings.TrimSpace(detail), "\n", "; "))
+}
+
+// done prints the summary and returns the exit code.
+func (r *checkReport) done() int {
+	if r.failed > 0 {
+		fmt.Fprintf(r.w, "check failed: %d of %d checks failed\n", r.failed, r.passed+r.failed)
+		return 1
+	}
+	fmt.Fprintf(r.w, "check passed: %d checks\n", r.passed)
+	return 0
+}
+
+// check validates the configuration and reaches what serve depends on
+// over the network: each issuer's metadata and JWKS and, in the
+// introspection modes, its introspection endpoint with the configured
+// client credentials. It changes nothing (the database is left alone:
+// opening it would create and seed it).
+func (a *app) check(ctx context.Context) int {
+	r := &checkReport{w: a.stdout}
+	cfg, err := loadConfig(a.environ)
+	if err != nil {
+		for _, e := range leafErrors(err) {
+			r.fail("configuration", e.Error())
+		}
+		return r.done()
+	}
+	r.pass("configuration", fmt.Sprintf("resource %s (MCP at %s), %d issuer(s), AUTH_MODE %s", cfg.ResourceURL, cfg.mcpPath, len(cfg.Issuers), cfg.mode))
+	for _, w := range cfg.warnings {
+		r.warn("configuration", w)
+	}
+	if len(cfg.unknown) > 0 {
+		r.warn("configuration", "ignoring variables this version does not read (a typo?): "+strings.Join(cfg.unknown, ", "))
+	}
+
+	log := cfg.newLogger(a.stderr)
+	rs, err := resourceserver.New(cfg.resourceServerConfig(log))
+	if err != nil {
+		for _, e := range leafErrors(describeRSError(err)) {
+			r.fail("configuration", e.Error())
+		}
+		return r.done()
+	}
+	defer rs.Close()
+
+	refreshCtx, cancel := context.WithTimeout(ctx, checkTimeout)
+	refreshErr := rs.Refresh(refreshCtx)
+	cancel()
+	a.checkIssuers(cfg, rs, refreshErr, r)
+	if cfg.mode != resourceserver.ModeJWT {
+		for _, is := range cfg.Issuers {
+			what := "introspection " + is
+			if err := probeIntrospection(ctx, cfg, is, log); err != nil {
+				r.fail(what, err.Error())
+			} else {
+				r.pass(what, "the endpoint answered a made-up token as inactive: reachable, client credentials accepted")
+			}
+		}
+	}
+	a.checkDuoAuthAPI(ctx, cfg, r)
+	return r.done()
+}
+
+// checkIssuers reports each issuer's discovery and JWKS fetch.
+func (a *app) checkIssuers(cfg config, rs *resourceserver.Server, refreshErr error, r *checkReport) {
+	// Refresh joins one error per failed issuer, each "issuer <url>: ...".
+	perIssuer := []error{refreshErr}
+	if j, ok := refreshErr.(interface{ Unwrap() []error }); ok {
+		perIssuer = j.Unwrap()
+	}
+	failures := map[string]string{}
+	for _, e := range perIssuer {
+		if e == nil {
+			continue
+		}
+		for _, is := range cfg.Issuers {
+			if rest, ok := strings.CutPrefix(e.Error(), "issuer "+is+": "); ok {
+				failures[is] = rest
+			}
+		}
+	}
+	status := map[string]resourceserver.IssuerStatus{}
+	for _, st := range rs.Status() {
+		status[st.Issuer] = st
+	}
+	for _, is := range cfg.Issuers {
+		what := "issuer " + is
+		st := status[is]
+		msg, failed := failures[is]
+		switch {
+		case failed:
+			r.fail(what, msg)
+		case cfg.mode == resourceserver.ModeIntrospection:
+			if cfg.IntrospectionURL != "" {
+				r.pass(what, "introspection endpoint set by DUO_INTROSPECTION_URL (no JWKS in introspection mode)")
+			} else {
+				r.pass(what, "metadata discovered (no JWKS in introspection mode)")
+			}
+		case !st.Usable:
+			r.fail(what, orDefault(st.LastError, "no usable keys"))
+		default:
+			source := "metadata discovered, JWKS"
+			if cfg.JWKSURL != "" {
+				source = "JWKS from DUO_JWKS_URL"
+			}
+			r.pass(what, fmt.Sprintf("%s fetched: %d usable key(s)", source, st.Keys))
+		}
+	}
+	if refreshErr != nil && len(failures) == 0 {
+		// Not attributable to one issuer (should not happen); still a failure.
+		r.fail("authorization servers", refreshErr.Error())
+	}
+}
+
+// probeIntrospection sends a made-up opaque token to issuer's
+// introspection endpoint with the configured client credentials. An
+// "inactive" answer proves the endpoint is reachable and accepts the
+// credentials; a refused call or an HTTP error proves the opposite.
+func probeIntrospection(ctx context.Context, cfg config, issuer string, log *slog.Logger) error {
+	pc := cfg.resourceServerConfig(log)
+	pc.Mode = resourceserver.ModeIntrospection
+	pc.CacheSize = -1
+	pc.Issuers = nil
+	for _, is := range cfg.resourceServerConfig(log).Issuers {
+		if is.URL == issuer {
+			pc.Issuers = append(pc.Issuers, is)
+		}
+	}
+	probe, err := resourceserver.New(pc)
+	if err != nil {
+		return describeRSError(err)
+	}
+	defer probe.Close()
+	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
+	defer cancel()
+	_, err = probe.Verify(ctx, "crm-mcp-check-"+rand.Text())
+	switch {
+	case errors.Is(err, resourceserver.ErrInvalidToken):
+		return nil
+	case err == nil:
+		return errors.New("the endpoint called a made-up token active: is it really the introspection endpoint of this issuer?")
+	}
+	// Verify's message starts with what a client would be told; the
+	// operator wants the detail after it.
+	_, detail, found := strings.Cut(err.Error(), "validate the access token: ")
+	if !found {
+		return err
+	}
+	return errors.New(detail)
+}
+
+// checkDuoAuthAPI is where check will reach Duo's Auth API (/auth/v2/check
+// with the step-up integration's keys) once the binary wires step-up. Until
+// then it checks, and prints, nothing: no line may claim a check that did
+// not run.
+func (a *app) checkDuoAuthAPI(ctx context.Context, cfg config, r *checkReport) {}

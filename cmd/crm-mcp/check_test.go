@@ -1,0 +1,135 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/crm-mcp/crm-mcp/resourceserver/rstest"
+)
+
+func runCheck(t *testing.T, env map[string]string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code = run(context.Background(), []string{"check"}, env, &out, &errOut)
+	t.Logf("stdout:\n%s\nstderr:\n%s", out.String(), errOut.String())
+	return code, out.String(), errOut.String()
+}
+
+func TestCheckPasses(t *testing.T) {
+	as := rstest.NewServer()
+	defer as.Close()
+	as.KID("RS256") // a non-empty JWKS
+
+	code, out, _ := runCheck(t, testEnv(t, as))
+	assert.Equal(t, 0, code)
+	assert.Contains(t, out, "PASS  configuration: resource "+testResource)
+	assert.Contains(t, out, "PASS  issuer "+as.Issuer()+": metadata discovered, JWKS fetched: 1 usable key(s)")
+	assert.Contains(t, out, "check passed: 2 checks")
+	assert.NotContains(t, out, "FAIL")
+	assert.NotContains(t, out, "Duo Auth API", "no line may claim a check that does not run yet")
+}
+
+func TestCheckJWKSURLOverride(t *testing.T) {
+	as := rstest.NewServer()
+	defer as.Close()
+	as.KID("ES256")
+	env := testEnv(t, as)
+	env["DUO_JWKS_URL"] = as.JWKSURL()
+
+	code, out, _ := runCheck(t, env)
+	assert.Equal(t, 0, code)
+	assert.Contains(t, out, "PASS  issuer "+as.Issuer()+": JWKS from DUO_JWKS_URL fetched: 1 usable key(s)")
+}
+
+func TestCheckJWKSDown(t *testing.T) {
+	as := rstest.NewServer()
+	defer as.Close()
+	as.KID("RS256")
+	as.SetJWKSDown(true)
+
+	code, out, _ := runCheck(t, testEnv(t, as))
+	assert.Equal(t, 1, code)
+	assert.Contains(t, out, "PASS  configuration")
+	assert.Contains(t, out, "FAIL  issuer "+as.Issuer()+": JWKS: ")
+	assert.Contains(t, out, "HTTP 503")
+	assert.Contains(t, out, "check failed: 1 of 2 checks failed")
+}
+
+func TestCheckIssuerUnreachable(t *testing.T) {
+	as := rstest.NewServer()
+	defer as.Close()
+	env := testEnv(t, as)
+	env["DUO_ISSUER"] = "http://" + closedPort(t) + "/oauth2/gone"
+
+	code, out, _ := runCheck(t, env)
+	assert.Equal(t, 1, code)
+	assert.Contains(t, out, "FAIL  issuer "+env["DUO_ISSUER"]+": discovering metadata")
+	assert.Contains(t, out, "check failed")
+}
+
+func TestCheckOneOfTwoIssuersFails(t *testing.T) {
+	good := rstest.NewServer()
+	defer good.Close()
+	good.KID("RS256")
+	bad := rstest.NewServer()
+	defer bad.Close()
+	bad.KID("RS256")
+	bad.SetJWKSDown(true)
+	env := testEnv(t, good)
+	env["DUO_ISSUER"] = good.Issuer() + "," + bad.Issuer()
+
+	code, out, _ := runCheck(t, env)
+	assert.Equal(t, 1, code)
+	assert.Contains(t, out, "PASS  issuer "+good.Issuer())
+	assert.Contains(t, out, "FAIL  issuer "+bad.Issuer())
+	assert.Contains(t, out, "check failed: 1 of 3 checks failed")
+}
+
+func TestCheckInvalidConfiguration(t *testing.T) {
+	code, out, _ := runCheck(t, map[string]string{"MCP_RESOURCE_URL": "http://crm.example.com/mcp", "DUO_CLIENT_SECRET": testSecret})
+	assert.Equal(t, 1, code)
+	assert.Contains(t, out, "FAIL  configuration: MCP_RESOURCE_URL: ")
+	assert.Contains(t, out, "FAIL  configuration: DUO_ISSUER: required but not set")
+	assert.NotContains(t, out, "PASS")
+	assert.NotContains(t, out, testSecret)
+}
+
+func TestCheckIntrospection(t *testing.T) {
+	as := rstest.NewServer()
+	defer as.Close()
+	as.SetIntrospectionClient("crm-client", testSecret)
+	base := testEnv(t, as)
+	base["DUO_CLIENT_ID"] = "crm-client"
+
+	for _, mode := range []string{"introspection", "jwt+introspection"} {
+		t.Run(mode+" good credentials", func(t *testing.T) {
+			as.KID("RS256")
+			env := with(base, "AUTH_MODE", mode, "DUO_CLIENT_SECRET", testSecret)
+			code, out, errOut := runCheck(t, env)
+			assert.Equal(t, 0, code)
+			assert.Contains(t, out, "PASS  introspection "+as.Issuer()+": the endpoint answered a made-up token as inactive")
+			assert.NotContains(t, out+errOut, testSecret)
+		})
+		t.Run(mode+" wrong secret", func(t *testing.T) {
+			wrong := testSecret + "-wrong"
+			env := with(base, "AUTH_MODE", mode, "DUO_CLIENT_SECRET", wrong)
+			code, out, errOut := runCheck(t, env)
+			assert.Equal(t, 1, code)
+			assert.Contains(t, out, "FAIL  introspection "+as.Issuer()+": ")
+			assert.Contains(t, out, "HTTP 401 (check the client credentials)")
+			assert.NotContains(t, out+errOut, testSecret)
+		})
+	}
+	t.Run("endpoint down", func(t *testing.T) {
+		as.SetIntrospectionDown(true)
+		defer as.SetIntrospectionDown(false)
+		code, out, _ := runCheck(t, with(base, "AUTH_MODE", "introspection", "DUO_CLIENT_SECRET", testSecret))
+		assert.Equal(t, 1, code)
+		require.Contains(t, out, "FAIL  introspection")
+		assert.Contains(t, out, "HTTP 503")
+	})
+}

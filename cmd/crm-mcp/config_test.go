@@ -1,0 +1,289 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/crm-mcp/crm-mcp/resourceserver"
+)
+
+// testSecret is the client secret every test configuration carries, so
+// that any test can assert it leaked nowhere.
+const testSecret = "S3CRET-do-not-print-7f2a"
+
+// minimalEnv is the smallest valid environment.
+func minimalEnv() map[string]string {
+	return map[string]string{
+		"MCP_RESOURCE_URL": "https://crm.example.com/mcp",
+		"DUO_ISSUER":       "https://sso-1.sso.duosecurity.com/oauth2/DI123",
+	}
+}
+
+// with returns a copy of env with kv applied; a value of "\x00" deletes.
+func with(env map[string]string, kv ...string) map[string]string {
+	out := maps.Clone(env)
+	for i := 0; i+1 < len(kv); i += 2 {
+		if kv[i+1] == "\x00" {
+			delete(out, kv[i])
+		} else {
+			out[kv[i]] = kv[i+1]
+		}
+	}
+	return out
+}
+
+func TestLoadConfigDefaults(t *testing.T) {
+	c, err := loadConfig(minimalEnv())
+	require.NoError(t, err)
+	assert.Equal(t, "127.0.0.1:8080", c.ListenAddr)
+	assert.Equal(t, "https://crm.example.com/mcp", c.ResourceURL)
+	assert.Equal(t, "/mcp", c.mcpPath)
+	assert.Empty(t, c.AllowedOrigins)
+	assert.False(t, c.Stateless)
+	assert.Equal(t, []string{"crm.contacts.read"}, c.ScopesSupported)
+	assert.False(t, c.HideUnauthorizedTools)
+	assert.Equal(t, "CRM (Duo protected)", c.ResourceName)
+	assert.Empty(t, c.ResourceDocumentation)
+	assert.Equal(t, []string{"https://sso-1.sso.duosecurity.com/oauth2/DI123"}, c.Issuers)
+	assert.Empty(t, c.JWKSURL)
+	assert.Empty(t, c.Audiences)
+	assert.Equal(t, resourceserver.ModeJWT, c.mode)
+	assert.Equal(t, resourceserver.DefaultLeeway, c.Leeway, "the envDefault must follow resourceserver")
+	assert.Equal(t, resourceserver.DefaultCacheTTL, c.CacheTTL, "the envDefault must follow resourceserver")
+	assert.Equal(t, resourceserver.DefaultIntrospectionCacheTTL, c.IntrospectionCacheTTL, "the envDefault must follow resourceserver")
+	assert.Equal(t, "./data/crm.db", c.DBPath)
+	assert.Equal(t, "INFO", c.level.String())
+	assert.Equal(t, "json", c.LogFormat)
+	assert.Empty(t, c.unknown)
+	assert.Empty(t, c.warnings)
+}
+
+func TestLoadConfigEverything(t *testing.T) {
+	env := map[string]string{
+		"MCP_LISTEN_ADDR":              ":9000",
+		"MCP_RESOURCE_URL":             "http://127.0.0.1:9000/",
+		"MCP_ALLOWED_ORIGINS":          "http://localhost:6274, https://app.example.com",
+		"MCP_STATELESS":                "true",
+		"MCP_SCOPES_SUPPORTED":         "crm.contacts.read,crm.deals.read",
+		"MCP_HIDE_UNAUTHORIZED_TOOLS":  "1",
+		"MCP_RESOURCE_NAME":            "Test CRM",
+		"MCP_RESOURCE_DOCUMENTATION":   "https://docs.example.com/crm",
+		"DUO_ISSUER":                   "https://a.example.com/oauth2/A",
+		"DUO_JWKS_URL":                 "https://a.example.com/keys",
+		"DUO_AUDIENCES":                "DIXXXX, urn:crm",
+		"AUTH_MODE":                    "jwt+introspection",
+		"DUO_CLIENT_ID":                "client-1",
+		"DUO_CLIENT_SECRET":            testSecret,
+		"DUO_INTROSPECTION_URL":        "https://a.example.com/introspect",
+		"AUTH_LEEWAY":                  "10s",
+		"AUTH_CACHE_TTL":               "1m",
+		"AUTH_INTROSPECTION_CACHE_TTL": "2s",
+		"CRM_DB_PATH":                  "/tmp/x.db",
+		"LOG_LEVEL":                    "debug",
+		"LOG_FORMAT":                   "text",
+		"HOME":                         "/root", // other variables are none of our business
+	}
+	c, err := loadConfig(env)
+	require.NoError(t, err)
+	assert.Equal(t, "/", c.mcpPath)
+	assert.Equal(t, []string{"http://localhost:6274", "https://app.example.com"}, c.AllowedOrigins)
+	assert.True(t, c.Stateless)
+	assert.True(t, c.HideUnauthorizedTools)
+	assert.Equal(t, []string{"DIXXXX", "urn:crm"}, c.Audiences)
+	assert.Equal(t, resourceserver.ModeJWTIntrospection, c.mode)
+	assert.Equal(t, 10*time.Second, c.Leeway)
+	assert.Equal(t, "DEBUG", c.level.String())
+	assert.Empty(t, c.unknown)
+
+	rc := c.resourceServerConfig(nil)
+	assert.Equal(t, "http://127.0.0.1:9000/", rc.Resource)
+	require.Len(t, rc.Issuers, 1)
+	assert.Equal(t, resourceserver.Issuer{
+		URL:              "https://a.example.com/oauth2/A",
+		JWKSURL:          "https://a.example.com/keys",
+		IntrospectionURL: "https://a.example.com/introspect",
+		ClientID:         "client-1",
+		ClientSecret:     testSecret,
+	}, rc.Issuers[0])
+	assert.Equal(t, []string{"DIXXXX", "urn:crm"}, rc.ExtraAudiences)
+	assert.Equal(t, []string{"crm.contacts.read", "crm.deals.read"}, rc.ScopesSupported)
+	assert.Equal(t, "Test CRM", rc.ResourceName)
+	assert.Equal(t, "https://docs.example.com/crm", rc.ResourceDocumentation)
+	assert.Equal(t, resourceserver.ModeJWTIntrospection, rc.Mode)
+	assert.Equal(t, time.Minute, rc.CacheTTL)
+	assert.Equal(t, 2*time.Second, rc.IntrospectionCacheTTL)
+
+	// What loadConfig accepts, resourceserver accepts.
+	rs, err := resourceserver.New(rc)
+	require.NoError(t, err)
+	rs.Close()
+}
+
+func TestLoadConfigSeveralIssuers(t *testing.T) {
+	c, err := loadConfig(with(minimalEnv(), "DUO_ISSUER", " https://a.example.com/oauth2/A , https://b.example.com/oauth2/B,"))
+	require.NoError(t, err)
+	assert.Equal(t, []string{"https://a.example.com/oauth2/A", "https://b.example.com/oauth2/B"}, c.Issuers)
+	assert.Len(t, c.resourceServerConfig(nil).Issuers, 2)
+}
+
+func TestLoadConfigErrorsNameTheVariable(t *testing.T) {
+	intro := with(minimalEnv(), "AUTH_MODE", "introspection", "DUO_CLIENT_ID", "id", "DUO_CLIENT_SECRET", testSecret)
+	tests := []struct {
+		name string
+		env  map[string]string
+		want string // the variable the error must name
+		also string // and a piece of its explanation
+	}{
+		{"resource URL missing", with(minimalEnv(), "MCP_RESOURCE_URL", "\x00"), "MCP_RESOURCE_URL", "required but not set"},
+		{"resource URL empty", with(minimalEnv(), "MCP_RESOURCE_URL", ""), "MCP_RESOURCE_URL", "required but empty"},
+		{"issuer missing", with(minimalEnv(), "DUO_ISSUER", "\x00"), "DUO_ISSUER", "required but not set"},
+		{"issuer only commas", with(minimalEnv(), "DUO_ISSUER", " , "), "DUO_ISSUER", "no issuer listed"},
+		{"resource URL relative", with(minimalEnv(), "MCP_RESOURCE_URL", "/mcp"), "MCP_RESOURCE_URL", "not an absolute URL"},
+		{"resource URL with query", with(minimalEnv(), "MCP_RESOURCE_URL", "https://crm.example.com/mcp?x=1"), "MCP_RESOURCE_URL", "query or fragment"},
+		{"resource URL with fragment", with(minimalEnv(), "MCP_RESOURCE_URL", "https://crm.example.com/mcp#top"), "MCP_RESOURCE_URL", "query or fragment"},
+		{"resource URL plain HTTP", with(minimalEnv(), "MCP_RESOURCE_URL", "http://crm.example.com/mcp"), "MCP_RESOURCE_URL", "plain HTTP"},
+		{"resource URL ftp", with(minimalEnv(), "MCP_RESOURCE_URL", "ftp://crm.example.com/mcp"), "MCP_RESOURCE_URL", "must use https"},
+		{"resource URL reserved path", with(minimalEnv(), "MCP_RESOURCE_URL", "https://crm.example.com/healthz"), "MCP_RESOURCE_URL", "taken by the server"},
+		{"resource URL odd path", with(minimalEnv(), "MCP_RESOURCE_URL", "https://crm.example.com/{x}"), "MCP_RESOURCE_URL", "may only contain"},
+		{"resource URL unclean path", with(minimalEnv(), "MCP_RESOURCE_URL", "https://crm.example.com/a/../mcp"), "MCP_RESOURCE_URL", "not clean"},
+		{"issuer plain HTTP", with(minimalEnv(), "DUO_ISSUER", "http://sso.example.com/oauth2/X"), "DUO_ISSUER", "plain HTTP"},
+		{"issuer relative", with(minimalEnv(), "DUO_ISSUER", "sso.example.com"), "DUO_ISSUER", "not an absolute URL"},
+		{"issuer twice", with(minimalEnv(), "DUO_ISSUER", "https://a.example.com,https://a.example.com"), "DUO_ISSUER", "listed twice"},
+		{"mode magic", with(minimalEnv(), "AUTH_MODE", "magic"), "AUTH_MODE", "want jwt, introspection or jwt+introspection"},
+		{"stateless maybe", with(minimalEnv(), "MCP_STATELESS", "maybe"), "MCP_STATELESS", `"maybe" is not a boolean`},
+		{"hide maybe", with(minimalEnv(), "MCP_HIDE_UNAUTHORIZED_TOOLS", "yes"), "MCP_HIDE_UNAUTHORIZED_TOOLS", "not a boolean"},
+		{"log level loud", with(minimalEnv(), "LOG_LEVEL", "loud"), "LOG_LEVEL", "want debug, info, warn or error"},
+		{"log level offset", with(minimalEnv(), "LOG_LEVEL", "info+2"), "LOG_LEVEL", "not a level"},
+		{"log format xml", with(minimalEnv(), "LOG_FORMAT", "xml"), "LOG_FORMAT", "want json or text"},
+		{"JWKS URL with two issuers", with(minimalEnv(), "DUO_ISSUER", "https://a.example.com,https://b.example.com", "DUO_JWKS_URL", "https://a.example.com/jwks"), "DUO_JWKS_URL", "single DUO_ISSUER"},
+		{"JWKS URL plain HTTP", with(minimalEnv(), "DUO_JWKS_URL", "http://a.example.com/jwks"), "DUO_JWKS_URL", "plain HTTP"},
+		{"introspection without client id", with(intro, "DUO_CLIENT_ID", "\x00"), "DUO_CLIENT_ID", "required when AUTH_MODE is introspection"},
+		{"introspection without secret", with(intro, "DUO_CLIENT_SECRET", "\x00"), "DUO_CLIENT_SECRET", "required when AUTH_MODE is introspection"},
+		{"jwt+introspection without secret", with(intro, "AUTH_MODE", "jwt+introspection", "DUO_CLIENT_SECRET", ""), "DUO_CLIENT_SECRET", "required"},
+		{"introspection with two issuers", with(intro, "DUO_ISSUER", "https://a.example.com,https://b.example.com"), "AUTH_MODE", "exactly one DUO_ISSUER"},
+		{"introspection URL with two issuers", with(intro, "AUTH_MODE", "jwt+introspection", "DUO_ISSUER", "https://a.example.com,https://b.example.com", "DUO_INTROSPECTION_URL", "https://a.example.com/i"), "DUO_INTROSPECTION_URL", "single DUO_ISSUER"},
+		{"introspection URL plain HTTP", with(intro, "DUO_INTROSPECTION_URL", "http://a.example.com/i"), "DUO_INTROSPECTION_URL", "plain HTTP"},
+		{"bad duration", with(minimalEnv(), "AUTH_LEEWAY", "soon"), "AUTH_LEEWAY", `"soon" is not a duration`},
+		{"duration without unit", with(minimalEnv(), "AUTH_CACHE_TTL", "300"), "AUTH_CACHE_TTL", "not a duration"},
+		{"negative duration", with(minimalEnv(), "AUTH_INTROSPECTION_CACHE_TTL", "-1s"), "AUTH_INTROSPECTION_CACHE_TTL", "greater than zero"},
+		{"zero leeway", with(minimalEnv(), "AUTH_LEEWAY", "0s"), "AUTH_LEEWAY", "greater than zero"},
+		{"huge leeway", with(minimalEnv(), "AUTH_LEEWAY", "1h"), "AUTH_LEEWAY", "at most 5m0s"},
+		{"listen address", with(minimalEnv(), "MCP_LISTEN_ADDR", "8080"), "MCP_LISTEN_ADDR", "not host:port"},
+		{"listen port", with(minimalEnv(), "MCP_LISTEN_ADDR", "127.0.0.1:http"), "MCP_LISTEN_ADDR", "no valid port"},
+		{"origin with path", with(minimalEnv(), "MCP_ALLOWED_ORIGINS", "https://app.example.com/page"), "MCP_ALLOWED_ORIGINS", "not an origin"},
+		{"origin star", with(minimalEnv(), "MCP_ALLOWED_ORIGINS", "*"), "MCP_ALLOWED_ORIGINS", "list each browser origin"},
+		{"scope with quote", with(minimalEnv(), "MCP_SCOPES_SUPPORTED", `crm"x`), "MCP_SCOPES_SUPPORTED", "not a valid scope"},
+		{"documentation relative", with(minimalEnv(), "MCP_RESOURCE_DOCUMENTATION", "docs/crm"), "MCP_RESOURCE_DOCUMENTATION", "not an absolute"},
+		{"blank database path", with(minimalEnv(), "CRM_DB_PATH", "  "), "CRM_DB_PATH", "blank"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, set := tt.env["DUO_CLIENT_SECRET"]; !set && tt.name != "introspection without secret" {
+				tt.env["DUO_CLIENT_SECRET"] = testSecret // to prove it leaks nowhere
+			}
+			_, err := loadConfig(tt.env)
+			require.Error(t, err)
+			msg := err.Error()
+			assert.Contains(t, msg, tt.want+": ", "the error must name the variable")
+			assert.Contains(t, msg, tt.also)
+			assert.NotContains(t, msg, testSecret)
+			var ve *varError
+			require.True(t, errors.As(err, &ve), "got %T, want *varError", err)
+		})
+	}
+}
+
+func TestLoadConfigReportsAllProblemsAtOnce(t *testing.T) {
+	env := map[string]string{
+		"MCP_RESOURCE_URL":  "http://crm.example.com/mcp?x",
+		"MCP_STATELESS":     "maybe",
+		"AUTH_MODE":         "introspection",
+		"AUTH_LEEWAY":       "abc",
+		"LOG_LEVEL":         "loud",
+		"LOG_FORMAT":        "xml",
+		"DUO_CLIENT_SECRET": testSecret,
+	}
+	_, err := loadConfig(env)
+	require.Error(t, err)
+	msg := err.Error()
+	for _, name := range []string{"MCP_RESOURCE_URL", "DUO_ISSUER", "MCP_STATELESS", "DUO_CLIENT_ID", "AUTH_LEEWAY", "LOG_LEVEL", "LOG_FORMAT"} {
+		assert.Contains(t, msg, name+": ")
+	}
+	assert.NotContains(t, msg, testSecret)
+	// A value env could not parse is reported once, not again as zero.
+	assert.Equal(t, 1, strings.Count(msg, "AUTH_LEEWAY"), msg)
+	assert.Len(t, leafErrors(err), 7, msg)
+}
+
+func TestLoadConfigHidesCredentialsInURLs(t *testing.T) {
+	_, err := loadConfig(with(minimalEnv(), "DUO_ISSUER", "http://user:"+testSecret+"@sso.example.com/oauth2/X"))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "DUO_ISSUER")
+	assert.NotContains(t, err.Error(), testSecret)
+}
+
+func TestLoadConfigNilEnvironmentIsEmpty(t *testing.T) {
+	// nil must not fall back to the process environment.
+	t.Setenv("MCP_RESOURCE_URL", "https://crm.example.com/mcp")
+	t.Setenv("DUO_ISSUER", "https://sso.example.com/oauth2/X")
+	_, err := loadConfig(nil)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "MCP_RESOURCE_URL: required but not set")
+}
+
+func TestLoadConfigWarnings(t *testing.T) {
+	c, err := loadConfig(with(minimalEnv(), "MCP_STATLESS", "true", "DUO_CLIENT_SECRET", testSecret))
+	require.NoError(t, err)
+	assert.Equal(t, []string{"MCP_STATLESS"}, c.unknown)
+	assert.Equal(t, []string{"DUO_CLIENT_SECRET is ignored: AUTH_MODE is jwt"}, c.warnings)
+	assert.Equal(t, "", c.resourceServerConfig(nil).Issuers[0].ClientSecret, "jwt mode sends no credentials anywhere")
+}
+
+func TestSecretNeverPrints(t *testing.T) {
+	c, err := loadConfig(with(minimalEnv(), "AUTH_MODE", "introspection", "DUO_CLIENT_ID", "id", "DUO_CLIENT_SECRET", testSecret))
+	require.NoError(t, err)
+	require.Equal(t, testSecret, c.ClientSecret.reveal())
+
+	var out bytes.Buffer
+	fmt.Fprintf(&out, "%v %+v %#v %s %q %x", c, c, c, c.ClientSecret, c.ClientSecret, c.ClientSecret)
+	j, err := json.Marshal(c)
+	require.NoError(t, err)
+	out.Write(j)
+	for _, format := range []string{"json", "text"} {
+		c.LogFormat = format
+		c.newLogger(&out).Info("config", c.logAttrs()...)
+		c.newLogger(&out).Info("config", "cfg", c)
+	}
+	assert.NotContains(t, out.String(), testSecret)
+	assert.Contains(t, out.String(), "DUO_CLIENT_SECRET=set")
+	assert.Contains(t, out.String(), `"DUO_CLIENT_SECRET":"set"`)
+	assert.Equal(t, "unset", secret("").String())
+}
+
+func TestDescribeRSError(t *testing.T) {
+	// resourceserver's own messages, mapped back to variables: the
+	// fallback for checks loadConfig does not (yet) make.
+	_, err := resourceserver.New(resourceserver.Config{
+		Resource:        "ftp://x/mcp",
+		Issuers:         []resourceserver.Issuer{{URL: "http://sso.example.com", JWKSURL: "http://sso.example.com/jwks", ClientSecret: testSecret}},
+		ScopesSupported: []string{`a"b`},
+		Mode:            resourceserver.ModeIntrospection,
+		Leeway:          -time.Second,
+	})
+	require.Error(t, err)
+	msg := describeRSError(err).Error()
+	for _, name := range []string{"MCP_RESOURCE_URL", "DUO_ISSUER", "DUO_JWKS_URL", "DUO_CLIENT_ID", "MCP_SCOPES_SUPPORTED", "AUTH_LEEWAY"} {
+		assert.Contains(t, msg, name+": ")
+	}
+	assert.NotContains(t, msg, testSecret)
+	assert.NotContains(t, msg, "resourceserver: ")
+}

@@ -1,0 +1,99 @@
+// Command crm-mcp is the CRM MCP server protected by Cisco Duo: one binary
+// that MCP clients connect to directly over Streamable HTTP.
+//
+//	crm-mcp serve     run the server
+//	crm-mcp check     validate the configuration and reach the authorization server
+//	crm-mcp version   print the version
+//
+// All configuration comes from environment variables (see the README);
+// MCP_RESOURCE_URL and DUO_ISSUER are required.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// After the first signal, restore the default handling so that a
+	// second Ctrl-C ends a shutdown that takes too long.
+	context.AfterFunc(ctx, stop)
+	code := run(ctx, os.Args[1:], environMap(os.Environ()), os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// environMap turns os.Environ into a map. It is the only place the binary
+// touches the process environment; everything else gets the map.
+func environMap(kv []string) map[string]string {
+	m := make(map[string]string, len(kv))
+	for _, s := range kv {
+		if k, v, ok := strings.Cut(s, "="); ok {
+			m[k] = v
+		}
+	}
+	return m
+}
+
+// run is the whole binary, callable in-process by tests. It returns the
+// exit code: 0 success, 1 failure, 2 usage error.
+func run(ctx context.Context, args []string, environ map[string]string, stdout, stderr io.Writer) int {
+	a := &app{environ: environ, stdout: stdout, stderr: stderr}
+	return a.run(ctx, args)
+}
+
+// app carries what run was given, plus hooks tests set.
+type app struct {
+	environ        map[string]string
+	stdout, stderr io.Writer
+
+	// listening, when set, is called with the address serve listens on
+	// once it accepts connections (tests listen on port 0).
+	listening func(addr string)
+}
+
+const usage = `usage: crm-mcp <command>
+
+commands:
+  serve     run the MCP server
+  check     validate the configuration and reach the authorization server(s)
+  version   print the version
+
+Configuration comes from environment variables only; MCP_RESOURCE_URL and
+DUO_ISSUER are required. See the README for the full list.
+`
+
+func (a *app) run(ctx context.Context, args []string) int {
+	if len(args) == 0 {
+		fmt.Fprint(a.stderr, usage)
+		return 2
+	}
+	cmd, rest := args[0], args[1:]
+	var fn func(context.Context) int
+	switch cmd {
+	case "serve":
+		fn = a.serve
+	case "check":
+		fn = a.check
+	case "version":
+		fn = a.version
+	// "dev" (serve against the in-process fakes) joins here.
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(a.stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(a.stderr, "crm-mcp: unknown command %q\n\n%s", cmd, usage)
+		return 2
+	}
+	if len(rest) > 0 {
+		fmt.Fprintf(a.stderr, "crm-mcp %s: takes no arguments (configuration comes from the environment), got %q\n\n%s", cmd, rest, usage)
+		return 2
+	}
+	return fn(ctx)
+}

@@ -1,0 +1,264 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/crm-mcp/crm-mcp/crm"
+	"github.com/crm-mcp/crm-mcp/resourceserver"
+	"github.com/crm-mcp/crm-mcp/tools"
+)
+
+const (
+	// startupRefreshTimeout bounds the first discovery and JWKS fetch.
+	startupRefreshTimeout = 10 * time.Second
+	// openTimeout bounds opening, migrating and seeding the database.
+	openTimeout = 30 * time.Second
+	// shutdownTimeout is how long in-flight requests (a tool call may be
+	// waiting on a Duo Push) get to finish after a signal.
+	shutdownTimeout = 30 * time.Second
+	// readyPingTimeout bounds the database check of /readyz.
+	readyPingTimeout = 2 * time.Second
+)
+
+// serve runs the server until ctx is cancelled (SIGINT, SIGTERM), then
+// shuts down gracefully. It returns 0 after a clean shutdown.
+func (a *app) serve(ctx context.Context) int {
+	cfg, err := loadConfig(a.environ)
+	if err != nil {
+		fmt.Fprintf(a.stderr, "crm-mcp serve: invalid configuration:\n%s", formatConfigErrors(err))
+		return 1
+	}
+	log := cfg.newLogger(a.stderr)
+	log.Info("starting crm-mcp", append([]any{"version", versionString()}, cfg.logAttrs()...)...)
+	cfg.logWarnings(log)
+
+	// Listen before anything slow, so that an address in use fails at once.
+	ln, err := net.Listen("tcp", cfg.ListenAddr)
+	if err != nil {
+		log.Error("cannot listen: is another process using the address? (MCP_LISTEN_ADDR)", "addr", cfg.ListenAddr, "error", err.Error())
+		return 1
+	}
+	defer ln.Close() // for the early returns; Shutdown closes it otherwise
+
+	openCtx, cancel := context.WithTimeout(ctx, openTimeout)
+	store, err := crm.Open(openCtx, cfg.DBPath)
+	cancel()
+	if err != nil {
+		log.Error("cannot open the CRM database (CRM_DB_PATH)", "path", cfg.DBPath, "error", err.Error())
+		return 1
+	}
+	defer func() {
+		if err := store.Close(); err != nil {
+			log.Warn("closing the CRM database", "error", err.Error())
+		} else {
+			log.Info("closed the CRM database")
+		}
+	}()
+
+	rs, err := resourceserver.New(cfg.resourceServerConfig(log))
+	if err != nil {
+		fmt.Fprintf(a.stderr, "crm-mcp serve: invalid configuration:\n%s", formatConfigErrors(describeRSError(err)))
+		return 1
+	}
+	defer func() {
+		rs.Close()
+		log.Info("stopped the authorization server key refresh")
+	}()
+	refreshCtx, cancel := context.WithTimeout(ctx, startupRefreshTimeout)
+	err = rs.Refresh(refreshCtx)
+	cancel()
+	if err != nil {
+		// Not fatal: the keys keep being fetched in the background, and
+		// until they are, tokens are refused and /readyz says 503. A
+		// replica that cannot reach Duo for a moment should still start.
+		log.Warn("AUTHORIZATION SERVER NOT REACHABLE AT START: every token is refused and /readyz answers 503 until its keys are fetched; check DUO_ISSUER and the network",
+			"error", err.Error())
+	} else {
+		log.Info("fetched the authorization server keys", "issuers", rs.Status())
+	}
+
+	mcpHandler, err := tools.NewHandler(tools.Config{
+		Store:                 store,
+		Auth:                  rs,
+		HideUnauthorizedTools: cfg.HideUnauthorizedTools,
+		Stateless:             cfg.Stateless,
+		Logger:                log,
+		Version:               versionString(),
+	})
+	if err != nil {
+		log.Error("cannot build the MCP handler", "error", err.Error())
+		return 1
+	}
+
+	srv := newHTTPServer(newMux(cfg, rs, store, mcpHandler, log), log)
+
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	log.Info("listening", "addr", ln.Addr().String(), "mcp_path", cfg.mcpPath, "metadata_paths", rs.MetadataPaths(), "resource_metadata", rs.ResourceMetadataURL())
+	if a.listening != nil {
+		a.listening(ln.Addr().String())
+	}
+
+	code := 0
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down: no new connections; in-flight requests get time to finish", "timeout", shutdownTimeout.String())
+	case err := <-served:
+		// Serve returns only on a listener failure here.
+		log.Error("server stopped unexpectedly", "error", err.Error())
+		code = 1
+	}
+
+	// A fresh context: ctx is already cancelled, and the drain needs its
+	// own deadline. Both shutdowns run at once: the server's stops
+	// accepting and waits for every active request; the MCP handler's waits
+	// for the tool calls in flight, then closes the MCP sessions, which ends
+	// their long-lived SSE streams (the server's would otherwise wait on
+	// them until its deadline).
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	var mcpErr error
+	var wg sync.WaitGroup
+	wg.Go(func() { mcpErr = mcpHandler.Shutdown(shutdownCtx) })
+	err = srv.Shutdown(shutdownCtx)
+	wg.Wait()
+	if mcpErr != nil {
+		log.Warn("tool calls still running at the deadline; closed their MCP sessions", "error", mcpErr.Error())
+	} else {
+		log.Info("tool calls finished; closed the MCP sessions")
+	}
+	if err != nil {
+		log.Warn("requests still running at the deadline; closing their connections", "error", err.Error())
+		srv.Close()
+	} else {
+		log.Info("all requests finished; HTTP server stopped")
+	}
+	if code == 0 {
+		<-served // http.ErrServerClosed
+	}
+	// Deferred: stop the key refresh, then close the database.
+	return code
+}
+
+func (c config) logWarnings(log *slog.Logger) {
+	for _, w := range c.warnings {
+		log.Warn(w)
+	}
+	if len(c.unknown) > 0 {
+		log.Warn("ignoring environment variables this version does not read: a typo?", "variables", c.unknown)
+	}
+	if c.Stateless {
+		log.Info("Streamable HTTP runs without sessions (MCP_STATELESS): every request stands alone")
+	}
+}
+
+// newMux routes the server's few paths on a private mux (never
+// http.DefaultServeMux, which any imported package may add to).
+func newMux(cfg config, rs *resourceserver.Server, store pinger, mcpHandler http.Handler, log *slog.Logger) *http.ServeMux {
+	mux := http.NewServeMux()
+	for _, p := range rs.MetadataPaths() {
+		mux.Handle(p, rs.MetadataHandler())
+	}
+	// Exactly the resource's path: "/mcp" matches only /mcp, and a path
+	// ending in "/" would otherwise match everything below it.
+	pattern := cfg.mcpPath
+	if strings.HasSuffix(pattern, "/") {
+		pattern += "{$}"
+	}
+	mux.Handle(pattern, mcpHandler)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		io.WriteString(w, "ok\n")
+	})
+	mux.Handle("GET /readyz", readyHandler(store, rs, log))
+	return mux
+}
+
+type pinger interface {
+	Ping(ctx context.Context) error
+}
+
+type readiness interface {
+	Ready() error
+	Status() []resourceserver.IssuerStatus
+}
+
+// readyReport is the body of /readyz. It is unauthenticated, so it holds
+// nothing secret: the issuers are public (they are in the metadata) and a
+// database failure is only named; its detail goes to the log.
+type readyReport struct {
+	Ready   bool                          `json:"ready"`
+	DB      string                        `json:"db"`
+	Auth    string                        `json:"auth"`
+	Issuers []resourceserver.IssuerStatus `json:"issuers"`
+}
+
+// readyHandler answers 200 when the database answers and every issuer's
+// keys are usable, 503 otherwise.
+func readyHandler(store pinger, rs readiness, log *slog.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rep := readyReport{Ready: true, DB: "ok", Auth: "ok", Issuers: rs.Status()}
+		ctx, cancel := context.WithTimeout(r.Context(), readyPingTimeout)
+		defer cancel()
+		if err := store.Ping(ctx); err != nil {
+			rep.Ready, rep.DB = false, "unavailable"
+			log.Warn("readiness: the CRM database does not answer", "error", err.Error())
+		}
+		if err := rs.Ready(); err != nil {
+			// Debug only: the key refresh already warns about each failed
+			// fetch, and probes come every few seconds.
+			rep.Ready, rep.Auth = false, "no usable keys"
+			log.Debug("readiness: tokens cannot be verified", "error", err.Error())
+		}
+		if rep.Issuers == nil {
+			rep.Issuers = []resourceserver.IssuerStatus{}
+		}
+		status := http.StatusOK
+		if !rep.Ready {
+			status = http.StatusServiceUnavailable
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(status)
+		json.NewEncoder(w).Encode(rep)
+	})
+}
+
+// newHTTPServer configures the HTTP server's limits.
+//
+// MCP keeps responses open for a long time: a GET is a server-sent event
+// stream that lasts as long as the session, and a POST answering a tool
+// call can wait a minute or more on a Duo Push. So there is no
+// WriteTimeout: its deadline is set when a request starts and never
+// lifted, and it would cut both mid-stream. ReadTimeout is safe: it bounds
+// reading the headers and the body only, because net/http lifts the read
+// deadline once the body has been read (to watch for the client hanging
+// up), so the handler may then run as long as it needs. TestHTTPServerTimeouts
+// holds net/http to that.
+func newHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler: h,
+		// Headers must arrive promptly (slowloris).
+		ReadHeaderTimeout: 10 * time.Second,
+		// And the body soon after: MCP requests are small JSON documents.
+		// Without this a client dribbling a body a byte at a time holds a
+		// connection and a goroutine for ever.
+		ReadTimeout: 30 * time.Second,
+		// Keep-alive connections between requests.
+		IdleTimeout: 2 * time.Minute,
+		// Access tokens are a few KB; 64 KiB leaves room without letting a
+		// client park a megabyte of headers per connection.
+		MaxHeaderBytes: 64 << 10,
+		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+}
