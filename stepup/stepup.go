@@ -1,0 +1,610 @@
+package stepup
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Defaults for the zero values of Config.
+const (
+	DefaultPushType     = "AI agent"
+	DefaultServerName   = "crm-mcp"
+	DefaultTimeout      = 60 * time.Second
+	DefaultGrantTTL     = 5 * time.Minute
+	DefaultMaxPushes    = 5
+	DefaultDenyCooldown = 60 * time.Second
+	DefaultPollInterval = 2 * time.Second
+)
+
+// NoGrants, as Config.GrantTTL, turns grants off: every sensitive call
+// pushes, however recently the same call was approved.
+const NoGrants time.Duration = -1
+
+// pushWindow is the sliding window of Config.MaxPushes.
+const pushWindow = 10 * time.Minute
+
+// progressEvery is how often a waiting caller hears that it still waits.
+const progressEvery = 5 * time.Second
+
+// sweepEvery is how often state of users who went quiet is dropped.
+const sweepEvery = time.Minute
+
+// Request describes one call that needs approval.
+type Request struct {
+	// User is the Duo username (or user_id, see Config.UseUserID). The
+	// caller takes it from the verified access token, never from a request
+	// body: whoever names the user chooses whose phone is asked.
+	User string
+	// Tool is the MCP tool name, shown on the phone.
+	Tool string
+	// Reason says why the call is sensitive, e.g. `query mentions
+	// "defence"`; shown on the phone.
+	Reason string
+	// Summary is a short summary of the arguments, shown on the phone (cut
+	// to fit, see pushInfo).
+	Summary string
+	// ClientID is the OAuth client id of the agent, treated as opaque (it
+	// may be a URL); shown on the phone.
+	ClientID string
+	// Key is the canonical identity of the call (see CanonicalKey). An
+	// approval covers later calls with the same User and Key, and
+	// simultaneous calls with the same User and Key share one push.
+	Key string
+	// RemoteIP, when set, is sent to Duo as ipaddr, for Duo's policies
+	// and logs.
+	RemoteIP string
+}
+
+// Config configures a Guard. Zero values mean the defaults above.
+type Config struct {
+	// IKey, SKey and Host identify the Duo Auth API integration. Host is a
+	// bare host[:port], such as "api-xxxxxxxx.duosecurity.com".
+	IKey, SKey, Host string
+
+	// CACertPEM, when set, holds the roots to trust INSTEAD of the Duo CA
+	// bundle pinned by duo_api_golang: for a TLS-inspecting proxy, or a
+	// test server. Certificates are still verified; there is no insecure
+	// mode. New logs a warning when it is used.
+	CACertPEM []byte
+
+	// HTTPClient, when set, supplies the transport: its Transport (or
+	// http.DefaultTransport if nil) carries every request, and CACertPEM is
+	// ignored. Nothing else of it is used: deadlines come from Approve's
+	// context and Config.Timeout, and redirects are never followed. Tests
+	// inside testing/synctest pass duotest's Transport here.
+	HTTPClient *http.Client
+
+	// ServerName is shown on the phone as "server".
+	ServerName string
+
+	// PushType is the word Duo Mobile shows before "request".
+	PushType string
+
+	// UseUserID sends Request.User as user_id instead of username.
+	UseUserID bool
+
+	// Timeout bounds one Approve call as a whole: queueing behind another
+	// push for the same user, preauth, the push and the wait for an answer.
+	// A caller's context may end it sooner.
+	Timeout time.Duration
+
+	// GrantTTL is how long an approval covers later calls with the same
+	// User and Key. NoGrants (any negative value) means every call pushes.
+	GrantTTL time.Duration
+
+	// MaxPushes caps pushes per user in any ten minutes, against push
+	// fatigue (a person tapping Approve to make the phone stop).
+	MaxPushes int
+
+	// DenyCooldown is how long, after a push was denied or reported as
+	// fraud, that user's sensitive calls fail at once without a push.
+	DenyCooldown time.Duration
+
+	// PollInterval is the least time between two auth_status calls. Real
+	// Duo long-polls auth_status; each call is still bounded by the
+	// deadline.
+	PollInterval time.Duration
+
+	// Logger receives decisions (never secrets). Nil discards them.
+	Logger *slog.Logger
+
+	// Now is the clock for grants, cooldowns and the push cap. Nil means
+	// time.Now. Waits and deadlines use the runtime's timers; tests fake
+	// both with testing/synctest.
+	Now func() time.Time
+}
+
+// Guard asks Duo for approval of sensitive calls. It is safe for
+// concurrent use.
+//
+// Grants, cooldowns and push counts live in the Guard's memory: each
+// replica of the server keeps its own, and a restart forgets them (which
+// only ever means an extra push).
+type Guard struct {
+	cfg Config
+	duo *duoClient
+	log *slog.Logger
+
+	mu        sync.Mutex
+	users     map[string]*userState
+	lastSweep time.Time
+}
+
+// userState is what the Guard remembers about one user. Guarded by
+// Guard.mu.
+type userState struct {
+	grants    map[string]time.Time // Key -> expiry
+	coolUntil time.Time
+	pushes    []time.Time // pushes sent in the last pushWindow, oldest first
+	flight    *flight     // the approval in progress; at most one per user
+}
+
+// flight is one approval in progress: preauth, push and wait. Callers with
+// the same Key wait for its result; callers with another Key wait for it to
+// end and then try again.
+type flight struct {
+	key      string
+	deadline time.Time     // of the flight's context
+	done     chan struct{} // closed after err is set
+	err      error
+}
+
+// New checks cfg, fills in defaults and builds the Duo client. It does not
+// contact Duo; call Check for that.
+func New(cfg Config) (*Guard, error) {
+	switch {
+	case cfg.IKey == "":
+		return nil, errors.New("stepup: Config.IKey (Duo integration key) is empty")
+	case cfg.SKey == "":
+		return nil, errors.New("stepup: Config.SKey (Duo secret key) is empty")
+	case cfg.Host == "":
+		return nil, errors.New("stepup: Config.Host (Duo API hostname) is empty")
+	}
+	if err := checkHost(cfg.Host); err != nil {
+		return nil, err
+	}
+	for _, d := range []struct {
+		name string
+		val  time.Duration
+	}{{"Timeout", cfg.Timeout}, {"DenyCooldown", cfg.DenyCooldown}, {"PollInterval", cfg.PollInterval}} {
+		if d.val < 0 {
+			return nil, fmt.Errorf("stepup: Config.%s is negative (%s)", d.name, d.val)
+		}
+	}
+	if cfg.MaxPushes < 0 {
+		return nil, fmt.Errorf("stepup: Config.MaxPushes is negative (%d)", cfg.MaxPushes)
+	}
+	if cfg.ServerName == "" {
+		cfg.ServerName = DefaultServerName
+	}
+	if cfg.PushType == "" {
+		cfg.PushType = DefaultPushType
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.GrantTTL == 0 {
+		cfg.GrantTTL = DefaultGrantTTL
+	}
+	if cfg.MaxPushes == 0 {
+		cfg.MaxPushes = DefaultMaxPushes
+	}
+	if cfg.DenyCooldown == 0 {
+		cfg.DenyCooldown = DefaultDenyCooldown
+	}
+	if cfg.PollInterval == 0 {
+		cfg.PollInterval = DefaultPollInterval
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	duo, err := newDuoClient(&cfg)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.HTTPClient == nil && len(cfg.CACertPEM) > 0 {
+		log.Warn("stepup: trusting the configured CA certificates instead of Duo's pinned CA bundle", "host", cfg.Host)
+	}
+	cfg.SKey = "" // the Duo client has it; nothing else needs it
+	return &Guard{cfg: cfg, duo: duo, log: log, users: make(map[string]*userState)}, nil
+}
+
+// checkHost accepts a bare host or host:port, as duo_api_golang wants it.
+func checkHost(h string) error {
+	bad := fmt.Errorf("stepup: Config.Host %q must be a bare host name, optionally with :port (no scheme, path or spaces)", h)
+	if strings.ContainsAny(h, "/?#@ \t\r\n") {
+		return bad
+	}
+	u, err := url.Parse("https://" + h)
+	if err != nil || u.Host != h || u.Hostname() == "" {
+		return bad
+	}
+	if _, port, err := net.SplitHostPort(h); err == nil && port == "" {
+		return bad
+	}
+	return nil
+}
+
+// Check calls Duo's signed /auth/v2/check, which proves the host is
+// reachable, the TLS roots fit and the keys and clock are right. It is for
+// a `check` command and for readiness probes; it is bounded by ctx and by
+// Config.Timeout.
+func (g *Guard) Check(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, g.cfg.Timeout)
+	defer cancel()
+	const subject = "the Duo check"
+	duoTime, err := g.duo.check(ctx, subject)
+	if errors.Is(err, context.DeadlineExceeded) {
+		// For a readiness probe, a Duo that does not answer is down.
+		return newError(Unavailable, err, "Duo did not answer in time, so %s failed. The administrator should check the network path to DUO_AUTH_HOST.", subject)
+	}
+	if err != nil {
+		return g.beforePush(err, subject)
+	}
+	if skew := time.Since(duoTime); skew > 30*time.Second || skew < -30*time.Second {
+		// Duo refuses signatures dated more than a few minutes off.
+		g.log.Warn("stepup: this server's clock differs from Duo's", "skew", skew.Round(time.Second))
+	}
+	return nil
+}
+
+// Approve asks the user to approve req with a Duo Push and waits for the
+// answer. It returns nil when the call may run: approved now, covered by a
+// live grant, or let through by Duo at preauth (a bypass, logged as a
+// warning). Anything else is an *Error, and the call must not run.
+//
+// progress, which may be nil, is called on the caller's goroutine when
+// Approve starts to wait (not for a grant or an immediate refusal) and then
+// every few seconds, with a sentence to show the user.
+//
+// Approve returns promptly when ctx ends. The push it may have started goes
+// on, in one goroutine per user at most, until its own deadline (that of the
+// first caller, so at most Config.Timeout): an approval that arrives after
+// the client gave up still becomes a grant for the same call retried.
+func (g *Guard) Approve(ctx context.Context, req Request, progress func(msg string)) error {
+	if err := req.validate(); err != nil {
+		return err
+	}
+	// The whole wait for one approval, queueing included, is bounded.
+	ctx, cancel := context.WithTimeout(ctx, g.cfg.Timeout)
+	defer cancel()
+	subject := "tool " + req.Tool
+	for {
+		if err := ctx.Err(); err != nil {
+			return callerGone(err, subject)
+		}
+		f, own, err := g.admit(ctx, req, subject)
+		if f == nil {
+			return err // a grant (nil) or an immediate refusal
+		}
+		msg := fmt.Sprintf("Waiting for Duo Push approval on your phone (%s)", subject)
+		if !own {
+			msg = fmt.Sprintf("Waiting for an earlier Duo Push to finish before asking about %s", subject)
+		}
+		if err := wait(ctx, f, progress, msg); err != nil {
+			return callerGone(err, subject)
+		}
+		if own {
+			return f.err
+		}
+		// Another Key's push ended: it may have left a cooldown, or used
+		// up the cap. Look again.
+	}
+}
+
+func (r Request) validate() error {
+	var missing []string
+	if r.User == "" {
+		missing = append(missing, "User")
+	}
+	if r.Tool == "" {
+		missing = append(missing, "Tool")
+	}
+	if r.Key == "" {
+		missing = append(missing, "Key")
+	}
+	if len(missing) > 0 {
+		return newError(Misconfigured, nil,
+			"The approval request has no %s (a bug in this server), so the call was not run.", strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+// admit decides, under the lock, what a caller does next. It returns a nil
+// flight with the final answer (nil for a live grant), or the flight to wait
+// for and whether its result is the caller's own (same Key).
+func (g *Guard) admit(ctx context.Context, req Request, subject string) (*flight, bool, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	now := g.cfg.Now()
+	g.sweep(now)
+	us := g.users[req.User]
+	if us == nil {
+		us = &userState{grants: make(map[string]time.Time)}
+		g.users[req.User] = us
+	}
+	if exp, ok := us.grants[req.Key]; ok {
+		if now.Before(exp) {
+			g.log.Info("stepup: approved by grant", "user", req.User, "tool", req.Tool, "client", req.ClientID)
+			return nil, false, nil
+		}
+		delete(us.grants, req.Key)
+	}
+	if now.Before(us.coolUntil) {
+		g.log.Info("stepup: refused during cooldown", "user", req.User, "tool", req.Tool)
+		return nil, false, newError(CoolingDown, nil,
+			"A Duo Push for this user was denied a moment ago, so sensitive calls are refused without a new push until %s; %s was not run.",
+			until(now, us.coolUntil), subject)
+	}
+	if f := us.flight; f != nil {
+		// A flight past its deadline is only finishing: its answer is
+		// TimedOut, which must not be handed to a caller who just came.
+		// (Read from the runtime clock, like the deadline itself: the
+		// context's own timer may not have fired yet.)
+		return f, f.key == req.Key && time.Now().Before(f.deadline), nil
+	}
+	us.prunePushes(now)
+	if len(us.pushes) >= g.cfg.MaxPushes {
+		next := us.pushes[0].Add(pushWindow)
+		g.log.Warn("stepup: push cap reached", "user", req.User, "tool", req.Tool, "max", g.cfg.MaxPushes)
+		return nil, false, newError(TooManyPushes, nil,
+			"Too many Duo Pushes for this user: %d in the last 10 minutes, the most allowed, so %s was not run. Try again after %s.",
+			len(us.pushes), subject, until(now, next))
+	}
+	// The flight must outlive a caller who goes away (see Approve), but not
+	// the first caller's deadline; it keeps the context's values.
+	dl, _ := ctx.Deadline() // always set: Approve added Timeout
+	fctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), dl)
+	f := &flight{key: req.Key, deadline: dl, done: make(chan struct{})}
+	us.flight = f
+	go func() {
+		defer cancel()
+		how, err := g.obtain(fctx, req, us)
+		g.land(us, f, req, how, err)
+	}()
+	return f, true, nil
+}
+
+// wait blocks until f is done or ctx ends, reporting progress meanwhile.
+func wait(ctx context.Context, f *flight, progress func(string), msg string) error {
+	report := func() {
+		if progress != nil {
+			progress(msg)
+		}
+	}
+	report()
+	tick := time.NewTicker(progressEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-f.done:
+			return nil
+		case <-tick.C:
+			report()
+		case <-ctx.Done():
+			select {
+			case <-f.done: // both ready: the answer wins
+				return nil
+			default:
+			}
+			return ctx.Err()
+		}
+	}
+}
+
+// How an approval came about; "" for none.
+const (
+	byPush   = "push"
+	byBypass = "bypass"
+)
+
+// obtain runs one flight: preauth, push, wait. It returns how the call was
+// approved, or an *Error.
+func (g *Guard) obtain(ctx context.Context, req Request, us *userState) (string, error) {
+	subject := "tool " + req.Tool
+	pre, err := g.duo.preauth(ctx, req, subject)
+	if err != nil {
+		return "", g.beforePush(err, subject)
+	}
+	switch pre.result {
+	case "allow":
+		return byBypass, nil
+	case "deny":
+		return "", newError(PreauthDenied, nil,
+			"Duo denies this user (Duo says: %q), so %s was not run. Contact your Duo administrator.", pre.statusMsg, subject)
+	case "enroll":
+		if pre.enrollURL != "" {
+			return "", newError(Enroll, nil,
+				"This user has no Duo device enrolled, so %s was not run. Enroll at %s, then retry.", subject, pre.enrollURL)
+		}
+		return "", newError(Enroll, nil,
+			"This user has no Duo device enrolled, so %s was not run. Ask your Duo administrator how to enroll, then retry.", subject)
+	case "auth":
+	default:
+		return "", newError(Unavailable, nil,
+			"Duo answered preauth with an unknown result %q, so %s was not run.", pre.result, subject)
+	}
+
+	// Counted before sending: a push whose answer we never read (a
+	// network failure, say) may still have reached the phone.
+	g.mu.Lock()
+	us.pushes = append(us.pushes, g.cfg.Now())
+	g.mu.Unlock()
+
+	ans, err := g.duo.auth(ctx, req, g.cfg.PushType, pushInfo(g.cfg.ServerName, req), subject)
+	if err != nil {
+		return "", g.beforePush(err, subject)
+	}
+	if ans.txid == "" {
+		// Async auth always gives a txid; decide on a result if Duo gave
+		// one instead, and fail closed if it gave neither.
+		if how, final, err := g.judge(ans, subject); final {
+			return how, err
+		}
+		return "", newError(Unavailable, nil, "Duo answered the push request without a transaction id, so %s was not run.", subject)
+	}
+	g.log.Info("stepup: Duo Push sent", "user", req.User, "tool", req.Tool, "client", req.ClientID, "txid", ans.txid)
+
+	for {
+		started := time.Now()
+		st, err := g.duo.authStatus(ctx, ans.txid, subject)
+		if err != nil {
+			if ctx.Err() != nil {
+				return "", g.pushExpired(ctx.Err(), subject)
+			}
+			return "", err
+		}
+		if how, final, err := g.judge(st, subject); final {
+			return how, err
+		}
+		next := time.NewTimer(g.cfg.PollInterval - time.Since(started))
+		select {
+		case <-next.C:
+		case <-ctx.Done():
+			next.Stop()
+			return "", g.pushExpired(ctx.Err(), subject)
+		}
+	}
+}
+
+// judge reads an auth or auth_status answer. final is false while Duo is
+// still waiting for the user.
+func (g *Guard) judge(a authAnswer, subject string) (how string, final bool, err error) {
+	if a.status == "timeout" { // final whatever result says
+		return "", true, g.pushExpired(context.DeadlineExceeded, subject)
+	}
+	switch a.result {
+	case "allow":
+		if a.status == "bypass" {
+			return byBypass, true, nil
+		}
+		return byPush, true, nil
+	case "deny":
+		switch a.status {
+		case "fraud":
+			return "", true, newError(Fraud, nil,
+				"The Duo Push for %s was reported as fraud, so the call was not run. Your Duo administrator may be alerted; sensitive calls for this user are refused for %s.",
+				subject, g.cfg.DenyCooldown)
+		case "locked_out":
+			return "", true, newError(LockedOut, nil,
+				"Duo has locked this user out, so %s was not run. A Duo administrator must unlock the user.", subject)
+		}
+		return "", true, newError(Denied, nil,
+			"The Duo Push for %s was denied, so the call was not run. Sensitive calls for this user are refused for %s.",
+			subject, g.cfg.DenyCooldown)
+	case "waiting":
+		return "", false, nil
+	}
+	return "", true, newError(Unavailable, nil, "Duo answered with an unknown result %q, so %s was not run.", a.result, subject)
+}
+
+// beforePush maps the end of a flight's context before any push was sent:
+// Duo was too slow to answer preauth or auth. Our deadline passing is
+// TimedOut wherever it happens, so that the outcome does not depend on
+// whether the caller or the flight noticed first.
+func (g *Guard) beforePush(err error, subject string) error {
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return newError(TimedOut, err,
+			"Duo did not answer before the deadline, so %s was not run. Retry later; if it persists, the administrator should check the network path to DUO_AUTH_HOST.", subject)
+	case errors.Is(err, context.Canceled):
+		return newError(Cancelled, err, "The request was cancelled while contacting Duo, so %s was not run.", subject)
+	}
+	return err
+}
+
+// pushExpired maps the end of a flight's context after the push was sent.
+func (g *Guard) pushExpired(err error, subject string) error {
+	if errors.Is(err, context.Canceled) {
+		return newError(Cancelled, err, "The request was cancelled while waiting for Duo Push approval, so %s was not run.", subject)
+	}
+	return newError(TimedOut, err,
+		"The Duo Push for %s was not answered in time, so the call was not run. Retry and approve the push on your phone.", subject)
+}
+
+// land records a flight's result and releases its waiters. A denial is
+// never remembered as an approval; only an approval by push becomes a grant
+// (a bypass is Duo's decision to make afresh each time). A plain denial
+// leaves the user's other grants alone: it refuses one call, not the
+// session. Fraud and lock-out revoke them all.
+func (g *Guard) land(us *userState, f *flight, req Request, how string, err error) {
+	g.mu.Lock()
+	now := g.cfg.Now()
+	switch {
+	case err == nil && how == byPush && g.cfg.GrantTTL > 0:
+		us.grants[req.Key] = now.Add(g.cfg.GrantTTL)
+	case IsOutcome(err, Denied) || IsOutcome(err, Fraud):
+		// TimedOut starts no cooldown: an unanswered phone is not a
+		// refusal, and the push cap already limits retries.
+		us.coolUntil = now.Add(g.cfg.DenyCooldown)
+	}
+	if IsOutcome(err, Fraud) || IsOutcome(err, LockedOut) {
+		// The user says someone else is at work, or Duo stopped trusting
+		// the account: earlier approvals no longer stand either.
+		clear(us.grants)
+	}
+	us.flight = nil
+	f.err = err
+	g.mu.Unlock()
+	// Waiters are released after the log line, so it precedes whatever
+	// the approved call does.
+	defer close(f.done)
+
+	attrs := []any{"user", req.User, "tool", req.Tool, "client", req.ClientID}
+	var e *Error
+	switch {
+	case err == nil && how == byBypass:
+		g.log.Warn("stepup: Duo bypass: approving without push", attrs...)
+	case err == nil:
+		g.log.Info("stepup: approved by Duo Push", attrs...)
+	case errors.As(err, &e) && (e.Outcome == Misconfigured || e.Outcome == Unavailable || e.Outcome == RateLimited):
+		g.log.Error("stepup: Duo failed", append(attrs, "outcome", e.Outcome, "error", e.Msg)...)
+	case errors.As(err, &e) && e.Outcome == Fraud:
+		g.log.Warn("stepup: Duo Push reported as fraud", append(attrs, "outcome", e.Outcome)...)
+	case errors.As(err, &e):
+		g.log.Info("stepup: not approved", append(attrs, "outcome", e.Outcome)...)
+	default:
+		g.log.Error("stepup: not approved", append(attrs, "error", err)...)
+	}
+}
+
+func (us *userState) prunePushes(now time.Time) {
+	i := 0
+	for i < len(us.pushes) && !now.Before(us.pushes[i].Add(pushWindow)) {
+		i++
+	}
+	us.pushes = us.pushes[i:]
+}
+
+// sweep drops, at most once per sweepEvery, expired grants and users with
+// nothing left to remember, so memory follows the active users. The caller
+// holds g.mu.
+func (g *Guard) sweep(now time.Time) {
+	if now.Sub(g.lastSweep) < sweepEvery && !g.lastSweep.IsZero() {
+		return
+	}
+	g.lastSweep = now
+	for name, us := range g.users {
+		for k, exp := range us.grants {
+			if !now.Before(exp) {
+				delete(us.grants, k)
+			}
+		}
+		us.prunePushes(now)
+		if us.flight == nil && len(us.grants) == 0 && len(us.pushes) == 0 && !now.Before(us.coolUntil) {
+			delete(g.users, name)
+		}
+	}
+}
