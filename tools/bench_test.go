@@ -14,7 +14,76 @@ import (
 	"github.com/crm-mcp/crm-mcp/crm"
 	"github.com/crm-mcp/crm-mcp/resourceserver"
 	"github.com/crm-mcp/crm-mcp/resourceserver/rstest"
+	"github.com/crm-mcp/crm-mcp/stepup"
+	"github.com/crm-mcp/crm-mcp/stepup/duotest"
 )
+
+// benchCall sends one tools/call through h per iteration.
+func benchCall(b *testing.B, h http.Handler, raw, body, want string) {
+	for b.Loop() {
+		r := httptest.NewRequest("POST", "/mcp", strings.NewReader(body))
+		r.Header.Set("Authorization", "Bearer "+raw)
+		r.Header.Set("Content-Type", "application/json")
+		r.Header.Set("Accept", "application/json, text/event-stream")
+		r.Header.Set("MCP-Protocol-Version", "2025-06-18")
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != 200 || !strings.Contains(w.Body.String(), want) {
+			b.Fatalf("status %d: %.200s", w.Code, w.Body.String())
+		}
+	}
+}
+
+// BenchmarkStepUpDecision measures what the step-up policy adds to a
+// non-sensitive tools/call (list_contacts without a query: the policy
+// looks for terms and decides no restricted record is named, no push),
+// through the production handler, with step-up off and on.
+//
+// Target: on costs under 5 % more than off.
+func BenchmarkStepUpDecision(b *testing.B) {
+	ctx := context.Background()
+	store, err := crm.Open(ctx, filepath.Join(b.TempDir(), "crm.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer store.Close()
+	as := rstest.NewServer()
+	defer as.Close()
+	as.KID("RS256")
+	duo := duotest.NewServer()
+	defer duo.Close()
+	const resource = "http://127.0.0.1:9/mcp"
+	quiet := slog.New(slog.DiscardHandler)
+	rs, err := resourceserver.New(resourceserver.Config{Resource: resource, Issuers: []resourceserver.Issuer{{URL: as.Issuer()}}, Logger: quiet})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer rs.Close()
+	raw := as.Mint(as.Claims("alice", resource, ScopeContactsRead))
+	if _, err := rs.Verify(ctx, raw); err != nil {
+		b.Fatal(err)
+	}
+	guard, err := stepup.New(stepup.Config{IKey: duo.IKey(), SKey: duo.SKey(), Host: duo.Host(), CACertPEM: duo.CACertPEM(), Logger: quiet})
+	if err != nil {
+		b.Fatal(err)
+	}
+	terms, _ := stepup.NewTerms(stepup.DefaultSensitiveTerms)
+	off, err := NewHandler(Config{Store: store, Auth: rs, Stateless: true, Logger: quiet})
+	if err != nil {
+		b.Fatal(err)
+	}
+	on, err := NewHandler(Config{Store: store, Auth: rs, Stateless: true, Logger: quiet,
+		StepUp: &StepUp{Guard: guard, Terms: terms, OnWrite: true}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"list_contacts","arguments":{"limit":5}}}`
+	b.Run("stepup=off", func(b *testing.B) { benchCall(b, off, raw, body, "Maya Okafor") })
+	b.Run("stepup=on", func(b *testing.B) { benchCall(b, on, raw, body, "Maya Okafor") })
+	if n := len(duo.Pushes()); n != 0 {
+		b.Fatalf("%d pushes for a non-sensitive call", n)
+	}
+}
 
 // BenchmarkToolsCall sends an authenticated tools/call list_contacts through
 // the HTTP handler, stateless, in process:
@@ -59,20 +128,6 @@ func BenchmarkToolsCall(b *testing.B) {
 	})
 
 	body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"list_contacts","arguments":{"limit":5}}}`
-	run := func(b *testing.B, h http.Handler) {
-		for b.Loop() {
-			r := httptest.NewRequest("POST", "/mcp", strings.NewReader(body))
-			r.Header.Set("Authorization", "Bearer "+raw)
-			r.Header.Set("Content-Type", "application/json")
-			r.Header.Set("Accept", "application/json, text/event-stream")
-			r.Header.Set("MCP-Protocol-Version", "2025-06-18")
-			w := httptest.NewRecorder()
-			h.ServeHTTP(w, r)
-			if w.Code != 200 || !strings.Contains(w.Body.String(), "Maya Okafor") {
-				b.Fatalf("status %d: %.200s", w.Code, w.Body.String())
-			}
-		}
-	}
-	b.Run("auth=off", func(b *testing.B) { run(b, off) })
-	b.Run("auth=on", func(b *testing.B) { run(b, on) })
+	b.Run("auth=off", func(b *testing.B) { benchCall(b, off, raw, body, "Maya Okafor") })
+	b.Run("auth=on", func(b *testing.B) { benchCall(b, on, raw, body, "Maya Okafor") })
 }

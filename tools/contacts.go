@@ -2,6 +2,7 @@ package tools
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -59,102 +60,145 @@ type UpdateContactIn struct {
 func contactTools(d *deps) []spec {
 	readOnly := &mcp.ToolAnnotations{ReadOnlyHint: true, IdempotentHint: true, OpenWorldHint: ptr(false)}
 	return []spec{
-		define(d, &mcp.Tool{
-			Name:        "list_contacts",
-			Title:       "List contacts",
-			Description: "List CRM contacts, optionally filtered by a search text. Restricted contacts are withheld unless include_restricted is true; the result says how many were withheld.",
+		define(d, toolDef[ListContactsIn, ContactList]{tool: &mcp.Tool{
+			Name:  "list_contacts",
+			Title: "List contacts",
+			Description: "List CRM contacts, optionally filtered by a search text. A plain listing withholds restricted contacts and says how many; " +
+				"include_restricted: true, or a search that matches a restricted contact, needs the user's approval on their phone (Duo Push) and then returns them.",
 			Annotations: readOnly,
-		}, []string{ScopeContactsRead}, func(ctx context.Context, req *mcp.CallToolRequest, in ListContactsIn) (string, ContactList, error) {
-			f := crm.ContactFilter{Query: in.Query, Limit: in.Limit, Offset: in.Offset, IncludeRestricted: in.IncludeRestricted}
-			contacts, err := d.store.ListContacts(ctx, f)
-			if err != nil {
-				return "", ContactList{}, err
-			}
-			out := ContactList{Contacts: contacts}
-			if !in.IncludeRestricted {
-				if out.WithheldRestricted, err = d.store.CountRestricted(ctx, f); err != nil {
+		}, scopes: []string{ScopeContactsRead},
+			// A search names records, so it may return the restricted ones
+			// it matches; a plain listing withholds them.
+			restricted: func(ctx context.Context, in ListContactsIn) (bool, error) {
+				if in.Query == "" && !in.IncludeRestricted {
+					return false, nil
+				}
+				return d.store.MatchesRestricted(ctx, crm.ContactFilter{Query: in.Query})
+			},
+			run: func(ctx context.Context, in ListContactsIn) (string, ContactList, error) {
+				f := crm.ContactFilter{Query: in.Query, Limit: in.Limit, Offset: in.Offset, IncludeRestricted: in.IncludeRestricted || in.Query != ""}
+				contacts, err := d.store.ListContacts(ctx, f)
+				if err != nil {
 					return "", ContactList{}, err
 				}
-			}
-			var b strings.Builder
-			fmt.Fprintf(&b, "%d contact(s)", len(contacts))
-			if in.Query != "" {
-				fmt.Fprintf(&b, " matching %q", in.Query)
-			}
-			b.WriteString(":\n")
-			for _, c := range contacts {
-				fmt.Fprintf(&b, "- #%d %s <%s>, %s (%s, %s)\n", c.ID, c.Name, c.Email, c.Company, c.Sector, c.Classification)
-			}
-			if out.WithheldRestricted > 0 {
-				fmt.Fprintf(&b, "%d restricted contact(s) withheld; call again with include_restricted: true to ask for them.\n", out.WithheldRestricted)
-			}
-			return b.String(), out, nil
-		}),
+				out := ContactList{Contacts: contacts}
+				if !f.IncludeRestricted {
+					if out.WithheldRestricted, err = d.store.CountRestricted(ctx, f); err != nil {
+						return "", ContactList{}, err
+					}
+				}
+				var b strings.Builder
+				fmt.Fprintf(&b, "%d contact(s)", len(contacts))
+				if in.Query != "" {
+					fmt.Fprintf(&b, " matching %q", in.Query)
+				}
+				b.WriteString(":\n")
+				for _, c := range contacts {
+					fmt.Fprintf(&b, "- #%d %s <%s>, %s (%s, %s)\n", c.ID, c.Name, c.Email, c.Company, c.Sector, c.Classification)
+				}
+				if out.WithheldRestricted > 0 {
+					fmt.Fprintf(&b, "%d restricted contact(s) withheld; call again with include_restricted: true to ask for them.\n", out.WithheldRestricted)
+				}
+				return b.String(), out, nil
+			}}),
 
-		define(d, &mcp.Tool{
+		define(d, toolDef[ContactID, crm.Contact]{tool: &mcp.Tool{
 			Name:        "get_contact",
 			Title:       "Get a contact",
-			Description: "Get one CRM contact by id.",
+			Description: "Get one CRM contact by id. A restricted contact needs the user's approval (Duo Push).",
 			Annotations: readOnly,
-		}, []string{ScopeContactsRead}, func(ctx context.Context, req *mcp.CallToolRequest, in ContactID) (string, crm.Contact, error) {
-			if in.ID <= 0 {
-				return "", crm.Contact{}, &toolError{"id must be a positive contact id (see list_contacts)"}
-			}
-			c, err := d.store.GetContact(ctx, in.ID)
-			if err != nil {
-				return "", crm.Contact{}, err
-			}
-			return describeContact(c), c, nil
-		}),
+		}, scopes: []string{ScopeContactsRead},
+			restricted: func(ctx context.Context, in ContactID) (bool, error) { return d.contactRestricted(ctx, in.ID) },
+			run: func(ctx context.Context, in ContactID) (string, crm.Contact, error) {
+				if in.ID <= 0 {
+					return "", crm.Contact{}, &toolError{"id must be a positive contact id (see list_contacts)"}
+				}
+				c, err := d.store.GetContact(ctx, in.ID)
+				if err != nil {
+					return "", crm.Contact{}, err
+				}
+				return describeContact(c), c, nil
+			}}),
 
-		define(d, &mcp.Tool{
+		define(d, toolDef[CreateContactIn, crm.Contact]{tool: &mcp.Tool{
 			Name:        "create_contact",
 			Title:       "Create a contact",
 			Description: "Create a CRM contact. name and email are required.",
 			Annotations: &mcp.ToolAnnotations{DestructiveHint: ptr(false), OpenWorldHint: ptr(false)},
-		}, []string{ScopeContactsWrite}, func(ctx context.Context, req *mcp.CallToolRequest, in CreateContactIn) (string, crm.Contact, error) {
-			nc := crm.NewContact{Name: in.Name, Email: in.Email, Phone: in.Phone, Company: in.Company, Sector: in.Sector, Owner: in.Owner}
-			if in.Classification != "" {
-				cl, err := crm.ParseClassification(in.Classification)
+		}, scopes: []string{ScopeContactsWrite}, writes: true,
+			restricted: func(ctx context.Context, in CreateContactIn) (bool, error) {
+				return isRestricted(in.Classification), nil
+			},
+			run: func(ctx context.Context, in CreateContactIn) (string, crm.Contact, error) {
+				nc := crm.NewContact{Name: in.Name, Email: in.Email, Phone: in.Phone, Company: in.Company, Sector: in.Sector, Owner: in.Owner}
+				if in.Classification != "" {
+					cl, err := crm.ParseClassification(in.Classification)
+					if err != nil {
+						return "", crm.Contact{}, err
+					}
+					nc.Classification = cl
+				}
+				if nc.Owner == "" {
+					nc.Owner = subject(ctx)
+				}
+				c, err := d.store.CreateContact(ctx, nc)
 				if err != nil {
 					return "", crm.Contact{}, err
 				}
-				nc.Classification = cl
-			}
-			if nc.Owner == "" {
-				nc.Owner = subject(ctx)
-			}
-			c, err := d.store.CreateContact(ctx, nc)
-			if err != nil {
-				return "", crm.Contact{}, err
-			}
-			return "Created " + describeContact(c), c, nil
-		}),
+				return "Created " + describeContact(c), c, nil
+			}}),
 
-		define(d, &mcp.Tool{
+		define(d, toolDef[UpdateContactIn, crm.Contact]{tool: &mcp.Tool{
 			Name:        "update_contact",
 			Title:       "Update a contact",
 			Description: "Change fields of a CRM contact; fields left out stay as they are.",
 			Annotations: &mcp.ToolAnnotations{DestructiveHint: ptr(true), IdempotentHint: true, OpenWorldHint: ptr(false)},
-		}, []string{ScopeContactsWrite}, func(ctx context.Context, req *mcp.CallToolRequest, in UpdateContactIn) (string, crm.Contact, error) {
-			if in.ID <= 0 {
-				return "", crm.Contact{}, &toolError{"id must be a positive contact id (see list_contacts)"}
-			}
-			u := crm.ContactUpdate{Name: in.Name, Email: in.Email, Phone: in.Phone, Company: in.Company, Sector: in.Sector, Owner: in.Owner}
-			if in.Classification != nil {
-				cl, err := crm.ParseClassification(*in.Classification)
+		}, scopes: []string{ScopeContactsWrite}, writes: true,
+			restricted: func(ctx context.Context, in UpdateContactIn) (bool, error) {
+				if in.Classification != nil && isRestricted(*in.Classification) {
+					return true, nil
+				}
+				return d.contactRestricted(ctx, in.ID)
+			},
+			run: func(ctx context.Context, in UpdateContactIn) (string, crm.Contact, error) {
+				if in.ID <= 0 {
+					return "", crm.Contact{}, &toolError{"id must be a positive contact id (see list_contacts)"}
+				}
+				u := crm.ContactUpdate{Name: in.Name, Email: in.Email, Phone: in.Phone, Company: in.Company, Sector: in.Sector, Owner: in.Owner}
+				if in.Classification != nil {
+					cl, err := crm.ParseClassification(*in.Classification)
+					if err != nil {
+						return "", crm.Contact{}, err
+					}
+					u.Classification = &cl
+				}
+				c, err := d.store.UpdateContact(ctx, in.ID, u)
 				if err != nil {
 					return "", crm.Contact{}, err
 				}
-				u.Classification = &cl
-			}
-			c, err := d.store.UpdateContact(ctx, in.ID, u)
-			if err != nil {
-				return "", crm.Contact{}, err
-			}
-			return "Updated " + describeContact(c), c, nil
-		}),
+				return "Updated " + describeContact(c), c, nil
+			}}),
 	}
+}
+
+// contactRestricted asks the store whether contact id is restricted. An
+// unknown id is not restricted: the tool will say it does not exist.
+func (d *deps) contactRestricted(ctx context.Context, id int64) (bool, error) {
+	if id <= 0 {
+		return false, nil
+	}
+	c, err := d.store.GetContact(ctx, id)
+	if errors.Is(err, crm.ErrNotFound) {
+		return false, nil
+	}
+	return c.Classification == crm.Restricted, err
+}
+
+// isRestricted reports whether a requested classification is restricted,
+// however it is spelled.
+func isRestricted(classification string) bool {
+	cl, err := crm.ParseClassification(classification)
+	return err == nil && cl == crm.Restricted
 }
 
 func describeContact(c crm.Contact) string {

@@ -2,6 +2,7 @@ package tools
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -40,72 +41,101 @@ type UpdateDealStageIn struct {
 
 func dealTools(d *deps) []spec {
 	return []spec{
-		define(d, &mcp.Tool{
-			Name:        "list_deals",
-			Title:       "List deals",
-			Description: "List CRM deals, optionally only one stage or one contact's. Deals of restricted contacts are withheld unless include_restricted is true.",
+		define(d, toolDef[ListDealsIn, DealList]{tool: &mcp.Tool{
+			Name:  "list_deals",
+			Title: "List deals",
+			Description: "List CRM deals, optionally only one stage or one contact's. Deals of restricted contacts are withheld from a plain listing; " +
+				"include_restricted: true, or the contact_id of a restricted contact, needs the user's approval (Duo Push) and then returns them.",
 			Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true, IdempotentHint: true, OpenWorldHint: ptr(false)},
-		}, []string{ScopeDealsRead}, func(ctx context.Context, req *mcp.CallToolRequest, in ListDealsIn) (string, DealList, error) {
-			f := crm.DealFilter{ContactID: in.ContactID, Limit: in.Limit, IncludeRestricted: in.IncludeRestricted}
-			if in.Stage != "" {
-				st, err := crm.ParseStage(in.Stage)
+		}, scopes: []string{ScopeDealsRead},
+			restricted: func(ctx context.Context, in ListDealsIn) (bool, error) {
+				if in.IncludeRestricted {
+					n, err := d.store.CountRestricted(ctx, crm.ContactFilter{})
+					return n > 0, err
+				}
+				return d.contactRestricted(ctx, in.ContactID)
+			},
+			run: func(ctx context.Context, in ListDealsIn) (string, DealList, error) {
+				// Naming a contact asks for its deals, restricted or not (and
+				// approved above if it is).
+				f := crm.DealFilter{ContactID: in.ContactID, Limit: in.Limit, IncludeRestricted: in.IncludeRestricted || in.ContactID != 0}
+				if in.Stage != "" {
+					st, err := crm.ParseStage(in.Stage)
+					if err != nil {
+						return "", DealList{}, err
+					}
+					f.Stage = st
+				}
+				deals, err := d.store.ListDeals(ctx, f)
 				if err != nil {
 					return "", DealList{}, err
 				}
-				f.Stage = st
-			}
-			deals, err := d.store.ListDeals(ctx, f)
-			if err != nil {
-				return "", DealList{}, err
-			}
-			var b strings.Builder
-			fmt.Fprintf(&b, "%d deal(s):\n", len(deals))
-			for _, dl := range deals {
-				fmt.Fprintf(&b, "- %s\n", describeDeal(dl))
-			}
-			return b.String(), DealList{Deals: deals}, nil
-		}),
+				var b strings.Builder
+				fmt.Fprintf(&b, "%d deal(s):\n", len(deals))
+				for _, dl := range deals {
+					fmt.Fprintf(&b, "- %s\n", describeDeal(dl))
+				}
+				return b.String(), DealList{Deals: deals}, nil
+			}}),
 
-		define(d, &mcp.Tool{
+		define(d, toolDef[CreateDealIn, crm.Deal]{tool: &mcp.Tool{
 			Name:        "create_deal",
 			Title:       "Create a deal",
 			Description: "Create a deal with a contact.",
 			Annotations: &mcp.ToolAnnotations{DestructiveHint: ptr(false), OpenWorldHint: ptr(false)},
-		}, []string{ScopeDealsWrite}, func(ctx context.Context, req *mcp.CallToolRequest, in CreateDealIn) (string, crm.Deal, error) {
-			nd := crm.NewDeal{ContactID: in.ContactID, Title: in.Title, Amount: in.Amount, Currency: in.Currency}
-			if in.Stage != "" {
-				st, err := crm.ParseStage(in.Stage)
+		}, scopes: []string{ScopeDealsWrite}, writes: true,
+			restricted: func(ctx context.Context, in CreateDealIn) (bool, error) {
+				return d.contactRestricted(ctx, in.ContactID)
+			},
+			run: func(ctx context.Context, in CreateDealIn) (string, crm.Deal, error) {
+				nd := crm.NewDeal{ContactID: in.ContactID, Title: in.Title, Amount: in.Amount, Currency: in.Currency}
+				if in.Stage != "" {
+					st, err := crm.ParseStage(in.Stage)
+					if err != nil {
+						return "", crm.Deal{}, err
+					}
+					nd.Stage = st
+				}
+				dl, err := d.store.CreateDeal(ctx, nd)
 				if err != nil {
 					return "", crm.Deal{}, err
 				}
-				nd.Stage = st
-			}
-			dl, err := d.store.CreateDeal(ctx, nd)
-			if err != nil {
-				return "", crm.Deal{}, err
-			}
-			return "Created " + describeDeal(dl), dl, nil
-		}),
+				return "Created " + describeDeal(dl), dl, nil
+			}}),
 
-		define(d, &mcp.Tool{
+		define(d, toolDef[UpdateDealStageIn, crm.Deal]{tool: &mcp.Tool{
 			Name:        "update_deal_stage",
 			Title:       "Move a deal to another stage",
 			Description: "Set the stage of a deal.",
 			Annotations: &mcp.ToolAnnotations{DestructiveHint: ptr(true), IdempotentHint: true, OpenWorldHint: ptr(false)},
-		}, []string{ScopeDealsWrite}, func(ctx context.Context, req *mcp.CallToolRequest, in UpdateDealStageIn) (string, crm.Deal, error) {
-			if in.ID <= 0 {
-				return "", crm.Deal{}, &toolError{"id must be a positive deal id (see list_deals)"}
-			}
-			st, err := crm.ParseStage(in.Stage)
-			if err != nil {
-				return "", crm.Deal{}, err
-			}
-			dl, err := d.store.UpdateDealStage(ctx, in.ID, st)
-			if err != nil {
-				return "", crm.Deal{}, err
-			}
-			return "Updated " + describeDeal(dl), dl, nil
-		}),
+		}, scopes: []string{ScopeDealsWrite}, writes: true,
+			restricted: func(ctx context.Context, in UpdateDealStageIn) (bool, error) {
+				if in.ID <= 0 {
+					return false, nil
+				}
+				dl, err := d.store.GetDeal(ctx, in.ID)
+				if errors.Is(err, crm.ErrNotFound) {
+					return false, nil
+				}
+				if err != nil {
+					return false, err
+				}
+				return d.contactRestricted(ctx, dl.ContactID)
+			},
+			run: func(ctx context.Context, in UpdateDealStageIn) (string, crm.Deal, error) {
+				if in.ID <= 0 {
+					return "", crm.Deal{}, &toolError{"id must be a positive deal id (see list_deals)"}
+				}
+				st, err := crm.ParseStage(in.Stage)
+				if err != nil {
+					return "", crm.Deal{}, err
+				}
+				dl, err := d.store.UpdateDealStage(ctx, in.ID, st)
+				if err != nil {
+					return "", crm.Deal{}, err
+				}
+				return "Updated " + describeDeal(dl), dl, nil
+			}}),
 	}
 }
 

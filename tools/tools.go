@@ -54,6 +54,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Version is reported in the MCP implementation info.
 	Version string
+	// StepUp asks for Duo Push approval before sensitive calls. Nil turns
+	// step-up off (STEPUP_MODE=off): the caller must say so loudly.
+	StepUp *StepUp
 }
 
 // Handler is the MCP endpoint: front door, per-tool scope gate, request
@@ -104,6 +107,9 @@ func NewHandler(cfg Config) (*Handler, error) {
 	if cfg.Auth == nil {
 		return nil, errors.New("tools: the front door (resourceserver) is required")
 	}
+	if cfg.StepUp != nil && (cfg.StepUp.Guard == nil || cfg.StepUp.Terms == nil) {
+		return nil, errors.New("tools: step-up needs a guard and sensitive terms")
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -123,7 +129,7 @@ func NewHandler(cfg Config) (*Handler, error) {
 
 // newMCPServer builds the MCP server with every tool registered.
 func newMCPServer(cfg Config) (*mcp.Server, *catalog) {
-	cat := newCatalog(&deps{store: cfg.Store, log: cfg.Logger})
+	cat := newCatalog(&deps{store: cfg.Store, log: cfg.Logger, stepUp: cfg.StepUp})
 	server := mcp.NewServer(&mcp.Implementation{Name: "crm-mcp", Title: "CRM (Duo protected)", Version: cfg.Version}, &mcp.ServerOptions{
 		Instructions: "CRM tools. Each tool needs a Duo scope; calls without it are refused with an insufficient_scope challenge naming the scopes to request.",
 		Logger:       cfg.Logger,
@@ -139,14 +145,16 @@ func newMCPServer(cfg Config) (*mcp.Server, *catalog) {
 
 // deps is what tool handlers use.
 type deps struct {
-	store *crm.Store
-	log   *slog.Logger
+	store  *crm.Store
+	log    *slog.Logger
+	stepUp *StepUp // nil when step-up is off
 }
 
 // spec is one tool and its policy.
 type spec struct {
 	name   string
 	scopes []string
+	writes bool
 	add    func(*mcp.Server)
 }
 
@@ -241,31 +249,51 @@ func errScope(tool string, lacking []string) error {
 	return fmt.Errorf("%s needs the scope(s) %s, which your access token does not grant; ask for them when you sign in again", tool, strings.Join(lacking, " "))
 }
 
-// define turns a typed handler into a spec. run returns the text shown to
-// the model and the structured result; an error becomes a tool error whose
-// text says what to fix.
-func define[In, Out any](d *deps, t *mcp.Tool, scopes []string, run func(ctx context.Context, req *mcp.CallToolRequest, in In) (string, Out, error)) spec {
+// toolDef declares one tool and its policy in one place: the scopes it
+// needs, whether it writes, and how it tells, by asking the store before
+// it runs, whether the call would return or change a restricted record.
+type toolDef[In, Out any] struct {
+	tool   *mcp.Tool
+	scopes []string
+	writes bool
+	// restricted reports whether the call would return or change a record
+	// classified restricted. Nil means it never does.
+	restricted func(ctx context.Context, in In) (bool, error)
+	// run does the work and returns the text shown to the model and the
+	// structured result; an error becomes a tool error whose text says
+	// what to fix.
+	run func(ctx context.Context, in In) (string, Out, error)
+}
+
+// define turns a toolDef into a spec. The handler checks, in order: the
+// scopes (again, behind the HTTP gate), step-up approval, then runs.
+func define[In, Out any](d *deps, td toolDef[In, Out]) spec {
+	t := td.tool
 	if t.Meta == nil {
 		t.Meta = mcp.Meta{}
 	}
-	t.Meta["crm-mcp/scopes"] = scopes
+	t.Meta["crm-mcp/scopes"] = td.scopes
 	return spec{
 		name:   t.Name,
-		scopes: scopes,
+		scopes: td.scopes,
+		writes: td.writes,
 		add: func(s *mcp.Server) {
 			mcp.AddTool(s, t, func(ctx context.Context, req *mcp.CallToolRequest, in In) (*mcp.CallToolResult, Out, error) {
 				var zero Out
-				if lacking := missing(grantedScopes(ctx, req), scopes); len(lacking) > 0 {
+				if lacking := missing(grantedScopes(ctx, req), td.scopes); len(lacking) > 0 {
 					d.log.WarnContext(ctx, "tool call without scope reached the MCP layer", "tool", t.Name, "missing", lacking)
 					return nil, zero, errScope(t.Name, lacking)
 				}
-				text, out, err := run(ctx, req, in)
+				var restricted func() (bool, error)
+				if td.restricted != nil {
+					restricted = func() (bool, error) { return td.restricted(ctx, in) }
+				}
+				if err := d.approve(ctx, req, t.Name, td.writes, restricted); err != nil {
+					return nil, zero, d.userError(ctx, t.Name, err)
+				}
+				text, out, err := td.run(ctx, in)
 				if err != nil {
-					uerr := userError(err)
-					if errors.Is(uerr, errInternal) {
-						d.log.ErrorContext(ctx, "tool failed", "tool", t.Name, "error", err.Error())
-					}
-					return nil, zero, uerr
+					return nil, zero, d.userError(ctx, t.Name, err)
 				}
 				return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: text}}}, out, nil
 			})
@@ -274,8 +302,8 @@ func define[In, Out any](d *deps, t *mcp.Tool, scopes []string, run func(ctx con
 }
 
 // userError rewrites store errors into messages that say what to fix.
-// Anything unexpected is reported without internals.
-func userError(err error) error {
+// Anything unexpected is logged and reported without internals.
+func (d *deps) userError(ctx context.Context, tool string, err error) error {
 	var ve *crm.ValidationError
 	switch {
 	case errors.As(err, &ve):
@@ -287,6 +315,7 @@ func userError(err error) error {
 	case errors.As(err, new(*toolError)):
 		return err
 	}
+	d.log.ErrorContext(ctx, "tool failed", "tool", tool, "error", err.Error())
 	return errInternal
 }
 

@@ -1,0 +1,301 @@
+package tools_test
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/crm-mcp/crm-mcp/crm"
+	"github.com/crm-mcp/crm-mcp/stepup"
+	"github.com/crm-mcp/crm-mcp/stepup/duotest"
+	"github.com/crm-mcp/crm-mcp/tools"
+)
+
+// stepUpEnv is an endpoint whose sensitive calls push to a fake Duo over
+// TLS with real signatures.
+type stepUpEnv struct {
+	*env
+	duo *duotest.Server
+}
+
+func newStepUpEnv(t testing.TB, tune ...func(*stepup.Config, *tools.StepUp)) *stepUpEnv {
+	t.Helper()
+	duo := duotest.NewServer()
+	t.Cleanup(duo.Close)
+	duo.SetDefault(duotest.Approve)
+	e := newEnv(t, func(c *tools.Config) {
+		gcfg := stepup.Config{
+			IKey: duo.IKey(), SKey: duo.SKey(), Host: duo.Host(), CACertPEM: duo.CACertPEM(),
+			PollInterval: 20 * time.Millisecond, Timeout: 10 * time.Second,
+			Logger: slog.New(slog.DiscardHandler),
+		}
+		terms, err := stepup.NewTerms(stepup.DefaultSensitiveTerms)
+		require.NoError(t, err)
+		su := &tools.StepUp{Terms: terms, OnWrite: true}
+		for _, f := range tune {
+			f(&gcfg, su)
+		}
+		su.Guard, err = stepup.New(gcfg)
+		require.NoError(t, err)
+		c.StepUp = su
+	})
+	return &stepUpEnv{env: e, duo: duo}
+}
+
+func resultJSON(t testing.TB, res *mcp.CallToolResult) string {
+	b, err := json.Marshal(res.StructuredContent)
+	require.NoError(t, err)
+	return string(b) + text(res)
+}
+
+// TestStepUpPolicy covers what pushes and what does not, including the
+// ways around a words-only policy.
+func TestStepUpPolicy(t *testing.T) {
+	tests := []struct {
+		name      string
+		tool      string
+		args      map[string]any
+		push      bool
+		wantRiley bool // the restricted record (contact or deal) is in the result
+	}{
+		{"plain listing withholds, no push", "list_contacts", nil, false, false},
+		{"paging past the withheld record", "list_contacts", map[string]any{"offset": 5, "limit": 200}, false, false},
+		{"a non-matching search", "list_contacts", map[string]any{"query": "health"}, false, false},
+		{"defence in the query", "list_contacts", map[string]any{"query": "defence"}, true, true},
+		{"mixed case", "list_contacts", map[string]any{"query": "DeFeNsE contractors"}, true, false},
+		{"Aegis names the record", "list_contacts", map[string]any{"query": "Aegis"}, true, true},
+		{"a surname", "list_contacts", map[string]any{"query": "vance"}, true, true},
+		{"include_restricted", "list_contacts", map[string]any{"include_restricted": true}, true, true},
+		{"an id", "get_contact", map[string]any{"id": 6}, true, true},
+		{"an unrestricted id", "get_contact", map[string]any{"id": 1}, false, false},
+		{"deals of the restricted contact", "list_deals", map[string]any{"contact_id": 6}, true, true},
+		{"plain deals listing", "list_deals", nil, false, false},
+		{"a write", "update_contact", map[string]any{"id": 1, "phone": "+1 555 0100"}, true, false},
+		{"a term inside write arguments", "create_contact", map[string]any{"name": "Pat Lee", "email": "pat@example.com", "company": "Northwind Military Supply"}, true, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newStepUpEnv(t)
+			cs := e.connect(t, e.token("alice", "crm"))
+			res := call(t, cs, tt.tool, tt.args)
+			require.False(t, res.IsError, text(res))
+			assert.Equal(t, tt.push, len(e.duo.Pushes()) == 1, "pushes: %d", len(e.duo.Pushes()))
+			assert.LessOrEqual(t, len(e.duo.Pushes()), 1)
+			got := resultJSON(t, res)
+			assert.Equal(t, tt.wantRiley, strings.Contains(got, "Riley Vance") || strings.Contains(got, "Secure communications"))
+		})
+	}
+}
+
+func TestStepUpPushShowsTheCall(t *testing.T) {
+	e := newStepUpEnv(t)
+	cs := e.connect(t, e.token("alice", "crm"))
+	res := call(t, cs, "list_contacts", map[string]any{"query": "defence"})
+	require.False(t, res.IsError, text(res))
+	pushes := e.duo.Pushes()
+	require.Len(t, pushes, 1)
+	p := pushes[0]
+	assert.Equal(t, "alice", p.User, "the Duo user comes from the token")
+	assert.Equal(t, "AI agent", p.Type)
+	assert.Equal(t, "list_contacts", p.PushInfo.Get("tool"))
+	assert.Contains(t, p.PushInfo.Get("reason"), `mentions "defence"`)
+	assert.Contains(t, p.PushInfo.Get("reason"), "restricted")
+	assert.Contains(t, p.PushInfo.Get("summary"), `"query":"defence"`)
+	assert.Equal(t, "rstest-client", p.PushInfo.Get("client"))
+	golden(t, "pushinfo_list_contacts_defence.txt", p.RawPushInfo+"\n")
+}
+
+func TestStepUpOutcomes(t *testing.T) {
+	tests := []struct {
+		outcome duotest.Outcome
+		want    string
+	}{
+		{duotest.Deny, "denied"},
+		{duotest.Fraud, "fraud"},
+		{duotest.Timeout, "time"},
+		{duotest.LockedOut, "locked"},
+		{duotest.Enroll, "enrol"},
+		{duotest.PreauthDeny, "denies"},
+		{duotest.Unauthorized401, "DUO_AUTH_IKEY"},
+		{duotest.ServerError500, "duo"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.outcome.String(), func(t *testing.T) {
+			e := newStepUpEnv(t)
+			e.duo.Script("alice", tt.outcome)
+			cs := e.connect(t, e.token("alice", "crm"))
+
+			// A read of the restricted record: no data on failure.
+			res := call(t, cs, "get_contact", map[string]any{"id": 6})
+			require.True(t, res.IsError, "want a tool error")
+			assert.NotContains(t, resultJSON(t, res), "Riley")
+			assert.Contains(t, strings.ToLower(text(res)), strings.ToLower(tt.want))
+			assert.Contains(t, text(res), "not run")
+
+			// A write: the side effect did not happen.
+			res = call(t, cs, "update_contact", map[string]any{"id": 1, "name": "Changed Name"})
+			require.True(t, res.IsError)
+			c, err := e.store.GetContact(context.Background(), 1)
+			require.NoError(t, err)
+			assert.Equal(t, "Maya Okafor", c.Name, "a refused write must not happen")
+
+			// The session stays usable for calls that need no approval.
+			assert.False(t, call(t, cs, "list_contacts", nil).IsError)
+		})
+	}
+}
+
+func TestStepUpDuoUnreachable(t *testing.T) {
+	e := newStepUpEnv(t)
+	e.duo.Close()
+	cs := e.connect(t, e.token("alice", "crm"))
+	res := call(t, cs, "get_contact", map[string]any{"id": 6})
+	require.True(t, res.IsError)
+	assert.NotContains(t, resultJSON(t, res), "Riley")
+	assert.Contains(t, strings.ToLower(text(res)), "duo")
+}
+
+func TestStepUpGrantAndCooldown(t *testing.T) {
+	e := newStepUpEnv(t)
+	cs := e.connect(t, e.token("alice", "crm"))
+	args := map[string]any{"id": 6}
+	require.False(t, call(t, cs, "get_contact", args).IsError)
+	require.False(t, call(t, cs, "get_contact", args).IsError)
+	assert.Len(t, e.duo.Pushes(), 1, "an approval covers the same call for the grant TTL")
+
+	e.duo.Script("alice", duotest.Deny)
+	res := call(t, cs, "list_contacts", map[string]any{"query": "Aegis"})
+	require.True(t, res.IsError)
+	res = call(t, cs, "list_contacts", map[string]any{"query": "Vance"})
+	require.True(t, res.IsError)
+	assert.Contains(t, strings.ToLower(text(res)), "denied")
+	assert.Len(t, e.duo.Pushes(), 2, "after a denial the next sensitive call fails without pushing")
+}
+
+func TestStepUpConcurrentCallsShareOnePush(t *testing.T) {
+	e := newStepUpEnv(t)
+	e.duo.Script("alice", duotest.Manual)
+	cs := e.connect(t, e.token("alice", "crm"))
+	const n = 50
+	var wg sync.WaitGroup
+	results := make([]*mcp.CallToolResult, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "get_contact", Arguments: map[string]any{"id": 6}})
+			if assert.NoError(t, err) {
+				results[i] = res
+			}
+		}()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	p, err := e.duo.WaitForPush(ctx)
+	require.NoError(t, err)
+	time.Sleep(100 * time.Millisecond) // let every call join the push
+	require.NoError(t, e.duo.Decide(p.TxID, true))
+	wg.Wait()
+	assert.Len(t, e.duo.Pushes(), 1, "50 identical calls, one push")
+	for _, res := range results {
+		require.NotNil(t, res)
+		assert.False(t, res.IsError, text(res))
+		assert.Contains(t, text(res), "Riley Vance")
+	}
+}
+
+func TestStepUpProgressWhileWaiting(t *testing.T) {
+	e := newStepUpEnv(t)
+	e.duo.Script("alice", duotest.Manual)
+	progress := make(chan string, 10)
+	client := mcp.NewClient(&mcp.Implementation{Name: "progress-test"}, &mcp.ClientOptions{
+		ProgressNotificationHandler: func(_ context.Context, req *mcp.ProgressNotificationClientRequest) {
+			progress <- req.Params.Message
+		},
+	})
+	cs, err := client.Connect(context.Background(), &mcp.StreamableClientTransport{
+		Endpoint: e.resource, HTTPClient: httpClient(e.token("alice", "crm")), MaxRetries: -1, DisableStandaloneSSE: true,
+	}, nil)
+	require.NoError(t, err)
+	defer cs.Close()
+
+	done := make(chan *mcp.CallToolResult, 1)
+	go func() {
+		params := &mcp.CallToolParams{Name: "get_contact", Arguments: map[string]any{"id": 6}}
+		params.SetProgressToken("tok-1")
+		res, err := cs.CallTool(context.Background(), params)
+		assert.NoError(t, err)
+		done <- res
+	}()
+	select {
+	case msg := <-progress:
+		assert.Contains(t, msg, "Duo Push")
+	case <-time.After(10 * time.Second):
+		t.Fatal("no progress notification while waiting for approval")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	p, err := e.duo.WaitForPush(ctx)
+	require.NoError(t, err)
+	require.NoError(t, e.duo.Decide(p.TxID, true))
+	res := <-done
+	require.False(t, res.IsError, text(res))
+	assert.Contains(t, text(res), "Riley Vance")
+}
+
+func TestStepUpOffOnWrite(t *testing.T) {
+	e := newStepUpEnv(t, func(_ *stepup.Config, su *tools.StepUp) { su.OnWrite = false })
+	cs := e.connect(t, e.token("alice", "crm"))
+	require.False(t, call(t, cs, "update_contact", map[string]any{"id": 1, "phone": "1"}).IsError)
+	assert.Empty(t, e.duo.Pushes(), "writes do not push with STEPUP_ON_WRITE=false")
+	require.False(t, call(t, cs, "update_contact", map[string]any{"id": 6, "phone": "1"}).IsError)
+	assert.Len(t, e.duo.Pushes(), 1, "a write to a restricted record still pushes")
+}
+
+func TestStepUpListedTool(t *testing.T) {
+	e := newStepUpEnv(t, func(_ *stepup.Config, su *tools.StepUp) { su.Tools = []string{"list_deals"} })
+	cs := e.connect(t, e.token("alice", "crm"))
+	require.False(t, call(t, cs, "list_deals", nil).IsError)
+	require.Len(t, e.duo.Pushes(), 1)
+	assert.Contains(t, e.duo.Pushes()[0].PushInfo.Get("reason"), "always needs approval")
+}
+
+func TestStepUpUserClaim(t *testing.T) {
+	e := newStepUpEnv(t, func(_ *stepup.Config, su *tools.StepUp) { su.UsernameClaim = "duo_user" })
+	claims := e.as.Claims("alice", e.resource, "crm")
+	claims["duo_user"] = "alice.duo"
+	cs := e.connect(t, e.as.Mint(claims))
+	require.False(t, call(t, cs, "get_contact", map[string]any{"id": 6}).IsError)
+	require.Len(t, e.duo.Pushes(), 1)
+	assert.Equal(t, "alice.duo", e.duo.Pushes()[0].User)
+
+	// A token without the claim cannot be stepped up: fail closed.
+	cs2 := e.connect(t, e.token("bob", "crm"))
+	res := call(t, cs2, "get_contact", map[string]any{"id": 6})
+	require.True(t, res.IsError)
+	assert.Contains(t, text(res), "DUO_USERNAME_CLAIM")
+}
+
+func TestStepUpRestrictedWrites(t *testing.T) {
+	e := newStepUpEnv(t)
+	e.duo.Script("alice", duotest.Deny)
+	cs := e.connect(t, e.token("alice", "crm"))
+	before, _ := e.store.ListDeals(context.Background(), crm.DealFilter{IncludeRestricted: true, Limit: 200})
+	res := call(t, cs, "create_deal", map[string]any{"contact_id": 6, "title": "More", "amount": 5, "currency": "GBP"})
+	require.True(t, res.IsError)
+	res = call(t, cs, "update_deal_stage", map[string]any{"id": 4, "stage": "won"})
+	require.True(t, res.IsError)
+	after, _ := e.store.ListDeals(context.Background(), crm.DealFilter{IncludeRestricted: true, Limit: 200})
+	assert.Equal(t, before, after, "no deal was created or moved")
+}
+
+func httpClient(token string) *http.Client { return &http.Client{Transport: bearer{token}} }
