@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 )
 
@@ -14,6 +15,7 @@ import (
 type issued struct {
 	claims  map[string]any // decoded from JSON, numbers as json.Number
 	revoked bool
+	grant   *grant // set for tokens issued at the token endpoint
 }
 
 // remember records a token for introspection. The claims are copied through
@@ -46,13 +48,18 @@ func (a *AuthServer) MintOpaque(claims map[string]any) string {
 }
 
 // Revoke makes token, JWT or opaque, introspect as inactive from now on.
-// Unknown tokens are ignored. A revoked JWT still verifies against the JWKS:
-// only introspection can tell.
+// Given a refresh token issued at the token endpoint, it revokes the whole
+// grant, as the revocation endpoint does: the refresh token and every
+// access token issued with it. Unknown tokens are ignored. A revoked JWT
+// still verifies against the JWKS: only introspection can tell.
 func (a *AuthServer) Revoke(token string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if t, ok := a.tokens[token]; ok {
 		t.revoked = true
+	}
+	if rt, ok := a.refresh[token]; ok {
+		rt.grant.revoked = true
 	}
 }
 
@@ -143,10 +150,17 @@ func (a *AuthServer) serveIntrospection(w http.ResponseWriter, r *http.Request) 
 	a.mu.Lock()
 	t, ok := a.tokens[token]
 	var resp map[string]any
-	if ok && !t.revoked && current(t.claims, time.Now()) {
+	if ok && !t.revoked && current(t.claims, time.Now()) && a.grantLiveLocked(t.grant) {
 		resp = make(map[string]any, len(t.claims)+2)
 		for k, v := range t.claims {
 			resp[k] = v
+		}
+		if t.grant != nil {
+			// Live scopes: those the token was issued with that the user
+			// still holds. Always present, even empty, so that a resource
+			// server narrowing a JWT's scopes to the answer's drops them all.
+			issuedScopes, _ := t.claims["scope"].(string)
+			resp["scope"] = strings.Join(intersect(strings.Fields(issuedScopes), a.userLocked(t.grant.user).Scopes), " ")
 		}
 	}
 	a.mu.Unlock()
@@ -161,6 +175,13 @@ func (a *AuthServer) serveIntrospection(w http.ResponseWriter, r *http.Request) 
 		resp["token_type"] = "Bearer"
 	}
 	writeJSON(w, http.StatusOK, resp)
+}
+
+// grantLiveLocked reports whether a token of grant g is still good: g is
+// nil (a token from Mint or MintOpaque), or neither revoked nor issued to a
+// user who has since been removed.
+func (a *AuthServer) grantLiveLocked(g *grant) bool {
+	return g == nil || (!g.revoked && a.userLocked(g.user) != nil)
 }
 
 // current reports whether now lies within the token's exp and nbf, where

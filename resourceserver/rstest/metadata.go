@@ -7,7 +7,8 @@ import (
 
 // SetScopesSupported sets the scopes_supported list of the metadata; an
 // empty list leaves the field out. The default is crm.contacts.read
-// crm.contacts.write crm.deals.read crm.deals.write.
+// crm.contacts.write crm.deals.read crm.deals.write. [AuthServer.GrantScope]
+// grants only scopes in this list, unless it is empty.
 func (a *AuthServer) SetScopesSupported(scopes []string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -76,22 +77,32 @@ func (a *AuthServer) serveMetadata(w http.ResponseWriter, r *http.Request, rfc84
 	md := map[string]any{
 		"issuer":                                        a.issuer,
 		"jwks_uri":                                      a.JWKSURL(),
-		"authorization_endpoint":                        a.base + "/authorize",
-		"token_endpoint":                                a.base + "/token",
+		"authorization_endpoint":                        a.AuthorizationURL(),
+		"token_endpoint":                                a.TokenURL(),
+		"registration_endpoint":                         a.RegistrationURL(),
+		"revocation_endpoint":                           a.RevocationURL(),
 		"introspection_endpoint":                        a.IntrospectionURL(),
 		"response_types_supported":                      []string{"code"},
+		"response_modes_supported":                      []string{"query"},
 		"grant_types_supported":                         []string{"authorization_code", "refresh_token"},
 		"code_challenge_methods_supported":              []string{"S256"},
 		"subject_types_supported":                       []string{"public"}, // required by OpenID Connect Discovery
 		"id_token_signing_alg_values_supported":         algorithms,
-		"token_endpoint_auth_methods_supported":         []string{"client_secret_basic", "client_secret_post", "none"},
+		"token_endpoint_auth_methods_supported":         clientAuthMethods,
+		"revocation_endpoint_auth_methods_supported":    clientAuthMethods,
 		"introspection_endpoint_auth_methods_supported": []string{"client_secret_basic", "client_secret_post"},
+		// RFC 9207: the authorization response carries iss.
+		"authorization_response_iss_parameter_supported": true,
 	}
 	if len(scopes) > 0 {
 		md["scopes_supported"] = scopes
 	}
 	writeJSON(w, http.StatusOK, md)
 }
+
+// clientAuthMethods are the client authentication methods of the token and
+// revocation endpoints; "none" is for public clients, which rely on PKCE.
+var clientAuthMethods = []string{"none", "client_secret_basic", "client_secret_post"}
 
 // writeJSON writes v as the JSON body of a response with the given status.
 func writeJSON(w http.ResponseWriter, status int, v any) {

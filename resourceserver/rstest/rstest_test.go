@@ -217,10 +217,13 @@ func TestMetadataFallback(t *testing.T) {
 func TestUnknownPath(t *testing.T) {
 	srv := rstest.NewServer()
 	defer srv.Close()
-	for _, path := range []string{"/authorize", "/token", "/", "/oauth2/other/jwks"} {
+	for _, path := range []string{"/", "/userinfo", "/admin/api", "/admin/api/users/x", "/jwks/x"} {
 		status, _ := get(t, srv, srv.Issuer()+path)
 		assert.Equal(t, http.StatusNotFound, status, "GET issuer+%s", path)
 	}
+	u, _ := url.Parse(srv.Issuer())
+	status, _ := get(t, srv, u.Scheme+"://"+u.Host+"/oauth2/other/jwks")
+	assert.Equal(t, http.StatusNotFound, status, "GET another issuer's jwks")
 }
 
 func TestMintVerifiesWithJWKS(t *testing.T) {
