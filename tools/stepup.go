@@ -62,8 +62,11 @@ func (d *deps) approve(ctx context.Context, req *mcp.CallToolRequest, name strin
 		if err != nil {
 			return err
 		}
-		if r && su != nil {
+		switch {
+		case r && su != nil:
 			reasons = append(reasons, reasonRestricted)
+		case r:
+			d.log.WarnContext(ctx, "STEP-UP IS OFF: a restricted record moves without Duo approval (STEPUP_MODE=off)", "tool", name)
 		}
 	}
 	if len(reasons) == 0 {

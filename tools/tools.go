@@ -143,6 +143,16 @@ func newMCPServer(cfg Config) (*mcp.Server, *catalog) {
 	return server, cat
 }
 
+// Names lists every tool, for configuration checks (STEPUP_TOOLS).
+func Names() []string {
+	var out []string
+	for _, sp := range newCatalog(&deps{}).specs {
+		out = append(out, sp.name)
+	}
+	sort.Strings(out)
+	return out
+}
+
 // deps is what tool handlers use.
 type deps struct {
 	store  *crm.Store

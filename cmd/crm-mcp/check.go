@@ -186,8 +186,24 @@ func probeIntrospection(ctx context.Context, cfg config, issuer string, log *slo
 	return errors.New(detail)
 }
 
-// checkDuoAuthAPI is where check will reach Duo's Auth API (/auth/v2/check
-// with the step-up integration's keys) once the binary wires step-up. Until
-// then it checks, and prints, nothing: no line may claim a check that did
-// not run.
-func (a *app) checkDuoAuthAPI(ctx context.Context, cfg config, r *checkReport) {}
+// checkDuoAuthAPI reaches Duo's Auth API with the step-up integration's
+// keys (/auth/v2/check, signed), which proves the host, the TLS trust and
+// the keys.
+func (a *app) checkDuoAuthAPI(ctx context.Context, cfg config, r *checkReport) {
+	if !cfg.stepUpOn() {
+		r.warn("Duo Auth API", "STEPUP_MODE=off: sensitive calls run without Duo Push approval")
+		return
+	}
+	su, err := cfg.stepUp(slog.New(slog.DiscardHandler))
+	if err != nil {
+		r.fail("Duo Auth API", err.Error())
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
+	defer cancel()
+	if err := su.Guard.Check(ctx); err != nil {
+		r.fail("Duo Auth API", err.Error())
+		return
+	}
+	r.pass("Duo Auth API", "/auth/v2/check at "+cfg.DuoHost+" accepted the integration keys")
+}

@@ -28,9 +28,9 @@ func TestCheckPasses(t *testing.T) {
 	assert.Equal(t, 0, code)
 	assert.Contains(t, out, "PASS  configuration: resource "+testResource)
 	assert.Contains(t, out, "PASS  issuer "+as.Issuer()+": metadata discovered, JWKS fetched: 1 usable key(s)")
-	assert.Contains(t, out, "check passed: 2 checks")
+	assert.Contains(t, out, "check passed: 3 checks")
 	assert.NotContains(t, out, "FAIL")
-	assert.NotContains(t, out, "Duo Auth API", "no line may claim a check that does not run yet")
+	assert.Contains(t, out, "PASS  Duo Auth API: /auth/v2/check at ")
 }
 
 func TestCheckJWKSURLOverride(t *testing.T) {
@@ -56,7 +56,7 @@ func TestCheckJWKSDown(t *testing.T) {
 	assert.Contains(t, out, "PASS  configuration")
 	assert.Contains(t, out, "FAIL  issuer "+as.Issuer()+": JWKS: ")
 	assert.Contains(t, out, "HTTP 503")
-	assert.Contains(t, out, "check failed: 1 of 2 checks failed")
+	assert.Contains(t, out, "check failed: 1 of 3 checks failed")
 }
 
 func TestCheckIssuerUnreachable(t *testing.T) {
@@ -86,7 +86,7 @@ func TestCheckOneOfTwoIssuersFails(t *testing.T) {
 	assert.Equal(t, 1, code)
 	assert.Contains(t, out, "PASS  issuer "+good.Issuer())
 	assert.Contains(t, out, "FAIL  issuer "+bad.Issuer())
-	assert.Contains(t, out, "check failed: 1 of 3 checks failed")
+	assert.Contains(t, out, "check failed: 1 of 4 checks failed")
 }
 
 func TestCheckInvalidConfiguration(t *testing.T) {
@@ -131,5 +131,35 @@ func TestCheckIntrospection(t *testing.T) {
 		assert.Equal(t, 1, code)
 		require.Contains(t, out, "FAIL  introspection")
 		assert.Contains(t, out, "HTTP 503")
+	})
+}
+
+func TestCheckDuoAuthAPI(t *testing.T) {
+	as := rstest.NewServer()
+	defer as.Close()
+	as.KID("RS256")
+
+	t.Run("wrong secret key", func(t *testing.T) {
+		env := testEnv(t, as)
+		env["DUO_AUTH_SKEY"] = testDuoSKey
+		code, out, errOut := runCheck(t, env)
+		assert.Equal(t, 1, code)
+		assert.Contains(t, out, "FAIL  Duo Auth API")
+		assert.Contains(t, out, "DUO_AUTH_SKEY")
+		assert.NotContains(t, out+errOut, testDuoSKey)
+	})
+	t.Run("pinned CAs do not trust the fake", func(t *testing.T) {
+		env := testEnv(t, as)
+		delete(env, "DUO_AUTH_CA_FILE")
+		code, out, _ := runCheck(t, env)
+		assert.Equal(t, 1, code)
+		assert.Contains(t, out, "FAIL  Duo Auth API")
+	})
+	t.Run("step-up off", func(t *testing.T) {
+		env := testEnv(t, as)
+		env["STEPUP_MODE"] = "off"
+		code, out, _ := runCheck(t, env)
+		assert.Equal(t, 0, code)
+		assert.Contains(t, out, "WARN  Duo Auth API: STEPUP_MODE=off")
 	})
 }

@@ -47,6 +47,8 @@ type config struct {
 	CacheTTL              time.Duration `env:"AUTH_CACHE_TTL" envDefault:"5m"`
 	IntrospectionCacheTTL time.Duration `env:"AUTH_INTROSPECTION_CACHE_TTL" envDefault:"10s"`
 
+	StepUpSettings
+
 	DBPath    string `env:"CRM_DB_PATH" envDefault:"./data/crm.db"`
 	LogLevel  string `env:"LOG_LEVEL" envDefault:"info"`
 	LogFormat string `env:"LOG_FORMAT" envDefault:"json"`
@@ -82,7 +84,7 @@ func (s secret) MarshalText() (text []byte, _ error) { return []byte(s.String())
 // envPrefixes are the prefixes of the variables this binary reads. A set
 // variable with one of them that nothing reads is most likely a typo
 // (MCP_STATLESS=true), which would otherwise go unnoticed.
-var envPrefixes = []string{"MCP_", "DUO_", "AUTH_", "CRM_", "LOG_"}
+var envPrefixes = []string{"MCP_", "DUO_", "AUTH_", "CRM_", "LOG_", "STEPUP_", "SENSITIVE_"}
 
 // reservedPaths are served by the binary itself; the MCP endpoint cannot
 // take them.
@@ -232,6 +234,8 @@ func loadConfig(environ map[string]string) (config, error) {
 		}
 	}
 
+	c.checkStepUp(check)
+
 	if strings.TrimSpace(c.DBPath) == "" {
 		check("CRM_DB_PATH", varErrorf("CRM_DB_PATH", "must not be blank"))
 	}
@@ -318,10 +322,9 @@ func envName(field string) string {
 
 // knownVariables lists every variable config reads, in declaration order.
 func knownVariables() []string {
-	t := reflect.TypeFor[config]()
 	var names []string
-	for i := range t.NumField() {
-		if name, _, _ := strings.Cut(t.Field(i).Tag.Get("env"), ","); name != "" {
+	for _, f := range reflect.VisibleFields(reflect.TypeFor[config]()) {
+		if name, _, _ := strings.Cut(f.Tag.Get("env"), ","); name != "" {
 			names = append(names, name)
 		}
 	}
@@ -607,7 +610,7 @@ func describeRSError(err error) error {
 // logAttrs is the effective configuration for the start-up log line:
 // every value except secrets, which show as set or unset.
 func (c config) logAttrs() []any {
-	return []any{
+	attrs := []any{
 		"MCP_LISTEN_ADDR", c.ListenAddr,
 		"MCP_RESOURCE_URL", c.ResourceURL,
 		"MCP_ALLOWED_ORIGINS", c.AllowedOrigins,
@@ -626,10 +629,13 @@ func (c config) logAttrs() []any {
 		"AUTH_LEEWAY", c.Leeway.String(),
 		"AUTH_CACHE_TTL", c.CacheTTL.String(),
 		"AUTH_INTROSPECTION_CACHE_TTL", c.IntrospectionCacheTTL.String(),
+	}
+	attrs = append(attrs, c.stepUpLogAttrs()...)
+	return append(attrs,
 		"CRM_DB_PATH", c.DBPath,
 		"LOG_LEVEL", c.level.String(),
 		"LOG_FORMAT", c.LogFormat,
-	}
+	)
 }
 
 func orDefault(s, def string) string {

@@ -20,11 +20,17 @@ import (
 // that any test can assert it leaked nowhere.
 const testSecret = "S3CRET-do-not-print-7f2a"
 
+// testDuoSKey is the Duo Auth API secret key of every test configuration.
+const testDuoSKey = "DUO-SKEY-do-not-print-91c3"
+
 // minimalEnv is the smallest valid environment.
 func minimalEnv() map[string]string {
 	return map[string]string{
 		"MCP_RESOURCE_URL": "https://crm.example.com/mcp",
 		"DUO_ISSUER":       "https://sso-1.sso.duosecurity.com/oauth2/DI123",
+		"DUO_AUTH_IKEY":    "DIXXXXXXXXXXXXXXXXXX",
+		"DUO_AUTH_SKEY":    testDuoSKey,
+		"DUO_AUTH_HOST":    "api-xxxxxxxx.duosecurity.com",
 	}
 }
 
@@ -90,6 +96,18 @@ func TestLoadConfigEverything(t *testing.T) {
 		"CRM_DB_PATH":                  "/tmp/x.db",
 		"LOG_LEVEL":                    "debug",
 		"LOG_FORMAT":                   "text",
+		"DUO_AUTH_IKEY":                "DIXXXXXXXXXXXXXXXXXX",
+		"DUO_AUTH_SKEY":                testDuoSKey,
+		"DUO_AUTH_HOST":                "api-xxxxxxxx.duosecurity.com:8443",
+		"DUO_USERNAME_CLAIM":           "email",
+		"DUO_SEND_USER_ID":             "true",
+		"STEPUP_TIMEOUT":               "30s",
+		"STEPUP_GRANT_TTL":             "0",
+		"STEPUP_MAX_PUSHES":            "3",
+		"STEPUP_DENY_COOLDOWN":         "2m",
+		"STEPUP_ON_WRITE":              "false",
+		"STEPUP_TOOLS":                 "list_deals, get_contact",
+		"SENSITIVE_QUERY_TERMS":        "secret, aerospace",
 		"HOME":                         "/root", // other variables are none of our business
 	}
 	c, err := loadConfig(env)
@@ -144,6 +162,21 @@ func TestLoadConfigErrorsNameTheVariable(t *testing.T) {
 		also string // and a piece of its explanation
 	}{
 		{"resource URL missing", with(minimalEnv(), "MCP_RESOURCE_URL", "\x00"), "MCP_RESOURCE_URL", "required but not set"},
+		{"Duo ikey missing", with(minimalEnv(), "DUO_AUTH_IKEY", "\x00"), "DUO_AUTH_IKEY", "STEPUP_MODE=off"},
+		{"Duo skey missing", with(minimalEnv(), "DUO_AUTH_SKEY", ""), "DUO_AUTH_SKEY", "secret key"},
+		{"Duo host missing", with(minimalEnv(), "DUO_AUTH_HOST", "\x00"), "DUO_AUTH_HOST", "API hostname"},
+		{"Duo host with scheme", with(minimalEnv(), "DUO_AUTH_HOST", "https://api-x.duosecurity.com"), "DUO_AUTH_HOST", "bare host"},
+		{"CA file missing", with(minimalEnv(), "DUO_AUTH_CA_FILE", "/nonexistent/ca.pem"), "DUO_AUTH_CA_FILE", "cannot read"},
+		{"step-up mode", with(minimalEnv(), "STEPUP_MODE", "sometimes"), "STEPUP_MODE", "duo or off"},
+		{"step-up timeout zero", with(minimalEnv(), "STEPUP_TIMEOUT", "0s"), "STEPUP_TIMEOUT", "between"},
+		{"grant TTL negative", with(minimalEnv(), "STEPUP_GRANT_TTL", "-1m"), "STEPUP_GRANT_TTL", "between"},
+		{"max pushes zero", with(minimalEnv(), "STEPUP_MAX_PUSHES", "0"), "STEPUP_MAX_PUSHES", "between 1 and 100"},
+		{"max pushes text", with(minimalEnv(), "STEPUP_MAX_PUSHES", "five"), "STEPUP_MAX_PUSHES", "five"},
+		{"deny cooldown bad", with(minimalEnv(), "STEPUP_DENY_COOLDOWN", "soon"), "STEPUP_DENY_COOLDOWN", "duration"},
+		{"on write bad", with(minimalEnv(), "STEPUP_ON_WRITE", "perhaps"), "STEPUP_ON_WRITE", "boolean"},
+		{"unknown tool", with(minimalEnv(), "STEPUP_TOOLS", "list_contacts,drop_tables"), "STEPUP_TOOLS", "drop_tables"},
+		{"no terms", with(minimalEnv(), "SENSITIVE_QUERY_TERMS", " , "), "SENSITIVE_QUERY_TERMS", "at least one"},
+		{"empty claim", with(minimalEnv(), "DUO_USERNAME_CLAIM", " "), "DUO_USERNAME_CLAIM", "claim"},
 		{"resource URL empty", with(minimalEnv(), "MCP_RESOURCE_URL", ""), "MCP_RESOURCE_URL", "required but empty"},
 		{"issuer missing", with(minimalEnv(), "DUO_ISSUER", "\x00"), "DUO_ISSUER", "required but not set"},
 		{"issuer only commas", with(minimalEnv(), "DUO_ISSUER", " , "), "DUO_ISSUER", "no issuer listed"},
@@ -211,17 +244,19 @@ func TestLoadConfigReportsAllProblemsAtOnce(t *testing.T) {
 		"LOG_LEVEL":         "loud",
 		"LOG_FORMAT":        "xml",
 		"DUO_CLIENT_SECRET": testSecret,
+		"DUO_AUTH_SKEY":     testDuoSKey,
 	}
 	_, err := loadConfig(env)
 	require.Error(t, err)
 	msg := err.Error()
-	for _, name := range []string{"MCP_RESOURCE_URL", "DUO_ISSUER", "MCP_STATELESS", "DUO_CLIENT_ID", "AUTH_LEEWAY", "LOG_LEVEL", "LOG_FORMAT"} {
+	for _, name := range []string{"MCP_RESOURCE_URL", "DUO_ISSUER", "MCP_STATELESS", "DUO_CLIENT_ID", "AUTH_LEEWAY", "DUO_AUTH_IKEY", "DUO_AUTH_HOST", "LOG_LEVEL", "LOG_FORMAT"} {
 		assert.Contains(t, msg, name+": ")
 	}
 	assert.NotContains(t, msg, testSecret)
+	assert.NotContains(t, msg, testDuoSKey)
 	// A value env could not parse is reported once, not again as zero.
 	assert.Equal(t, 1, strings.Count(msg, "AUTH_LEEWAY"), msg)
-	assert.Len(t, leafErrors(err), 7, msg)
+	assert.Len(t, leafErrors(err), 9, msg)
 }
 
 func TestLoadConfigHidesCredentialsInURLs(t *testing.T) {
@@ -264,6 +299,8 @@ func TestSecretNeverPrints(t *testing.T) {
 		c.newLogger(&out).Info("config", "cfg", c)
 	}
 	assert.NotContains(t, out.String(), testSecret)
+	assert.NotContains(t, out.String(), testDuoSKey)
+	assert.Contains(t, out.String(), "DUO_AUTH_SKEY=set")
 	assert.Contains(t, out.String(), "DUO_CLIENT_SECRET=set")
 	assert.Contains(t, out.String(), `"DUO_CLIENT_SECRET":"set"`)
 	assert.Equal(t, "unset", secret("").String())

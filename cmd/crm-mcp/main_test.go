@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"os"
 	"path/filepath"
 	"runtime/debug"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/crm-mcp/crm-mcp/resourceserver/rstest"
+	"github.com/crm-mcp/crm-mcp/stepup/duotest"
 )
 
 // syncBuffer is a bytes.Buffer that the server's goroutines and the test
@@ -41,15 +43,33 @@ const testResource = "http://127.0.0.1:18080/mcp"
 
 // testEnv is a valid environment for a server trusting as, with its own
 // database, listening on a free loopback port.
+// Step-up goes to a fake Duo Auth API (TLS, real signatures), trusted
+// through DUO_AUTH_CA_FILE as a TLS-inspecting proxy's CA would be.
 func testEnv(t *testing.T, as *rstest.Server) map[string]string {
 	t.Helper()
+	env, _ := testEnvDuo(t, as)
+	return env
+}
+
+// testEnvDuo is testEnv, also returning the fake Duo.
+func testEnvDuo(t *testing.T, as *rstest.Server) (map[string]string, *duotest.Server) {
+	t.Helper()
+	duo := duotest.NewServer()
+	t.Cleanup(duo.Close)
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "duo-ca.pem")
+	require.NoError(t, os.WriteFile(ca, duo.CACertPEM(), 0o600))
 	return map[string]string{
 		"MCP_LISTEN_ADDR":  "127.0.0.1:0",
 		"MCP_RESOURCE_URL": testResource,
 		"DUO_ISSUER":       as.Issuer(),
-		"CRM_DB_PATH":      filepath.Join(t.TempDir(), "crm.db"),
+		"CRM_DB_PATH":      filepath.Join(dir, "crm.db"),
 		"LOG_LEVEL":        "debug",
-	}
+		"DUO_AUTH_IKEY":    duo.IKey(),
+		"DUO_AUTH_SKEY":    duo.SKey(),
+		"DUO_AUTH_HOST":    duo.Host(),
+		"DUO_AUTH_CA_FILE": ca,
+	}, duo
 }
 
 // closedPort returns a loopback address nothing listens on.

@@ -86,7 +86,17 @@ func (a *app) serve(ctx context.Context) int {
 		log.Info("fetched the authorization server keys", "issuers", rs.Status())
 	}
 
+	stepUp, err := cfg.stepUp(log)
+	if err != nil {
+		fmt.Fprintf(a.stderr, "crm-mcp serve: invalid configuration:\n%s", formatConfigErrors(err))
+		return 1
+	}
+	if stepUp == nil {
+		log.Warn("STEP-UP IS OFF (STEPUP_MODE=off): sensitive tool calls and restricted records need NO Duo Push approval")
+	}
+
 	mcpHandler, err := tools.NewHandler(tools.Config{
+		StepUp:                stepUp,
 		Store:                 store,
 		Auth:                  rs,
 		HideUnauthorizedTools: cfg.HideUnauthorizedTools,

@@ -20,6 +20,7 @@ import (
 	"github.com/crm-mcp/crm-mcp/crm"
 	"github.com/crm-mcp/crm-mcp/resourceserver"
 	"github.com/crm-mcp/crm-mcp/resourceserver/rstest"
+	"github.com/crm-mcp/crm-mcp/stepup/duotest"
 )
 
 // server is crm-mcp serve running in-process.
@@ -429,4 +430,59 @@ func TestHTTPServerTimeouts(t *testing.T) {
 			t.Fatal("a body that never arrives must be cut off")
 		}
 	})
+}
+
+// TestServeStepUp runs the binary with a fake Duo behind DUO_AUTH_*: a
+// sensitive call pushes and returns the restricted record once approved;
+// a denied one returns a tool error and no record.
+func TestServeStepUp(t *testing.T) {
+	as := rstest.NewServer()
+	defer as.Close()
+	as.KID("RS256")
+	env, duo := testEnvDuo(t, as)
+	s := startServe(t, env)
+	ctx := context.Background()
+
+	duo.Script("alice", duotest.Approve)
+	cs, err := connect(ctx, s.url("/mcp"), as.Mint(as.Claims("alice", testResource, "crm.contacts.read")))
+	require.NoError(t, err)
+	defer cs.Close()
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "list_contacts", Arguments: map[string]any{"query": "defence"}})
+	require.NoError(t, err)
+	require.False(t, res.IsError)
+	assert.Contains(t, res.Content[0].(*mcp.TextContent).Text, "Riley Vance")
+	require.Len(t, duo.Pushes(), 1)
+	assert.Equal(t, "alice", duo.Pushes()[0].User)
+
+	duo.Script("bob", duotest.Deny)
+	cs2, err := connect(ctx, s.url("/mcp"), as.Mint(as.Claims("bob", testResource, "crm.contacts.read")))
+	require.NoError(t, err)
+	defer cs2.Close()
+	res, err = cs2.CallTool(ctx, &mcp.CallToolParams{Name: "get_contact", Arguments: map[string]any{"id": 6}})
+	require.NoError(t, err)
+	require.True(t, res.IsError)
+	assert.NotContains(t, res.Content[0].(*mcp.TextContent).Text, "Riley")
+	assert.Contains(t, res.Content[0].(*mcp.TextContent).Text, "denied")
+	assert.NotContains(t, s.stderr.String(), env["DUO_AUTH_SKEY"], "the Duo secret key reached the log")
+}
+
+func TestServeRefusesWithoutDuoUnlessOff(t *testing.T) {
+	as := rstest.NewServer()
+	defer as.Close()
+	as.KID("RS256")
+	env := testEnv(t, as)
+	delete(env, "DUO_AUTH_IKEY")
+	delete(env, "DUO_AUTH_SKEY")
+	delete(env, "DUO_AUTH_HOST")
+	var out, errOut bytes.Buffer
+	code := run(context.Background(), []string{"serve"}, env, &out, &errOut)
+	assert.Equal(t, 1, code)
+	for _, name := range []string{"DUO_AUTH_IKEY", "DUO_AUTH_SKEY", "DUO_AUTH_HOST"} {
+		assert.Contains(t, errOut.String(), name)
+	}
+	assert.Contains(t, errOut.String(), "STEPUP_MODE=off")
+
+	env["STEPUP_MODE"] = "off"
+	s := startServe(t, env)
+	assert.Contains(t, s.stderr.String(), "STEP-UP IS OFF")
 }

@@ -1,0 +1,157 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/crm-mcp/crm-mcp/stepup"
+	"github.com/crm-mcp/crm-mcp/tools"
+)
+
+// StepUpSettings is the part of config about Duo Push step-up. It is
+// embedded in config, so env reads its fields like the others.
+type StepUpSettings struct {
+	StepUpMode   string        `env:"STEPUP_MODE" envDefault:"duo"`
+	DuoIKey      string        `env:"DUO_AUTH_IKEY"`
+	DuoSKey      secret        `env:"DUO_AUTH_SKEY"`
+	DuoHost      string        `env:"DUO_AUTH_HOST"`
+	DuoCAFile    string        `env:"DUO_AUTH_CA_FILE"`
+	UserClaim    string        `env:"DUO_USERNAME_CLAIM" envDefault:"sub"`
+	SendUserID   bool          `env:"DUO_SEND_USER_ID" envDefault:"false"`
+	Timeout      time.Duration `env:"STEPUP_TIMEOUT" envDefault:"60s"`
+	GrantTTL     time.Duration `env:"STEPUP_GRANT_TTL" envDefault:"5m"`
+	MaxPushes    int           `env:"STEPUP_MAX_PUSHES" envDefault:"5"`
+	DenyCooldown time.Duration `env:"STEPUP_DENY_COOLDOWN" envDefault:"60s"`
+	OnWrite      bool          `env:"STEPUP_ON_WRITE" envDefault:"true"`
+	Tools        []string      `env:"STEPUP_TOOLS"`
+	Terms        []string      `env:"SENSITIVE_QUERY_TERMS" envDefault:"defence,defense,classified,military,intelligence"`
+}
+
+// stepUpOn reports whether step-up is enabled (anything but STEPUP_MODE=off).
+func (c config) stepUpOn() bool { return c.StepUpMode == "duo" }
+
+// checkStepUp validates the step-up variables; check records a problem
+// unless the variable already failed to parse.
+func (c *config) checkStepUp(check func(name string, err error)) {
+	c.StepUpMode = strings.ToLower(strings.TrimSpace(c.StepUpMode))
+	c.Tools = cleanList(c.Tools)
+	c.Terms = cleanList(c.Terms)
+	c.DuoHost = strings.TrimSpace(c.DuoHost)
+	switch c.StepUpMode {
+	case "duo":
+	case "off":
+		c.warnings = append(c.warnings, "STEPUP_MODE=off: sensitive calls run WITHOUT Duo Push approval")
+		return
+	default:
+		check("STEPUP_MODE", varErrorf("STEPUP_MODE", "%q is not a mode: want duo or off", truncate(c.StepUpMode)))
+		return
+	}
+	const offHint = " (or set STEPUP_MODE=off to run without step-up, which is not recommended)"
+	if c.DuoIKey == "" {
+		check("DUO_AUTH_IKEY", varErrorf("DUO_AUTH_IKEY", "required: the integration key of the Duo Auth API application"+offHint))
+	}
+	if c.DuoSKey == "" {
+		check("DUO_AUTH_SKEY", varErrorf("DUO_AUTH_SKEY", "required: the secret key of the Duo Auth API application"+offHint))
+	}
+	if c.DuoHost == "" {
+		check("DUO_AUTH_HOST", varErrorf("DUO_AUTH_HOST", "required: the API hostname of the Duo Auth API application, like api-xxxxxxxx.duosecurity.com"+offHint))
+	} else if strings.Contains(c.DuoHost, "/") {
+		check("DUO_AUTH_HOST", varErrorf("DUO_AUTH_HOST", "%q must be a bare host[:port], without scheme or path", truncate(c.DuoHost)))
+	}
+	if c.DuoCAFile != "" {
+		if _, err := os.Stat(c.DuoCAFile); err != nil {
+			check("DUO_AUTH_CA_FILE", varErrorf("DUO_AUTH_CA_FILE", "cannot read %q: %v", truncate(c.DuoCAFile), err))
+		}
+	}
+	if strings.TrimSpace(c.UserClaim) == "" {
+		check("DUO_USERNAME_CLAIM", varErrorf("DUO_USERNAME_CLAIM", "must name a claim of the access token, such as sub or email"))
+	}
+	for _, d := range []struct {
+		name     string
+		v        time.Duration
+		min, max time.Duration
+	}{
+		{"STEPUP_TIMEOUT", c.Timeout, time.Second, 5 * time.Minute},
+		{"STEPUP_GRANT_TTL", c.GrantTTL, 0, 24 * time.Hour},
+		{"STEPUP_DENY_COOLDOWN", c.DenyCooldown, time.Second, 24 * time.Hour},
+	} {
+		if d.v < d.min || d.v > d.max {
+			check(d.name, varErrorf(d.name, "must be between %s and %s, got %s", d.min, d.max, d.v))
+		}
+	}
+	if c.MaxPushes < 1 || c.MaxPushes > 100 {
+		check("STEPUP_MAX_PUSHES", varErrorf("STEPUP_MAX_PUSHES", "must be between 1 and 100, got %d", c.MaxPushes))
+	}
+	known := tools.Names()
+	for _, t := range c.Tools {
+		if !slices.Contains(known, t) {
+			check("STEPUP_TOOLS", varErrorf("STEPUP_TOOLS", "%q is not a tool: the tools are %s", truncate(t), strings.Join(known, ", ")))
+		}
+	}
+	if _, err := stepup.NewTerms(c.Terms); err != nil || len(c.Terms) == 0 {
+		check("SENSITIVE_QUERY_TERMS", varErrorf("SENSITIVE_QUERY_TERMS", "must list at least one word, comma-separated"))
+	}
+}
+
+// stepUp builds the step-up configuration for the tools, or nil when
+// STEPUP_MODE=off.
+func (c config) stepUp(log *slog.Logger) (*tools.StepUp, error) {
+	if !c.stepUpOn() {
+		return nil, nil
+	}
+	gcfg := stepup.Config{
+		IKey:         c.DuoIKey,
+		SKey:         c.DuoSKey.reveal(),
+		Host:         c.DuoHost,
+		ServerName:   "crm-mcp",
+		UseUserID:    c.SendUserID,
+		Timeout:      c.Timeout,
+		GrantTTL:     c.GrantTTL,
+		MaxPushes:    c.MaxPushes,
+		DenyCooldown: c.DenyCooldown,
+		Logger:       log,
+	}
+	if c.GrantTTL == 0 {
+		gcfg.GrantTTL = stepup.NoGrants // 0 means every call pushes
+	}
+	if c.DuoCAFile != "" {
+		pem, err := os.ReadFile(c.DuoCAFile)
+		if err != nil {
+			return nil, varErrorf("DUO_AUTH_CA_FILE", "%v", err)
+		}
+		gcfg.CACertPEM = pem
+	}
+	guard, err := stepup.New(gcfg)
+	if err != nil {
+		return nil, fmt.Errorf("step-up: %w", err)
+	}
+	terms, err := stepup.NewTerms(c.Terms)
+	if err != nil {
+		return nil, varErrorf("SENSITIVE_QUERY_TERMS", "%v", err)
+	}
+	return &tools.StepUp{Guard: guard, Terms: terms, OnWrite: c.OnWrite, Tools: c.Tools, UsernameClaim: c.UserClaim}, nil
+}
+
+// stepUpLogAttrs is the step-up part of the start-up log line.
+func (c config) stepUpLogAttrs() []any {
+	return []any{
+		"STEPUP_MODE", c.StepUpMode,
+		"DUO_AUTH_IKEY", c.DuoIKey,
+		"DUO_AUTH_SKEY", c.DuoSKey,
+		"DUO_AUTH_HOST", c.DuoHost,
+		"DUO_AUTH_CA_FILE", orDefault(c.DuoCAFile, "Duo's pinned CAs"),
+		"DUO_USERNAME_CLAIM", c.UserClaim,
+		"DUO_SEND_USER_ID", c.SendUserID,
+		"STEPUP_TIMEOUT", c.Timeout.String(),
+		"STEPUP_GRANT_TTL", c.GrantTTL.String(),
+		"STEPUP_MAX_PUSHES", c.MaxPushes,
+		"STEPUP_DENY_COOLDOWN", c.DenyCooldown.String(),
+		"STEPUP_ON_WRITE", c.OnWrite,
+		"STEPUP_TOOLS", c.Tools,
+		"SENSITIVE_QUERY_TERMS", c.Terms,
+	}
+}
