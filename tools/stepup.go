@@ -148,4 +148,3 @@ func summarize(args json.RawMessage) string {
 	}
 	return s
 }
-
