@@ -299,3 +299,57 @@ func TestStepUpRestrictedWrites(t *testing.T) {
 }
 
 func httpClient(token string) *http.Client { return &http.Client{Transport: bearer{token}} }
+
+// syncBuffer is a log sink safe for concurrent writers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestStepUpClientCancelEndsTheWait: a client that gives up (go-sdk sends
+// notifications/cancelled) ends the server's wait for the push; the tool
+// never runs.
+func TestStepUpClientCancelEndsTheWait(t *testing.T) {
+	logs := &syncBuffer{}
+	duo := duotest.NewServer()
+	defer duo.Close()
+	duo.Script("alice", duotest.Manual)
+	e2 := newEnv(t, func(c *tools.Config) {
+		c.Logger = slog.New(slog.NewTextHandler(logs, nil))
+		terms, _ := stepup.NewTerms(stepup.DefaultSensitiveTerms)
+		g, err := stepup.New(stepup.Config{IKey: duo.IKey(), SKey: duo.SKey(), Host: duo.Host(), CACertPEM: duo.CACertPEM(), PollInterval: 20 * time.Millisecond})
+		require.NoError(t, err)
+		c.StepUp = &tools.StepUp{Guard: g, Terms: terms, OnWrite: true}
+	})
+	cs := e2.connect(t, e2.token("alice", "crm"))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "update_contact", Arguments: map[string]any{"id": 6, "name": "Changed"}})
+		done <- err
+	}()
+	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer wcancel()
+	_, err := duo.WaitForPush(wctx)
+	require.NoError(t, err)
+	cancel()
+	require.Error(t, <-done)
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "step-up refused") }, 10*time.Second, 20*time.Millisecond,
+		"the server's wait must end when the client cancels")
+	assert.Contains(t, strings.ToLower(logs.String()), "cancel")
+	c, err := e2.store.GetContact(context.Background(), 6)
+	require.NoError(t, err)
+	assert.Equal(t, "Riley Vance", c.Name, "the tool never ran")
+}

@@ -120,6 +120,10 @@ func NewHandler(cfg Config) (*Handler, error) {
 	streamable := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return server }, &mcp.StreamableHTTPOptions{
 		Stateless: cfg.Stateless,
 		Logger:    cfg.Logger,
+		// On 2026-07-28 requests the POST is the whole call: a client that
+		// disconnects cancels the tool, and so a wait for a Duo Push.
+		// Older revisions cancel with notifications/cancelled.
+		PropagateRequestCancellation: true,
 	})
 	gate := &gate{rs: cfg.Auth, cat: cat, next: streamable}
 	h := &Handler{server: server}
