@@ -403,3 +403,19 @@ func TestWritesPersistAcrossRestart(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "Noor Haddad", got.Name)
 }
+
+func TestRequestLogLine(t *testing.T) {
+	logs := &syncBuffer{}
+	e := newEnv(t, func(c *tools.Config) { c.Logger = slog.New(slog.NewTextHandler(logs, nil)) })
+	tok := e.token("alice", tools.ScopeContactsRead)
+	cs := e.connect(t, tok)
+	require.False(t, call(t, cs, "list_contacts", nil).IsError)
+	e.post(t, tok, callBody("list_deals", `{}`))
+	e.post(t, "", callBody("list_deals", `{}`))
+
+	out := logs.String()
+	assert.Regexp(t, `msg=request method=POST path=/mcp tool=list_contacts sub=alice status=200 duration=\S+`, out)
+	assert.Regexp(t, `msg=request method=POST path=/mcp tool=list_deals sub=alice status=403 duration=\S+`, out)
+	assert.Regexp(t, `msg=request method=POST path=/mcp tool="" sub="" status=401 duration=\S+`, out)
+	assert.NotContains(t, out, tok, "a token reached the log")
+}
