@@ -115,7 +115,7 @@ type Config struct {
 	KeyMaxAge time.Duration
 
 	// HTTPClient is used for discovery, JWKS and introspection. Default: a
-	// client with a 10 s timeout.
+	// client with a 10 s timeout that follows no redirect.
 	HTTPClient *http.Client
 	// Logger receives the precise reasons tokens are refused. Default:
 	// slog.Default().
@@ -247,7 +247,12 @@ func (c Config) withDefaults() (Config, error) {
 		c.CacheSize = DefaultCacheSize
 	}
 	if c.HTTPClient == nil {
-		c.HTTPClient = &http.Client{Timeout: 10 * time.Second}
+		c.HTTPClient = &http.Client{
+			Timeout: 10 * time.Second,
+			// A redirect could carry a token (introspection) to another
+			// origin, or lead from https to plain http: never follow one.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		}
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

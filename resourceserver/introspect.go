@@ -72,7 +72,7 @@ func (s *Server) introspect(ctx context.Context, is *issuerState, raw string, jw
 			return jwtTok, nil
 		}
 		t := *jwtTok
-		t.Scopes = slices.DeleteFunc(slices.Clone(jwtTok.Scopes), func(sc string) bool { return !slices.Contains(granted, sc) })
+		t.Scopes = slices.DeleteFunc(slices.Clone(jwtTok.Scopes), func(sc string) bool { return !HasScope(granted, sc) })
 		return t.seal(), nil
 	}
 

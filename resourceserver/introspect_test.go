@@ -148,3 +148,26 @@ func TestJWTPlusIntrospectionNarrowsScopes(t *testing.T) {
 	_, err = f.rs.Verify(context.Background(), f.as.Mint(with(f.claims("crm.contacts.read"), "sub", "mallory")))
 	require.ErrorIs(t, err, resourceserver.ErrInvalidToken, "an answer about another subject is refused")
 }
+
+func TestIntrospectionDoesNotFollowRedirects(t *testing.T) {
+	leaked := make(chan string, 1)
+	elsewhere := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		leaked <- r.PostFormValue("token")
+		io.WriteString(w, `{"active":true}`)
+	}))
+	defer elsewhere.Close()
+	redirector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, elsewhere.URL, http.StatusTemporaryRedirect)
+	}))
+	defer redirector.Close()
+	f := introspectionFixture(t, resourceserver.ModeIntrospection, func(c *resourceserver.Config) {
+		c.Issuers[0].IntrospectionURL = redirector.URL
+	})
+	_, err := f.rs.Verify(context.Background(), f.as.MintOpaque(f.claims()))
+	require.ErrorIs(t, err, resourceserver.ErrUnavailable)
+	select {
+	case <-leaked:
+		t.Fatal("the token followed a redirect to another origin")
+	default:
+	}
+}

@@ -50,9 +50,9 @@ func (s *Server) verifyJWT(ctx context.Context, raw string) (*Token, error) {
 	}
 	switch {
 	case hdr.Alg == "" || strings.EqualFold(hdr.Alg, "none"):
-		return nil, invalid(descSignature, "unsigned token (alg %q)", hdr.Alg)
+		return nil, invalid(descSignature, "unsigned token (alg %q)", truncate(hdr.Alg))
 	case strings.HasPrefix(strings.ToUpper(hdr.Alg), "HS"):
-		return nil, invalid(descSignature, "symmetric algorithm %q refused", hdr.Alg)
+		return nil, invalid(descSignature, "symmetric algorithm %q refused", truncate(hdr.Alg))
 	case hdr.Crit != nil:
 		// RFC 7515 section 4.1.11: we understand no extension, so any
 		// critical one makes the token unacceptable.
@@ -71,7 +71,7 @@ func (s *Server) verifyJWT(ctx context.Context, raw string) (*Token, error) {
 		return nil, invalid(descIssuer, "issuer %q is not configured", truncate(iss))
 	}
 	if !slices.Contains(is.cfg.Algorithms, hdr.Alg) {
-		return nil, invalid(descSignature, "algorithm %q is not allowed for issuer %q", hdr.Alg, iss)
+		return nil, invalid(descSignature, "algorithm %q is not allowed for issuer %q", truncate(hdr.Alg), iss)
 	}
 	sig, err := b64.DecodeString(sigB64)
 	if err != nil || len(sig) == 0 {

@@ -121,16 +121,20 @@ func errOr(err error, fallback string) string {
 	return fallback
 }
 
+// matchKID returns the keys a token with kid may be verified with: all of
+// them when the token names none, else every key with that kid (RFC 7517
+// section 4.5 allows keys of different types to share one; fits picks).
 func matchKID(keys []*publicKey, kid string) []*publicKey {
 	if kid == "" {
 		return keys
 	}
-	for i, k := range keys {
+	var out []*publicKey
+	for _, k := range keys {
 		if k.kid == kid {
-			return keys[i : i+1]
+			out = append(out, k)
 		}
 	}
-	return nil
+	return out
 }
 
 // refresh fetches the keys now (sharing a fetch already under way) and
@@ -274,11 +278,20 @@ func (is *issuerState) endpoints(ctx context.Context) (endpoints, error) {
 	is.mu.Lock()
 	defer is.mu.Unlock()
 	if is.discovered == nil {
+		// After a failure, requests fail fast for the miss cooldown
+		// instead of each retrying discovery in turn.
+		now := is.s.cfg.Now()
+		if is.discoverErr != nil && now.Sub(is.discoverAt) < is.s.cfg.KeyMissCooldown {
+			return ep, is.discoverErr
+		}
+		ctx, cancel := context.WithTimeout(ctx, fetchTimeout)
+		defer cancel()
 		doc, err := is.discover(ctx)
 		if err != nil {
+			is.discoverErr, is.discoverAt = err, now
 			return ep, err
 		}
-		is.discovered = doc
+		is.discovered, is.discoverErr = doc, nil
 	}
 	if ep.jwksURI == "" {
 		ep.jwksURI = is.discovered.JWKSURI

@@ -38,8 +38,10 @@ type issuerState struct {
 	cfg  Issuer
 	keys *keySet // nil in ModeIntrospection
 
-	mu         sync.Mutex
-	discovered *endpointsDoc
+	mu          sync.Mutex
+	discovered  *endpointsDoc
+	discoverErr error     // the last discovery failure
+	discoverAt  time.Time // when it happened
 }
 
 // New validates cfg and returns a Server. It does not wait for the network:

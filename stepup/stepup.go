@@ -61,6 +61,11 @@ type Request struct {
 	// RemoteIP, when set, is sent to Duo as ipaddr, for Duo's policies
 	// and logs.
 	RemoteIP string
+	// Once makes the approval cover this call only: it is not remembered
+	// as a grant, and identical calls waiting at the same time do not
+	// share it. Set it for writes that are not idempotent, which one
+	// approval must not let happen twice.
+	Once bool
 }
 
 // Config configures a Guard. Zero values mean the defaults above.
@@ -335,7 +340,7 @@ func (g *Guard) admit(ctx context.Context, req Request, subject string) (*flight
 		us = &userState{grants: make(map[string]time.Time)}
 		g.users[req.User] = us
 	}
-	if exp, ok := us.grants[req.Key]; ok {
+	if exp, ok := us.grants[req.Key]; ok && !req.Once {
 		if now.Before(exp) {
 			g.log.Info("stepup: approved by grant", "user", req.User, "tool", req.Tool, "client", req.ClientID)
 			return nil, false, nil
@@ -353,7 +358,7 @@ func (g *Guard) admit(ctx context.Context, req Request, subject string) (*flight
 		// TimedOut, which must not be handed to a caller who just came.
 		// (Read from the runtime clock, like the deadline itself: the
 		// context's own timer may not have fired yet.)
-		return f, f.key == req.Key && time.Now().Before(f.deadline), nil
+		return f, f.key == req.Key && !req.Once && time.Now().Before(f.deadline), nil
 	}
 	us.prunePushes(now)
 	if len(us.pushes) >= g.cfg.MaxPushes {
@@ -375,6 +380,31 @@ func (g *Guard) admit(ctx context.Context, req Request, subject string) (*flight
 		g.land(us, f, req, how, err)
 	}()
 	return f, true, nil
+}
+
+// Blocked returns the refusal a sensitive call of user would get right now
+// without a push (a cooldown after a denial, or the push cap), or nil.
+// Callers whose need for approval depends on the data a call touches ask
+// it first, so that while no push can be sent, their refusals do not tell
+// which records are sensitive.
+func (g *Guard) Blocked(user string) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	now := g.cfg.Now()
+	us := g.users[user]
+	if us == nil {
+		return nil
+	}
+	if now.Before(us.coolUntil) {
+		return newError(CoolingDown, nil,
+			"A Duo Push for this user was denied a moment ago, so calls that name or search records are refused until %s.", until(now, us.coolUntil))
+	}
+	us.prunePushes(now)
+	if len(us.pushes) >= g.cfg.MaxPushes {
+		return newError(TooManyPushes, nil,
+			"Too many Duo Pushes for this user in the last 10 minutes, so calls that name or search records are refused until %s.", until(now, us.pushes[0].Add(pushWindow)))
+	}
+	return nil
 }
 
 // wait blocks until f is done or ctx ends, reporting progress meanwhile.
@@ -543,7 +573,7 @@ func (g *Guard) land(us *userState, f *flight, req Request, how string, err erro
 	g.mu.Lock()
 	now := g.cfg.Now()
 	switch {
-	case err == nil && how == byPush && g.cfg.GrantTTL > 0:
+	case err == nil && how == byPush && g.cfg.GrantTTL > 0 && !req.Once:
 		us.grants[req.Key] = now.Add(g.cfg.GrantTTL)
 	case IsOutcome(err, Denied) || IsOutcome(err, Fraud):
 		// TimedOut starts no cooldown: an unanswered phone is not a

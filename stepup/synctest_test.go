@@ -382,3 +382,46 @@ func TestRateLimitedUntilDeadline(t *testing.T) {
 		assert.False(t, strings.Contains(err.Error(), bubbleSKey))
 	})
 }
+
+func TestOnceIsNeitherGrantedNorShared(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		d, g := newBubble(t, stepup.Config{GrantTTL: 5 * time.Minute}, nil)
+		d.Script("alice", duotest.Approve)
+		req := request("alice")
+		req.Once = true
+		require.NoError(t, g.Approve(t.Context(), req, nil))
+		require.NoError(t, g.Approve(t.Context(), req, nil))
+		assert.Len(t, d.Pushes(), 2, "an approval for a one-off call is not a grant")
+
+		// Identical one-off calls at once: each its own push, in turn.
+		d.Script("alice", duotest.Approve, duotest.AfterDelay(time.Second))
+		var wg sync.WaitGroup
+		for range 3 {
+			wg.Go(func() { assert.NoError(t, g.Approve(t.Context(), req, nil)) })
+		}
+		wg.Wait()
+		assert.Len(t, d.Pushes(), 5, "identical one-off calls do not share a push")
+	})
+}
+
+func TestBlocked(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		d, g := newBubble(t, stepup.Config{DenyCooldown: time.Minute, MaxPushes: 2, GrantTTL: stepup.NoGrants}, nil)
+		assert.NoError(t, g.Blocked("alice"), "an unknown user is not blocked")
+
+		d.Script("alice", duotest.Deny)
+		require.Error(t, g.Approve(t.Context(), request("alice"), nil))
+		err := g.Blocked("alice")
+		assert.True(t, stepup.IsOutcome(err, stepup.CoolingDown), "%v", err)
+		assert.NoError(t, g.Blocked("bob"))
+
+		time.Sleep(time.Minute)
+		assert.NoError(t, g.Blocked("alice"), "after the cooldown")
+		d.Script("alice", duotest.Approve)
+		require.NoError(t, g.Approve(t.Context(), request("alice"), nil))
+		err = g.Blocked("alice")
+		assert.True(t, stepup.IsOutcome(err, stepup.TooManyPushes), "two pushes of two allowed: %v", err)
+		time.Sleep(10 * time.Minute)
+		assert.NoError(t, g.Blocked("alice"))
+	})
+}

@@ -75,6 +75,7 @@ func contactTools(d *deps) []spec {
 				}
 				return d.store.MatchesRestricted(ctx, crm.ContactFilter{Query: in.Query})
 			},
+			probes: func(in ListContactsIn) bool { return in.Query != "" || in.IncludeRestricted },
 			run: func(ctx context.Context, in ListContactsIn) (string, ContactList, error) {
 				f := crm.ContactFilter{Query: in.Query, Limit: in.Limit, Offset: in.Offset, IncludeRestricted: in.IncludeRestricted || in.Query != ""}
 				contacts, err := d.store.ListContacts(ctx, f)
@@ -109,6 +110,7 @@ func contactTools(d *deps) []spec {
 			Annotations: readOnly,
 		}, scopes: []string{ScopeContactsRead},
 			restricted: func(ctx context.Context, in ContactID) (bool, error) { return d.contactRestricted(ctx, in.ID) },
+			probes:     func(ContactID) bool { return true },
 			run: func(ctx context.Context, in ContactID) (string, crm.Contact, error) {
 				if in.ID <= 0 {
 					return "", crm.Contact{}, &toolError{"id must be a positive contact id (see list_contacts)"}
@@ -160,6 +162,7 @@ func contactTools(d *deps) []spec {
 				}
 				return d.contactRestricted(ctx, in.ID)
 			},
+			probes: func(UpdateContactIn) bool { return true },
 			run: func(ctx context.Context, in UpdateContactIn) (string, crm.Contact, error) {
 				if in.ID <= 0 {
 					return "", crm.Contact{}, &toolError{"id must be a positive contact id (see list_contacts)"}

@@ -55,6 +55,7 @@ func dealTools(d *deps) []spec {
 				}
 				return d.contactRestricted(ctx, in.ContactID)
 			},
+			probes: func(in ListDealsIn) bool { return in.ContactID != 0 || in.IncludeRestricted },
 			run: func(ctx context.Context, in ListDealsIn) (string, DealList, error) {
 				// Naming a contact asks for its deals, restricted or not (and
 				// approved above if it is).
@@ -122,6 +123,7 @@ func dealTools(d *deps) []spec {
 				}
 				return d.contactRestricted(ctx, dl.ContactID)
 			},
+			probes: func(UpdateDealStageIn) bool { return true },
 			run: func(ctx context.Context, in UpdateDealStageIn) (string, crm.Deal, error) {
 				if in.ID <= 0 {
 					return "", crm.Deal{}, &toolError{"id must be a positive deal id (see list_deals)"}

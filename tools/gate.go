@@ -48,7 +48,7 @@ func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var required []string
 	for _, name := range names {
 		if info != nil {
-			info.tool = name
+			info.tool = truncateName(name)
 		}
 		sp := g.cat.byName[name]
 		if sp == nil {
@@ -93,47 +93,57 @@ func (g *gate) toolNames(w http.ResponseWriter, r *http.Request) ([]string, bool
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
 	if err != nil {
-		http.Error(w, `{"error":"invalid_request","error_description":"could not read the request body"}`, http.StatusBadRequest)
+		writeJSONError(w, http.StatusBadRequest, "could not read the request body")
 		return nil, false
 	}
 	if len(body) > maxBody {
-		http.Error(w, `{"error":"invalid_request","error_description":"request body too large"}`, http.StatusRequestEntityTooLarge)
+		writeJSONError(w, http.StatusRequestEntityTooLarge, "the request body is larger than 4 MiB")
 		return nil, false
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	return callNames(body), true
 }
 
-// rpcCall is the part of a JSON-RPC request the gate looks at.
-type rpcCall struct {
-	Method string `json:"method"`
-	Params struct {
-		Name string `json:"name"`
-	} `json:"params"`
-}
-
 // callNames finds the tools/call names in one JSON-RPC message or a batch.
+// Keys are matched exactly, as go-sdk reads them: encoding/json would also
+// take "NAME" for "name", and the gate must judge the tool go-sdk runs.
 func callNames(body []byte) []string {
 	body = bytes.TrimSpace(body)
-	var calls []rpcCall
+	var msgs []map[string]json.RawMessage
 	if len(body) > 0 && body[0] == '[' {
-		if json.Unmarshal(body, &calls) != nil {
+		if json.Unmarshal(body, &msgs) != nil {
 			return nil
 		}
 	} else {
-		var c rpcCall
-		if json.Unmarshal(body, &c) != nil {
+		var m map[string]json.RawMessage
+		if json.Unmarshal(body, &m) != nil {
 			return nil
 		}
-		calls = []rpcCall{c}
+		msgs = []map[string]json.RawMessage{m}
 	}
 	var names []string
-	for _, c := range calls {
-		if c.Method == "tools/call" {
-			names = append(names, c.Params.Name)
+	for _, m := range msgs {
+		var method string
+		if json.Unmarshal(m["method"], &method) != nil || method != "tools/call" {
+			continue
 		}
+		var params map[string]json.RawMessage
+		var name string
+		if json.Unmarshal(m["params"], &params) == nil {
+			json.Unmarshal(params["name"], &name)
+		}
+		names = append(names, name)
 	}
 	return names
+}
+
+// writeJSONError answers a malformed request; no challenge, since the
+// token was fine.
+func writeJSONError(w http.ResponseWriter, status int, desc string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	b, _ := json.Marshal(map[string]string{"error": "invalid_request", "error_description": desc})
+	w.Write(append(b, '\n'))
 }
 
 func appendNew(list []string, s string) []string {
@@ -143,6 +153,14 @@ func appendNew(list []string, s string) []string {
 		}
 	}
 	return append(list, s)
+}
+
+// truncateName bounds a client-chosen tool name before it reaches the log.
+func truncateName(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "..."
+	}
+	return s
 }
 
 // reqInfo collects what the request log line reports; inner layers fill

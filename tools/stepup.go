@@ -41,8 +41,29 @@ const (
 // approve decides whether a call needs step-up and, if so, gets Duo's
 // approval. It runs after the scope check and before the tool; any error
 // means the tool must not run.
-func (d *deps) approve(ctx context.Context, req *mcp.CallToolRequest, name string, writes bool, restricted func() (bool, error)) error {
+//
+// probes says the call names or searches records, so whether it needs
+// approval depends on the data it touches. While no push can be sent (a
+// cool-down after a denial, the push cap), such calls are refused before
+// the data is consulted: otherwise refusals would tell an agent, one free
+// question at a time, which records are restricted.
+func (d *deps) approve(ctx context.Context, req *mcp.CallToolRequest, name string, writes, probes bool, restricted func() (bool, error)) error {
 	su := d.stepUp
+	tok := resourceserver.TokenFromContext(ctx)
+	var user string
+	if su != nil {
+		var err error
+		if user, err = duoUser(tok, su.UsernameClaim); err != nil {
+			return err
+		}
+		if probes {
+			if err := su.Guard.Blocked(user); err != nil {
+				d.log.InfoContext(ctx, "step-up blocked", "tool", name, "sub", tok.Subject, "error", err.Error())
+				return &toolError{fmt.Sprintf("%s was not run. %s", name, err.Error())}
+			}
+		}
+	}
+
 	var reasons []string
 	if su != nil && writes && su.OnWrite {
 		reasons = append(reasons, reasonWrite)
@@ -73,20 +94,19 @@ func (d *deps) approve(ctx context.Context, req *mcp.CallToolRequest, name strin
 		return nil
 	}
 
-	tok := resourceserver.TokenFromContext(ctx)
-	user, err := duoUser(tok, su.UsernameClaim)
-	if err != nil {
-		return err
-	}
 	reason := strings.Join(reasons, "; ")
 	d.log.InfoContext(ctx, "step-up required", "tool", name, "sub", tok.Subject, "reason", reason)
-	err = su.Guard.Approve(ctx, stepup.Request{
+	err := su.Guard.Approve(ctx, stepup.Request{
 		User:     user,
 		Tool:     name,
 		Reason:   reason,
 		Summary:  summarize(req.Params.Arguments),
 		ClientID: tok.ClientID,
-		Key:      stepup.CanonicalKey(name, req.Params.Arguments),
+		// An approval covers this principal (issuer, subject) through this
+		// client only, and this exact call.
+		Key: tok.Issuer + " " + tok.Subject + " " + tok.ClientID + " " + stepup.CanonicalKey(name, req.Params.Arguments),
+		// One approval must not let a write happen twice.
+		Once: writes,
 	}, progress(ctx, req, name))
 	if err != nil {
 		d.log.WarnContext(ctx, "step-up refused", "tool", name, "sub", tok.Subject, "error", err.Error())

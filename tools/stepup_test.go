@@ -353,3 +353,56 @@ func TestStepUpClientCancelEndsTheWait(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "Riley Vance", c.Name, "the tool never ran")
 }
+
+// TestStepUpNoOracleWhileBlocked: after a denial no push can be sent, and
+// calls that name or search records are refused alike whether or not they
+// match a restricted record, so refusals do not reveal which ones are.
+func TestStepUpNoOracleWhileBlocked(t *testing.T) {
+	e := newStepUpEnv(t)
+	e.duo.Script("alice", duotest.Deny)
+	cs := e.connect(t, e.token("alice", "crm"))
+	require.True(t, call(t, cs, "get_contact", map[string]any{"id": 6}).IsError)
+	require.Len(t, e.duo.Pushes(), 1)
+
+	probe := func(tool string, args map[string]any) string {
+		res := call(t, cs, tool, args)
+		require.True(t, res.IsError, "%s %v ran while the user is cooling down", tool, args)
+		// The text names the tool; the rest must not depend on the data.
+		return strings.ReplaceAll(text(res), tool, "TOOL")
+	}
+	hit := probe("list_contacts", map[string]any{"query": "riley.vance@aegis"})
+	miss := probe("list_contacts", map[string]any{"query": "riley.vance@aegiz"})
+	assert.Equal(t, hit, miss)
+	assert.Equal(t, probe("get_contact", map[string]any{"id": 6}), probe("get_contact", map[string]any{"id": 2}))
+	assert.Equal(t, probe("list_deals", map[string]any{"contact_id": 6}), probe("list_deals", map[string]any{"contact_id": 1}))
+	assert.NotContains(t, hit, "restricted")
+	assert.Len(t, e.duo.Pushes(), 1, "no push while cooling down")
+
+	// Calls that name nothing still work.
+	assert.False(t, call(t, cs, "list_contacts", nil).IsError)
+}
+
+func TestStepUpGrantIsPerClient(t *testing.T) {
+	e := newStepUpEnv(t)
+	cs := e.connect(t, e.token("alice", "crm"))
+	require.False(t, call(t, cs, "get_contact", map[string]any{"id": 6}).IsError)
+	require.Len(t, e.duo.Pushes(), 1)
+
+	other := e.as.Claims("alice", e.resource, "crm")
+	other["client_id"] = "another-agent"
+	cs2 := e.connect(t, e.as.Mint(other))
+	e.duo.Script("alice", duotest.Deny)
+	res := call(t, cs2, "get_contact", map[string]any{"id": 6})
+	require.True(t, res.IsError, "another client must not ride alice's approval")
+	assert.NotContains(t, resultJSON(t, res), "Riley")
+	assert.Len(t, e.duo.Pushes(), 2)
+}
+
+func TestStepUpWriteApprovalIsOneShot(t *testing.T) {
+	e := newStepUpEnv(t)
+	cs := e.connect(t, e.token("alice", "crm"))
+	args := map[string]any{"contact_id": 1, "title": "Renewal", "amount": 100, "currency": "USD"}
+	require.False(t, call(t, cs, "create_deal", args).IsError)
+	require.False(t, call(t, cs, "create_deal", args).IsError)
+	assert.Len(t, e.duo.Pushes(), 2, "each write needs its own approval")
+}

@@ -273,6 +273,9 @@ type toolDef[In, Out any] struct {
 	// restricted reports whether the call would return or change a record
 	// classified restricted. Nil means it never does.
 	restricted func(ctx context.Context, in In) (bool, error)
+	// probes reports whether the call names or searches records, so that
+	// whether it needs approval depends on the data. Nil means never.
+	probes func(in In) bool
 	// run does the work and returns the text shown to the model and the
 	// structured result; an error becomes a tool error whose text says
 	// what to fix.
@@ -302,7 +305,8 @@ func define[In, Out any](d *deps, td toolDef[In, Out]) spec {
 				if td.restricted != nil {
 					restricted = func() (bool, error) { return td.restricted(ctx, in) }
 				}
-				if err := d.approve(ctx, req, t.Name, td.writes, restricted); err != nil {
+				probes := td.probes != nil && td.probes(in)
+				if err := d.approve(ctx, req, t.Name, td.writes, probes, restricted); err != nil {
 					return nil, zero, d.userError(ctx, t.Name, err)
 				}
 				text, out, err := td.run(ctx, in)
