@@ -3,10 +3,12 @@
 //
 //	crm-mcp serve     run the server
 //	crm-mcp check     validate the configuration and reach the authorization server
+//	crm-mcp dev       run the whole flow on this machine, against stand-ins for Duo
 //	crm-mcp version   print the version
 //
-// All configuration comes from environment variables (see the README);
-// MCP_RESOURCE_URL and DUO_ISSUER are required.
+// All configuration of serve and check comes from environment variables
+// (see the README); MCP_RESOURCE_URL and DUO_ISSUER are required. dev
+// needs none: it takes a few flags (crm-mcp dev -h).
 package main
 
 import (
@@ -56,6 +58,10 @@ type app struct {
 	// listening, when set, is called with the address serve listens on
 	// once it accepts connections (tests listen on port 0).
 	listening func(addr string)
+
+	// devStarted, when set, is called with dev's stand-ins once the server
+	// is ready, just before listening.
+	devStarted func(*devStack)
 }
 
 const usage = `usage: crm-mcp <command>
@@ -63,10 +69,13 @@ const usage = `usage: crm-mcp <command>
 commands:
   serve     run the MCP server
   check     validate the configuration and reach the authorization server(s)
+  dev       run the whole flow on this machine, with stand-ins for Duo
+            (flags, see crm-mcp dev -h; never in production)
   version   print the version
 
-Configuration comes from environment variables only; MCP_RESOURCE_URL and
-DUO_ISSUER are required. See the README for the full list.
+serve and check take their configuration from environment variables only;
+MCP_RESOURCE_URL and DUO_ISSUER are required. See the README for the full
+list.
 `
 
 func (a *app) run(ctx context.Context, args []string) int {
@@ -83,7 +92,9 @@ func (a *app) run(ctx context.Context, args []string) int {
 		fn = a.check
 	case "version":
 		fn = a.version
-	// "dev" (serve against the in-process fakes) joins here.
+	case "dev":
+		// The one command with arguments: flags, not the environment.
+		return a.dev(ctx, rest)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(a.stdout, usage)
 		return 0

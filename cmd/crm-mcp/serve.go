@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -37,17 +38,62 @@ func (a *app) serve(ctx context.Context) int {
 		fmt.Fprintf(a.stderr, "crm-mcp serve: invalid configuration:\n%s", formatConfigErrors(err))
 		return 1
 	}
+	return a.serveConfig(ctx, cfg, serveOptions{})
+}
+
+// serveOptions is what dev adds to serve; the zero value is serve itself.
+type serveOptions struct {
+	// command names the command in messages; "" means "serve".
+	command string
+	// listener, when set, is served instead of listening on
+	// cfg.ListenAddr (dev listens first, to learn its port and derive
+	// every URL from it). serveConfig closes it.
+	listener net.Listener
+	// routes, when set, adds routes to the server's mux, and the server
+	// then starts serving them at once, before the authorization server's
+	// keys are first fetched: dev's authorization server answers on this
+	// same listener, so that fetch would otherwise wait for a server that
+	// does not serve yet. The MCP endpoint and serve's own routes join once
+	// they are built; until then they answer 404.
+	routes func(mux *http.ServeMux)
+	// ready, when set, is called with the listening address once the MCP
+	// endpoint is served, before the listening hook.
+	ready func(addr string)
+}
+
+// serveConfig is serve with a loaded configuration.
+func (a *app) serveConfig(ctx context.Context, cfg config, opts serveOptions) int {
+	command := cmp.Or(opts.command, "serve")
 	log := cfg.newLogger(a.stderr)
 	log.Info("starting crm-mcp", append([]any{"version", versionString()}, cfg.logAttrs()...)...)
 	cfg.logWarnings(log)
 
 	// Listen before anything slow, so that an address in use fails at once.
-	ln, err := net.Listen("tcp", cfg.ListenAddr)
-	if err != nil {
-		log.Error("cannot listen: is another process using the address? (MCP_LISTEN_ADDR)", "addr", cfg.ListenAddr, "error", err.Error())
-		return 1
+	ln := opts.listener
+	if ln == nil {
+		var err error
+		ln, err = net.Listen("tcp", cfg.ListenAddr)
+		if err != nil {
+			log.Error("cannot listen: is another process using the address? (MCP_LISTEN_ADDR)", "addr", cfg.ListenAddr, "error", err.Error())
+			return 1
+		}
 	}
 	defer ln.Close() // for the early returns; Shutdown closes it otherwise
+
+	mux := http.NewServeMux()
+	srv := newHTTPServer(mux, log)
+	served := make(chan error, 1)
+	drained := false // set once the graceful shutdown at the end has run
+	if opts.routes != nil {
+		opts.routes(mux)
+		go func() { served <- srv.Serve(ln) }()
+		defer func() {
+			if !drained { // an early return: stop serving the extra routes
+				srv.Close()
+				<-served
+			}
+		}()
+	}
 
 	openCtx, cancel := context.WithTimeout(ctx, openTimeout)
 	store, err := crm.Open(openCtx, cfg.DBPath)
@@ -66,7 +112,7 @@ func (a *app) serve(ctx context.Context) int {
 
 	rs, err := resourceserver.New(cfg.resourceServerConfig(log))
 	if err != nil {
-		fmt.Fprintf(a.stderr, "crm-mcp serve: invalid configuration:\n%s", formatConfigErrors(describeRSError(err)))
+		fmt.Fprintf(a.stderr, "crm-mcp %s: invalid configuration:\n%s", command, formatConfigErrors(describeRSError(err)))
 		return 1
 	}
 	defer func() {
@@ -88,7 +134,7 @@ func (a *app) serve(ctx context.Context) int {
 
 	stepUp, err := cfg.stepUp(log)
 	if err != nil {
-		fmt.Fprintf(a.stderr, "crm-mcp serve: invalid configuration:\n%s", formatConfigErrors(err))
+		fmt.Fprintf(a.stderr, "crm-mcp %s: invalid configuration:\n%s", command, formatConfigErrors(err))
 		return 1
 	}
 	if stepUp == nil {
@@ -109,11 +155,14 @@ func (a *app) serve(ctx context.Context) int {
 		return 1
 	}
 
-	srv := newHTTPServer(newMux(cfg, rs, store, mcpHandler, log), log)
-
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
+	addRoutes(mux, cfg, rs, store, mcpHandler, log)
+	if opts.routes == nil {
+		go func() { served <- srv.Serve(ln) }()
+	}
 	log.Info("listening", "addr", ln.Addr().String(), "mcp_path", cfg.mcpPath, "metadata_paths", rs.MetadataPaths(), "resource_metadata", rs.ResourceMetadataURL())
+	if opts.ready != nil {
+		opts.ready(ln.Addr().String())
+	}
 	if a.listening != nil {
 		a.listening(ln.Addr().String())
 	}
@@ -155,6 +204,7 @@ func (a *app) serve(ctx context.Context) int {
 	if code == 0 {
 		<-served // http.ErrServerClosed
 	}
+	drained = true
 	// Deferred: stop the key refresh, then close the database.
 	return code
 }
@@ -171,10 +221,9 @@ func (c config) logWarnings(log *slog.Logger) {
 	}
 }
 
-// newMux routes the server's few paths on a private mux (never
+// addRoutes routes the server's few paths on its private mux (never
 // http.DefaultServeMux, which any imported package may add to).
-func newMux(cfg config, rs *resourceserver.Server, store pinger, mcpHandler http.Handler, log *slog.Logger) *http.ServeMux {
-	mux := http.NewServeMux()
+func addRoutes(mux *http.ServeMux, cfg config, rs *resourceserver.Server, store pinger, mcpHandler http.Handler, log *slog.Logger) {
 	for _, p := range rs.MetadataPaths() {
 		mux.Handle(p, rs.MetadataHandler())
 	}
@@ -191,7 +240,6 @@ func newMux(cfg config, rs *resourceserver.Server, store pinger, mcpHandler http
 		io.WriteString(w, "ok\n")
 	})
 	mux.Handle("GET /readyz", readyHandler(store, rs, log))
-	return mux
 }
 
 type pinger interface {

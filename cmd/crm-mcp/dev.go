@@ -1,0 +1,397 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"html/template"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/crm-mcp/crm-mcp/resourceserver/rstest"
+	"github.com/crm-mcp/crm-mcp/stepup/duotest"
+)
+
+// crm-mcp dev runs the whole flow on one machine: the MCP server that serve
+// runs, configured the way serve is (an environment map through
+// loadConfig), in front of stand-ins that speak the real protocols. The
+// authorization server (rstest) signs real JWTs that the front door
+// verifies against its JWKS and introspects; the Duo Auth API (duotest)
+// checks the real HMAC signatures of duo_api_golang over TLS, trusted
+// through DUO_AUTH_CA_FILE as a corporate proxy's CA would be. Nothing
+// here loosens a check: the stand-ins are what differs, not the code.
+//
+// The stand-ins have no authentication of their own (anyone who reaches
+// them signs in as any user, grants any scope, approves any push), so dev
+// listens on loopback only.
+
+const (
+	devDefaultAddr    = "127.0.0.1:8080"
+	devDefaultDataDir = "./.crm-mcp-dev"
+
+	devMCPPath    = "/mcp"
+	devIssuerPath = "/oauth2/dev" // shaped like Duo's /oauth2/<app id>
+	devPushPath   = "/dev/push"
+
+	// devIntrospectionClient is the resource server's client at the
+	// authorization server (DUO_CLIENT_ID); its secret is made per run.
+	devIntrospectionClient = "crm-mcp-dev"
+
+	// devIntrospectionCacheTTL makes a scope revoked on the admin page
+	// bite on the very next call instead of up to 10 s later (the
+	// default): every request is introspected, which on loopback costs a
+	// millisecond.
+	devIntrospectionCacheTTL = "1ms"
+
+	// devPushTimeout ends a push nobody answers as real Duo does, so the
+	// phone page does not keep offering pushes the server gave up on
+	// (STEPUP_TIMEOUT is 60 s too).
+	devPushTimeout = 60 * time.Second
+
+	devCAFile = "duo-ca.pem"
+	devDBFile = "crm.db"
+)
+
+// devInspectorOrigins are MCP Inspector's origins: its web page calls the
+// MCP endpoint from the browser.
+var devInspectorOrigins = []string{"http://localhost:6274", "http://127.0.0.1:6274"}
+
+const devUsage = `usage: crm-mcp dev [flags]
+
+Runs the whole flow on this machine, with stand-ins for Duo that speak the
+real protocols: an OAuth authorization server with users alice, bob and
+carol and a scope admin page, a Duo Auth API over TLS, and a page that
+plays Duo Mobile. The MCP server is the one serve runs, configured the way
+serve is. For development only: anyone who reaches it can sign in as any
+user and approve any push, so it listens on loopback only.
+
+flags:
+`
+
+// devFlags are dev's flags.
+type devFlags struct {
+	addr, dataDir, autoLogin string
+}
+
+// parseDevFlags parses dev's arguments; ok is false when dev should exit
+// with code.
+func (a *app) parseDevFlags(args []string) (f devFlags, code int, ok bool) {
+	fs := flag.NewFlagSet("crm-mcp dev", flag.ContinueOnError)
+	fs.SetOutput(a.stderr)
+	fs.StringVar(&f.addr, "addr", devDefaultAddr, "listen `address`, loopback only; port 0 picks a free port")
+	fs.StringVar(&f.dataDir, "data-dir", devDefaultDataDir, "`directory` for the CRM database and the Duo stand-in's CA certificate")
+	fs.StringVar(&f.autoLogin, "auto-login", "", "sign every authorization in as `user` (alice, bob or carol), without the login page")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), devUsage)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(a.stdout)
+			fs.Usage()
+			return f, 0, false
+		}
+		return f, 2, false // the flag package printed the problem and the usage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(a.stderr, "crm-mcp dev: unexpected arguments %q\n\n", fs.Args())
+		fs.Usage()
+		return f, 2, false
+	}
+	if f.autoLogin != "" && !slices.ContainsFunc(rstest.DevUsers(), func(u rstest.User) bool { return u.Name == f.autoLogin }) {
+		fmt.Fprintf(a.stderr, "crm-mcp dev: -auto-login %q is not a dev user: want alice, bob or carol\n", truncate(f.autoLogin))
+		return f, 2, false
+	}
+	if strings.TrimSpace(f.dataDir) == "" {
+		fmt.Fprintln(a.stderr, "crm-mcp dev: -data-dir must not be empty")
+		return f, 2, false
+	}
+	return f, 0, true
+}
+
+// dev runs crm-mcp dev until ctx is cancelled.
+func (a *app) dev(ctx context.Context, args []string) int {
+	f, code, ok := a.parseDevFlags(args)
+	if !ok {
+		return code
+	}
+	ln, err := devListen(f.addr)
+	if err != nil {
+		fmt.Fprintf(a.stderr, "crm-mcp dev: %v\n", err)
+		var refused *notLoopbackError
+		if errors.As(err, &refused) {
+			return 2
+		}
+		return 1
+	}
+	defer ln.Close() // serveConfig closes it too; this is for the early returns
+
+	dev, err := newDevStack(ln.Addr().String(), f.dataDir, f.autoLogin)
+	if err != nil {
+		fmt.Fprintf(a.stderr, "crm-mcp dev: %v\n", err)
+		return 1
+	}
+	defer dev.close()
+	// On Ctrl-C the Duo stand-in goes at once: the phone page stops with
+	// the server, so a tool call still waiting on a push learns that Duo
+	// is gone instead of holding the shutdown until its deadline.
+	stop := context.AfterFunc(ctx, dev.close)
+	defer stop()
+
+	cfg, err := loadConfig(dev.environ())
+	if err != nil {
+		// dev wrote the environment, so this is a bug, not a user's mistake.
+		fmt.Fprintf(a.stderr, "crm-mcp dev: invalid configuration (a bug in dev):\n%s", formatConfigErrors(err))
+		return 1
+	}
+	return a.serveConfig(ctx, cfg, serveOptions{
+		command:  "dev",
+		listener: ln,
+		routes:   dev.routes,
+		ready: func(string) {
+			io.WriteString(a.stdout, dev.banner())
+			if a.devStarted != nil {
+				a.devStarted(dev)
+			}
+		},
+	})
+}
+
+// notLoopbackError refuses an address other machines could reach.
+type notLoopbackError struct{ addr string }
+
+func (e *notLoopbackError) Error() string {
+	return fmt.Sprintf("-addr %q is not a loopback address: dev's stand-ins let anyone who reaches them sign in as any user and approve any push, so it listens only on 127.0.0.1, ::1 or localhost", truncate(e.addr))
+}
+
+// devListen listens on addr, which must name a loopback host.
+func devListen(addr string) (net.Listener, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("-addr %q is not host:port, like %s or 127.0.0.1:0", truncate(addr), devDefaultAddr)
+	}
+	if !isLoopback(host) {
+		return nil, &notLoopbackError{addr}
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("cannot listen on %s (is another process using it? try -addr 127.0.0.1:0): %v", addr, err)
+	}
+	// "localhost" is whatever the resolver says; hold it to its word.
+	if tcp, ok := ln.Addr().(*net.TCPAddr); !ok || !tcp.IP.IsLoopback() {
+		ln.Close()
+		return nil, &notLoopbackError{addr}
+	}
+	return ln, nil
+}
+
+// devStack is dev's stand-ins and the URLs derived from the address it
+// listens on.
+type devStack struct {
+	addr     string // 127.0.0.1:PORT, where the server listens
+	base     string // http://127.0.0.1:PORT
+	mcpURL   string
+	issuer   string
+	pushURL  string
+	adminURL string
+	dataDir  string
+	caFile   string
+
+	as                  *rstest.AuthServer
+	duo                 *duotest.Server
+	duoHost             string // the Duo stand-in's host:port
+	introspectionSecret string
+	autoLogin           string
+
+	closeOnce sync.Once
+}
+
+// newDevStack starts the stand-ins for a server listening on addr and
+// writes the Duo stand-in's certificate to dataDir.
+func newDevStack(addr, dataDir, autoLogin string) (*devStack, error) {
+	dir, err := filepath.Abs(dataDir)
+	if err != nil {
+		return nil, fmt.Errorf("data directory %q: %v", dataDir, err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("cannot create the data directory: %v", err)
+	}
+	base := "http://" + addr
+	s := &devStack{
+		addr:      addr,
+		base:      base,
+		mcpURL:    base + devMCPPath,
+		issuer:    base + devIssuerPath,
+		pushURL:   base + devPushPath,
+		dataDir:   dir,
+		caFile:    filepath.Join(dir, devCAFile),
+		autoLogin: autoLogin,
+		// A fresh secret per run: the resource server authenticates to
+		// the introspection endpoint with it, as with Duo.
+		introspectionSecret: rand.Text(),
+	}
+
+	s.as = rstest.NewAuthServer(s.issuer)
+	s.as.SetUsers(rstest.DevUsers()...)
+	s.as.SetResources(s.mcpURL)
+	s.as.SetAutoLogin(autoLogin)
+	s.as.SetIntrospectionClient(devIntrospectionClient, s.introspectionSecret)
+	s.as.KID("RS256") // the signing key exists before the first JWKS fetch
+	s.adminURL = s.as.AdminURL()
+
+	s.duo = duotest.NewServer()
+	// Set before anyone knows the fake's address, so before it serves.
+	s.duo.PushTimeout = devPushTimeout
+	s.duo.SetDefault(duotest.Manual)
+	s.duoHost = s.duo.Host()
+	if err := os.WriteFile(s.caFile, s.duo.CACertPEM(), 0o600); err != nil {
+		s.duo.Close()
+		return nil, fmt.Errorf("cannot write the Duo stand-in's certificate: %v", err)
+	}
+	return s, nil
+}
+
+// close stops the Duo stand-in. It may be called more than once.
+func (s *devStack) close() {
+	s.closeOnce.Do(s.duo.Close)
+}
+
+// environ is the environment serve would be given to run against the
+// stand-ins.
+func (s *devStack) environ() map[string]string {
+	return map[string]string{
+		"MCP_LISTEN_ADDR":              s.addr, // for the log: serve is handed the listener
+		"MCP_RESOURCE_URL":             s.mcpURL,
+		"MCP_ALLOWED_ORIGINS":          strings.Join(devInspectorOrigins, ","),
+		"DUO_ISSUER":                   s.issuer,
+		"AUTH_MODE":                    "jwt+introspection",
+		"DUO_CLIENT_ID":                devIntrospectionClient,
+		"DUO_CLIENT_SECRET":            s.introspectionSecret,
+		"AUTH_INTROSPECTION_CACHE_TTL": devIntrospectionCacheTTL,
+		"DUO_AUTH_IKEY":                s.duo.IKey(),
+		"DUO_AUTH_SKEY":                s.duo.SKey(),
+		"DUO_AUTH_HOST":                s.duoHost,
+		"DUO_AUTH_CA_FILE":             s.caFile,
+		"CRM_DB_PATH":                  filepath.Join(s.dataDir, devDBFile),
+		"LOG_FORMAT":                   "text",
+	}
+}
+
+// routes mounts the stand-ins beside the MCP server: the authorization
+// server at its issuer's paths, the phone page and an index.
+func (s *devStack) routes(mux *http.ServeMux) {
+	// RFC 8414 metadata sits at the root with the issuer's path appended;
+	// everything else (OpenID discovery, JWKS, register, authorize, token,
+	// introspect, revoke, admin) is under the issuer's path.
+	mux.Handle("/.well-known/oauth-authorization-server"+devIssuerPath, s.as)
+	mux.Handle(devIssuerPath+"/", s.as)
+	phone := s.duo.PhoneHandler(devPushPath)
+	mux.Handle(devPushPath, phone)
+	mux.Handle(devPushPath+"/", phone)
+	mux.HandleFunc("GET /{$}", s.serveIndex)
+}
+
+// snippets returns the client configurations printed at start, each a
+// single line of JSON.
+func (s *devStack) snippets() (claude, vscode string) {
+	// Structs, not maps, to keep the keys in the order people write them.
+	type stdioServer struct {
+		Command string   `json:"command"`
+		Args    []string `json:"args"`
+	}
+	type httpServer struct {
+		Type string `json:"type"`
+		URL  string `json:"url"`
+	}
+	c, _ := json.Marshal(struct {
+		MCPServers map[string]stdioServer `json:"mcpServers"`
+	}{map[string]stdioServer{"crm": {Command: "npx", Args: []string{"mcp-remote", s.mcpURL}}}})
+	v, _ := json.Marshal(struct {
+		Servers map[string]httpServer `json:"servers"`
+	}{map[string]httpServer{"crm": {Type: "http", URL: s.mcpURL}}})
+	return string(c), string(v)
+}
+
+// banner is what dev prints on stdout once it serves. Its last line,
+// "crm-mcp dev ready: <MCP URL>", is a contract: test harnesses start the
+// binary and wait for it.
+func (s *devStack) banner() string {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "crm-mcp dev: the whole flow on this machine, with stand-ins for Duo.\n")
+	fmt.Fprintf(&b, "For development only: anyone who reaches these pages can sign in as any user\nand approve any push.\n\n")
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "  MCP server\t%s\t(Streamable HTTP)\n", s.mcpURL)
+	fmt.Fprintf(tw, "  Push page\t%s\t(plays Duo Mobile: approve or deny pushes)\n", s.pushURL)
+	fmt.Fprintf(tw, "  Scope admin\t%s\t(plays Duo's Scope Authorization)\n", s.adminURL)
+	fmt.Fprintf(tw, "  Sign-in\t%s\t(issuer: plays Duo's OAuth authorization server)\n", s.issuer)
+	fmt.Fprintf(tw, "  Duo Auth API\thttps://%s\t(TLS, trusted through %s)\n", s.duoHost, s.caFile)
+	fmt.Fprintf(tw, "  Data\t%s\t(%s: the CRM, seeded on first start)\n", s.dataDir, devDBFile)
+	tw.Flush()
+
+	fmt.Fprintf(&b, "\nUsers (no password: pick one on the login page, or pass login_hint):\n")
+	tw = tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+	for _, u := range s.as.Users() {
+		fmt.Fprintf(tw, "  %s\t%s\n", u.Name, strings.Join(u.Scopes, " "))
+	}
+	tw.Flush()
+	if s.autoLogin != "" {
+		fmt.Fprintf(&b, "Auto-login: every authorization signs in as %s.\n", s.autoLogin)
+	}
+
+	claude, vscode := s.snippets()
+	fmt.Fprintf(&b, "\nConnect a client:\n")
+	fmt.Fprintf(&b, "  MCP Inspector: run\n    npx @modelcontextprotocol/inspector\n")
+	fmt.Fprintf(&b, "  then choose Transport Type \"Streamable HTTP\", URL %s, and Connect.\n", s.mcpURL)
+	fmt.Fprintf(&b, "  Claude Desktop, through mcp-remote (claude_desktop_config.json):\n    %s\n", claude)
+	fmt.Fprintf(&b, "  VS Code (.vscode/mcp.json):\n    %s\n", vscode)
+
+	fmt.Fprintf(&b, "\nThen ask the agent to list the contacts, and to find the defence accounts:\n")
+	fmt.Fprintf(&b, "a push appears on the push page; approve it and the record comes back, deny\n")
+	fmt.Fprintf(&b, "it and the agent is stopped. Revoke a scope on the admin page and the next\n")
+	fmt.Fprintf(&b, "call that needs it is refused. Ctrl-C stops.\n\n")
+	fmt.Fprintf(&b, "crm-mcp dev ready: %s\n", s.mcpURL)
+	return b.String()
+}
+
+var devIndex = template.Must(template.New("index").Parse(`<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>crm-mcp dev</title></head>
+<body>
+<h1>crm-mcp dev</h1>
+<p>The CRM MCP server with stand-ins for Duo. For development only.</p>
+<ul>
+<li>MCP server (Streamable HTTP): <code>{{.MCP}}</code></li>
+<li><a href="{{.Push}}">Push page</a>: plays Duo Mobile; approve or deny pushes</li>
+<li><a href="{{.Admin}}">Scope admin</a>: plays Duo's Scope Authorization</li>
+<li>Authorization server (issuer): <code>{{.Issuer}}</code></li>
+</ul>
+<h2>Users</h2>
+<ul>{{range .Users}}<li><b>{{.Name}}</b>: {{range .Scopes}}<code>{{.}}</code> {{end}}</li>{{end}}</ul>
+</body>
+</html>
+`))
+
+// serveIndex is a page of links, for whoever opens the base URL.
+func (s *devStack) serveIndex(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	_ = devIndex.Execute(w, map[string]any{
+		"MCP": s.mcpURL, "Push": devPushPath, "Admin": devIssuerPath + "/admin", "Issuer": s.issuer,
+		"Users": s.as.Users(),
+	})
+}

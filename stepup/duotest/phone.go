@@ -1,0 +1,276 @@
+package duotest
+
+import (
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"html/template"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// The phone page plays Duo Mobile for a person trying the dev mode: it
+// shows each push the way the phone would and answers it with Decide. It
+// has no authentication (whoever reaches it can approve any push), so it
+// belongs on a loopback listener only, like the rest of the fake.
+
+//go:embed phone
+var phoneFiles embed.FS
+
+var phoneTemplate = template.Must(template.ParseFS(phoneFiles, "phone/phone.html"))
+
+// maxDecided is how many decided pushes the phone lists after the pending
+// ones.
+const maxDecided = 50
+
+// maxForm bounds the body of the page's form post.
+const maxForm = 4 << 10
+
+// PhonePush is a push as the phone page's JSON API shows it.
+type PhonePush struct {
+	TxID string `json:"txid"`
+	User string `json:"user"`
+	// Type is the type parameter as sent; Duo Mobile shows it followed by
+	// "request" ("AI agent request"), and "Login request" when it is empty.
+	Type   string `json:"type"`
+	Status string `json:"status"` // "pushed" while waiting; see Push.Status
+	Result string `json:"result"` // "waiting", "allow" or "deny"
+	// PushInfo holds the pushinfo pairs (the first value of a repeated
+	// key); PushInfoPairs holds every pair in the order sent, which is the
+	// order the phone shows them in.
+	PushInfo      map[string]string `json:"pushinfo"`
+	PushInfoPairs [][2]string       `json:"pushinfo_pairs"`
+	Created       time.Time         `json:"created"`
+}
+
+// Title is what Duo Mobile shows at the top of the push.
+func (p PhonePush) Title() string {
+	if p.Type == "" {
+		return "Login request"
+	}
+	return p.Type + " request"
+}
+
+// Pending reports whether the push still waits for an answer.
+func (p PhonePush) Pending() bool { return p.Result == "waiting" }
+
+// PhonePushes returns what the phone shows: the pushes still waiting,
+// newest first, then up to 50 decided ones, newest first.
+func (d *Duo) PhonePushes() []PhonePush {
+	all := d.Pushes()
+	var pending, decided []PhonePush
+	for i := len(all) - 1; i >= 0; i-- {
+		p := phonePush(all[i])
+		if p.Pending() {
+			pending = append(pending, p)
+		} else if len(decided) < maxDecided {
+			decided = append(decided, p)
+		}
+	}
+	return append(append(make([]PhonePush, 0, len(pending)+len(decided)), pending...), decided...)
+}
+
+func phonePush(p Push) PhonePush {
+	out := PhonePush{
+		TxID:          p.TxID,
+		User:          p.User,
+		Type:          p.Type,
+		Status:        p.Status,
+		Result:        p.Result,
+		PushInfo:      map[string]string{},
+		PushInfoPairs: [][2]string{},
+		Created:       p.Created,
+	}
+	for _, pair := range orderedPairs(p.RawPushInfo) {
+		if _, ok := out.PushInfo[pair[0]]; !ok {
+			out.PushInfo[pair[0]] = pair[1]
+		}
+		out.PushInfoPairs = append(out.PushInfoPairs, pair)
+	}
+	return out
+}
+
+// orderedPairs decodes a form-encoded string in order (url.ParseQuery
+// returns a map). The fake refused pushinfo that does not parse, so an
+// undecodable part cannot occur; it is skipped all the same.
+func orderedPairs(raw string) [][2]string {
+	var out [][2]string
+	for part := range strings.SplitSeq(raw, "&") {
+		if part == "" {
+			continue
+		}
+		k, v, _ := strings.Cut(part, "=")
+		key, err1 := url.QueryUnescape(k)
+		val, err2 := url.QueryUnescape(v)
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		out = append(out, [2]string{key, val})
+	}
+	return out
+}
+
+// PhoneHandler returns a handler serving, under prefix (such as
+// "/dev/push"; "" for the root), a page that plays Duo Mobile and a JSON
+// API for scripts:
+//
+//	GET  prefix                                a page showing each pending push as the phone would,
+//	                                           with Approve and Deny buttons; it refreshes every second
+//	GET  prefix/api/pushes                     [PhonePush, ...]: pending first, then recent decided ones
+//	POST prefix/api/pushes/{txid}/approve      Decide(txid, true): 204; 404 unknown txid; 409 not pending
+//	POST prefix/api/pushes/{txid}/deny         Decide(txid, false): likewise
+//
+// The page's buttons call the API; without JavaScript they post a form to
+// prefix/decide, which answers with a redirect to the page. Mount the
+// handler at both prefix and prefix+"/" on a mux; it serves the full
+// request path. Cross-origin POSTs from browsers are refused
+// (http.CrossOriginProtection), so another site open in the same browser
+// cannot approve a push. There is no other protection: serve it on a
+// loopback address only. PhoneHandler panics if prefix does not start
+// with "/", ends with "/" or holds a character a ServeMux pattern treats
+// specially.
+func (d *Duo) PhoneHandler(prefix string) http.Handler {
+	if prefix != "" && (!strings.HasPrefix(prefix, "/") || strings.HasSuffix(prefix, "/") || strings.ContainsAny(prefix, "{} \t\n")) {
+		panic(fmt.Sprintf("duotest: PhoneHandler: prefix %q must be empty or start with / and not end with /", prefix))
+	}
+	page := prefix
+	if page == "" {
+		page = "/"
+	}
+	p := &phone{d: d, prefix: prefix, page: page}
+	mux := http.NewServeMux()
+	if prefix == "" {
+		mux.HandleFunc("GET /{$}", p.servePage)
+	} else {
+		mux.HandleFunc("GET "+prefix+"/{$}", func(w http.ResponseWriter, r *http.Request) {
+			http.Redirect(w, r, prefix, http.StatusMovedPermanently)
+		})
+		mux.HandleFunc("GET "+prefix, p.servePage)
+	}
+	mux.HandleFunc("GET "+prefix+"/phone.js", p.serveAsset("phone/phone.js", "text/javascript; charset=utf-8"))
+	mux.HandleFunc("GET "+prefix+"/phone.css", p.serveAsset("phone/phone.css", "text/css; charset=utf-8"))
+	mux.HandleFunc("GET "+prefix+"/api/pushes", p.serveList)
+	mux.HandleFunc("POST "+prefix+"/api/pushes/{txid}/approve", p.serveDecide(true))
+	mux.HandleFunc("POST "+prefix+"/api/pushes/{txid}/deny", p.serveDecide(false))
+	mux.HandleFunc("POST "+prefix+"/decide", p.serveForm)
+	return http.NewCrossOriginProtection().Handler(mux)
+}
+
+type phone struct {
+	d            *Duo
+	prefix, page string
+}
+
+type phonePage struct {
+	Prefix, API, Decide string
+	Pending, Decided    []PhonePush
+}
+
+func (p *phone) servePage(w http.ResponseWriter, r *http.Request) {
+	data := phonePage{Prefix: p.prefix, API: p.prefix + "/api/pushes", Decide: p.prefix + "/decide"}
+	for _, push := range p.d.PhonePushes() {
+		if push.Pending() {
+			data.Pending = append(data.Pending, push)
+		} else {
+			data.Decided = append(data.Decided, push)
+		}
+	}
+	h := w.Header()
+	// The page loads its script and style from this handler only, and
+	// talks only to its own API; no inline script can run.
+	h.Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	noStore(h)
+	// An error here is a client gone mid-page, or a page cut short that a
+	// person sees; the headers are sent either way.
+	_ = phoneTemplate.Execute(w, data)
+}
+
+func (p *phone) serveAsset(name, contentType string) http.HandlerFunc {
+	body, err := phoneFiles.ReadFile(name)
+	if err != nil {
+		panic("duotest: missing embedded " + name)
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", contentType)
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		w.Header().Set("Cache-Control", "no-cache")
+		w.Write(body)
+	}
+}
+
+func (p *phone) serveList(w http.ResponseWriter, r *http.Request) {
+	noStore(w.Header())
+	phoneJSON(w, http.StatusOK, p.d.PhonePushes())
+}
+
+func (p *phone) serveDecide(approve bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		noStore(w.Header())
+		if status, msg := p.decide(r.PathValue("txid"), approve); status != http.StatusNoContent {
+			phoneJSON(w, status, map[string]string{"error": msg})
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+// serveForm is the page's form without JavaScript: txid and
+// decision=approve|deny, then back to the page.
+func (p *phone) serveForm(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, maxForm)
+	if err := r.ParseForm(); err != nil {
+		http.Error(w, "The form could not be read.", http.StatusBadRequest)
+		return
+	}
+	var approve bool
+	switch r.PostForm.Get("decision") {
+	case "approve":
+		approve = true
+	case "deny":
+	default:
+		http.Error(w, "The decision must be approve or deny.", http.StatusBadRequest)
+		return
+	}
+	if status, msg := p.decide(r.PostForm.Get("txid"), approve); status != http.StatusNoContent {
+		http.Error(w, msg, status)
+		return
+	}
+	http.Redirect(w, r, p.page, http.StatusSeeOther)
+}
+
+// decide answers a push and maps Decide's errors to a status and a
+// message.
+func (p *phone) decide(txid string, approve bool) (int, string) {
+	err := p.d.Decide(txid, approve)
+	switch {
+	case err == nil:
+		return http.StatusNoContent, ""
+	case errors.Is(err, ErrNotFound):
+		return http.StatusNotFound, "no push has this transaction id"
+	case errors.Is(err, ErrNotPending):
+		return http.StatusConflict, "this push is no longer waiting for an answer"
+	default:
+		return http.StatusInternalServerError, "the push could not be answered"
+	}
+}
+
+func noStore(h http.Header) {
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "no-referrer")
+}
+
+func phoneJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		http.Error(w, "encoding failed", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(append(b, '\n'))
+}
