@@ -146,6 +146,9 @@ func loadConfig(environ map[string]string) (config, error) {
 	for _, o := range c.AllowedOrigins {
 		check("MCP_ALLOWED_ORIGINS", checkOrigin(o))
 	}
+	if len(c.ScopesSupported) == 0 && !failed["MCP_SCOPES_SUPPORTED"] {
+		check("MCP_SCOPES_SUPPORTED", varErrorf("MCP_SCOPES_SUPPORTED", "lists no scope: clients need at least one to ask for (e.g. crm.contacts.read)"))
+	}
 	for _, s := range c.ScopesSupported {
 		if !validScopeToken(s) {
 			check("MCP_SCOPES_SUPPORTED", varErrorf("MCP_SCOPES_SUPPORTED", "%q is not a valid scope (RFC 6749 section 3.3: printable ASCII without spaces, '\"' or '\\')", s))
@@ -482,8 +485,8 @@ func checkOrigin(o string) error {
 
 func checkDocURL(s string) error {
 	u, err := url.Parse(s)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return varErrorf("MCP_RESOURCE_DOCUMENTATION", "%s is not an absolute http(s) URL", quoteURL(s))
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
+		return varErrorf("MCP_RESOURCE_DOCUMENTATION", "%s is not an absolute http(s) URL without user information", quoteURL(s))
 	}
 	return nil
 }

@@ -295,12 +295,29 @@ func (s *devStack) routes(mux *http.ServeMux) {
 	// RFC 8414 metadata sits at the root with the issuer's path appended;
 	// everything else (OpenID discovery, JWKS, register, authorize, token,
 	// introspect, revoke, admin) is under the issuer's path.
-	mux.Handle("/.well-known/oauth-authorization-server"+devIssuerPath, s.as)
-	mux.Handle(devIssuerPath+"/", s.as)
-	phone := s.duo.PhoneHandler(devPushPath)
+	as := s.loopbackOnly(s.as)
+	mux.Handle("/.well-known/oauth-authorization-server"+devIssuerPath, as)
+	mux.Handle(devIssuerPath+"/", as)
+	phone := s.loopbackOnly(s.duo.PhoneHandler(devPushPath))
 	mux.Handle(devPushPath, phone)
 	mux.Handle(devPushPath+"/", phone)
-	mux.HandleFunc("GET /{$}", s.serveIndex)
+	mux.Handle("GET /{$}", s.loopbackOnly(http.HandlerFunc(s.serveIndex)))
+}
+
+// loopbackOnly refuses requests whose Host is not this server's loopback
+// address. The stand-ins authenticate nobody (anyone may sign in as any
+// user or approve a push), and a page whose name was rebound to 127.0.0.1
+// (DNS rebinding) would otherwise reach them as its own origin.
+func (s *devStack) loopbackOnly(h http.Handler) http.Handler {
+	_, port, _ := net.SplitHostPort(s.addr)
+	allowed := map[string]bool{"127.0.0.1:" + port: true, "localhost:" + port: true, "[::1]:" + port: true}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !allowed[strings.ToLower(r.Host)] {
+			http.Error(w, "dev mode answers only on its loopback address", http.StatusForbidden)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // snippets returns the client configurations printed at start, each a

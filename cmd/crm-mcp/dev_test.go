@@ -748,3 +748,33 @@ func TestDevBanner(t *testing.T) {
 		})
 	}
 }
+
+// TestDevStandInsRefuseOtherHosts: a page whose name was rebound to
+// 127.0.0.1 (DNS rebinding) is same-origin for the browser, but the
+// stand-ins answer only to their own loopback address.
+func TestDevStandInsRefuseOtherHosts(t *testing.T) {
+	d := startDev(t)
+	for _, tc := range []struct{ method, path string }{
+		{"GET", "/dev/push/api/pushes"},
+		{"POST", "/oauth2/dev/admin/api/users/carol/scopes/crm.deals.write"},
+		{"GET", "/oauth2/dev/admin"},
+		{"GET", "/"},
+	} {
+		req, err := http.NewRequest(tc.method, d.base+tc.path, nil)
+		require.NoError(t, err)
+		req.Host = "evil.example" + strings.TrimPrefix(d.base, "http://127.0.0.1")
+		req.Header.Set("Origin", "http://"+req.Host)
+		req.Header.Set("Sec-Fetch-Site", "same-origin")
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		assert.Equal(t, http.StatusForbidden, resp.StatusCode, "%s %s", tc.method, tc.path)
+	}
+	for _, u := range d.stack.as.Users() {
+		if u.Name == "carol" {
+			assert.NotContains(t, u.Scopes, "crm.deals.write", "the rebound request must not have granted a scope")
+		}
+	}
+	code, _ := d.do(t, "GET", "/dev/push/api/pushes")
+	assert.Equal(t, http.StatusOK, code, "the loopback address still works")
+}

@@ -68,10 +68,17 @@ func (a *app) serveConfig(ctx context.Context, cfg config, opts serveOptions) in
 	log.Info("starting crm-mcp", append([]any{"version", versionString()}, cfg.logAttrs()...)...)
 	cfg.logWarnings(log)
 
+	// Built first: it needs no network, and a bad key or CA file should
+	// fail before anything is listened on or created.
+	stepUp, err := cfg.stepUp(log)
+	if err != nil {
+		fmt.Fprintf(a.stderr, "crm-mcp %s: invalid configuration:\n%s", command, formatConfigErrors(err))
+		return 1
+	}
+
 	// Listen before anything slow, so that an address in use fails at once.
 	ln := opts.listener
 	if ln == nil {
-		var err error
 		ln, err = net.Listen("tcp", cfg.ListenAddr)
 		if err != nil {
 			log.Error("cannot listen: is another process using the address? (MCP_LISTEN_ADDR)", "addr", cfg.ListenAddr, "error", err.Error())
@@ -99,6 +106,10 @@ func (a *app) serveConfig(ctx context.Context, cfg config, opts serveOptions) in
 	store, err := crm.Open(openCtx, cfg.DBPath)
 	cancel()
 	if err != nil {
+		if ctx.Err() != nil {
+			log.Info("interrupted during start-up")
+			return 0
+		}
 		log.Error("cannot open the CRM database (CRM_DB_PATH)", "path", cfg.DBPath, "error", err.Error())
 		return 1
 	}
@@ -122,6 +133,10 @@ func (a *app) serveConfig(ctx context.Context, cfg config, opts serveOptions) in
 	refreshCtx, cancel := context.WithTimeout(ctx, startupRefreshTimeout)
 	err = rs.Refresh(refreshCtx)
 	cancel()
+	if ctx.Err() != nil {
+		log.Info("interrupted during start-up")
+		return 0
+	}
 	if err != nil {
 		// Not fatal: the keys keep being fetched in the background, and
 		// until they are, tokens are refused and /readyz says 503. A
@@ -132,11 +147,6 @@ func (a *app) serveConfig(ctx context.Context, cfg config, opts serveOptions) in
 		log.Info("fetched the authorization server keys", "issuers", rs.Status())
 	}
 
-	stepUp, err := cfg.stepUp(log)
-	if err != nil {
-		fmt.Fprintf(a.stderr, "crm-mcp %s: invalid configuration:\n%s", command, formatConfigErrors(err))
-		return 1
-	}
 	if stepUp == nil {
 		log.Warn("STEP-UP IS OFF (STEPUP_MODE=off): sensitive tool calls and restricted records need NO Duo Push approval")
 	}

@@ -1,10 +1,13 @@
 package main
 
 import (
+	"crypto/x509"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -41,6 +44,8 @@ func (c *config) checkStepUp(check func(name string, err error)) {
 	c.Tools = cleanList(c.Tools)
 	c.Terms = cleanList(c.Terms)
 	c.DuoHost = strings.TrimSpace(c.DuoHost)
+	c.DuoIKey = strings.TrimSpace(c.DuoIKey)
+	c.UserClaim = strings.TrimSpace(c.UserClaim)
 	switch c.StepUpMode {
 	case "duo":
 	case "off":
@@ -59,12 +64,16 @@ func (c *config) checkStepUp(check func(name string, err error)) {
 	}
 	if c.DuoHost == "" {
 		check("DUO_AUTH_HOST", varErrorf("DUO_AUTH_HOST", "required: the API hostname of the Duo Auth API application, like api-xxxxxxxx.duosecurity.com"+offHint))
-	} else if strings.Contains(c.DuoHost, "/") {
-		check("DUO_AUTH_HOST", varErrorf("DUO_AUTH_HOST", "%q must be a bare host[:port], without scheme or path", truncate(c.DuoHost)))
+	} else if !validDuoHost(c.DuoHost) {
+		check("DUO_AUTH_HOST", varErrorf("DUO_AUTH_HOST", "%q must be a bare host[:port], like api-xxxxxxxx.duosecurity.com, without scheme, user or path", truncate(c.DuoHost)))
 	}
 	if c.DuoCAFile != "" {
-		if _, err := os.Stat(c.DuoCAFile); err != nil {
+		pem, err := os.ReadFile(c.DuoCAFile)
+		switch {
+		case err != nil:
 			check("DUO_AUTH_CA_FILE", varErrorf("DUO_AUTH_CA_FILE", "cannot read %q: %v", truncate(c.DuoCAFile), err))
+		case !x509.NewCertPool().AppendCertsFromPEM(pem):
+			check("DUO_AUTH_CA_FILE", varErrorf("DUO_AUTH_CA_FILE", "%q holds no PEM certificate", truncate(c.DuoCAFile)))
 		}
 	}
 	if strings.TrimSpace(c.UserClaim) == "" {
@@ -95,6 +104,24 @@ func (c *config) checkStepUp(check func(name string, err error)) {
 	if _, err := stepup.NewTerms(c.Terms); err != nil || len(c.Terms) == 0 {
 		check("SENSITIVE_QUERY_TERMS", varErrorf("SENSITIVE_QUERY_TERMS", "must list at least one word, comma-separated"))
 	}
+}
+
+// validDuoHost accepts host or host:port with the characters a DNS name or
+// an IP address uses.
+func validDuoHost(h string) bool {
+	host, port, err := net.SplitHostPort(h)
+	if err != nil {
+		host, port = h, ""
+	}
+	if host == "" || strings.Trim(host, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:[]") != "" {
+		return false
+	}
+	if port != "" {
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return false
+		}
+	}
+	return true
 }
 
 // stepUp builds the step-up configuration for the tools, or nil when
