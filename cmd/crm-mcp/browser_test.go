@@ -249,28 +249,7 @@ func browserLoginHint(user string) auth.AuthorizationCodeFetcher {
 		q := u.Query()
 		q.Set("login_hint", user)
 		u.RawQuery = q.Encode()
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
-		if err != nil {
-			return nil, err
-		}
-		client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-		resp, err := client.Do(req)
-		if err != nil {
-			return nil, err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusFound {
-			return nil, fmt.Errorf("authorization endpoint answered %s, want a redirect", resp.Status)
-		}
-		loc, err := url.Parse(resp.Header.Get("Location"))
-		if err != nil {
-			return nil, err
-		}
-		lq := loc.Query()
-		if e := lq.Get("error"); e != "" {
-			return nil, fmt.Errorf("authorization failed: %s: %s", e, lq.Get("error_description"))
-		}
-		return &auth.AuthorizationResult{Code: lq.Get("code"), State: lq.Get("state"), Iss: lq.Get("iss")}, nil
+		return authorizeByRedirect(ctx, u.String())
 	}
 }
 

@@ -279,29 +279,36 @@ func (c *devClient) fetchCode(extra url.Values) auth.AuthorizationCodeFetcher {
 		}
 		u2 := *u
 		u2.RawQuery = q.Encode()
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u2.String(), nil)
-		if err != nil {
-			return nil, err
-		}
-		client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-		resp, err := client.Do(req)
-		if err != nil {
-			return nil, err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusFound {
-			return nil, fmt.Errorf("authorization endpoint answered %s, want a redirect", resp.Status)
-		}
-		loc, err := url.Parse(resp.Header.Get("Location"))
-		if err != nil {
-			return nil, err
-		}
-		lq := loc.Query()
-		if e := lq.Get("error"); e != "" {
-			return nil, fmt.Errorf("authorization failed: %s: %s", e, lq.Get("error_description"))
-		}
-		return &auth.AuthorizationResult{Code: lq.Get("code"), State: lq.Get("state"), Iss: lq.Get("iss")}, nil
+		return authorizeByRedirect(ctx, u2.String())
 	}
+}
+
+// authorizeByRedirect GETs an authorization URL that the stand-in answers
+// with a redirect (login_hint or auto-login), without following it, and
+// reads code, state and iss from the redirect.
+func authorizeByRedirect(ctx context.Context, authURL string) (*auth.AuthorizationResult, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, authURL, nil)
+	if err != nil {
+		return nil, err
+	}
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusFound {
+		return nil, fmt.Errorf("authorization endpoint answered %s, want a redirect", resp.Status)
+	}
+	loc, err := url.Parse(resp.Header.Get("Location"))
+	if err != nil {
+		return nil, err
+	}
+	lq := loc.Query()
+	if e := lq.Get("error"); e != "" {
+		return nil, fmt.Errorf("authorization failed: %s: %s", e, lq.Get("error_description"))
+	}
+	return &auth.AuthorizationResult{Code: lq.Get("code"), State: lq.Get("state"), Iss: lq.Get("iss")}, nil
 }
 
 func (c *devClient) authorizations() []*url.URL {
