@@ -42,8 +42,25 @@ func (t *Token) TokenInfo() *auth.TokenInfo {
 		Scopes:     t.Scopes,
 		Expiration: t.Expiry,
 		UserID:     t.Issuer + " " + t.Subject,
-		Extra:      map[string]any{"client_id": t.ClientID, "iss": t.Issuer, "sub": t.Subject},
+		Extra:      map[string]any{"client_id": t.ClientID, "iss": t.Issuer, "sub": t.Subject, tokenExtraKey: t},
 	}
+}
+
+// tokenExtraKey holds the *Token itself in TokenInfo.Extra.
+const tokenExtraKey = "resourceserver.Token"
+
+// TokenFromInfo returns the Token behind go-sdk's TokenInfo, or nil. MCP
+// handlers use it with req.Extra.TokenInfo, which go-sdk sets from the
+// HTTP request that carries each message. The handler's context is not
+// the place to look: on a Streamable HTTP session it may come from the
+// session's first request, whose token may belong to another client or
+// have expired since.
+func TokenFromInfo(info *auth.TokenInfo) *Token {
+	if info == nil {
+		return nil
+	}
+	t, _ := info.Extra[tokenExtraKey].(*Token)
+	return t
 }
 
 type tokenKey struct{}

@@ -45,6 +45,10 @@ const (
 	CoolingDown Outcome = "cooling_down"
 	// Cancelled: the caller's context was cancelled (the client went away).
 	Cancelled Outcome = "cancelled"
+	// Unshowable: the request cannot be shown to the approver whole (a
+	// value too long, or too many rows for pushinfo), so no push was sent.
+	// Error.Field names the detail at fault, when one is.
+	Unshowable Outcome = "unshowable"
 )
 
 // Error is the only kind of error Approve and Check return. Msg says what
@@ -53,7 +57,10 @@ const (
 type Error struct {
 	Outcome Outcome
 	Msg     string
-	err     error // cause, for errors.Is (context.Canceled, a net error...)
+	// Field is, for Unshowable, the Detail.Key (or "action") that cannot
+	// be shown; empty when the request as a whole is too large.
+	Field string
+	err   error // cause, for errors.Is (context.Canceled, a net error...)
 }
 
 func (e *Error) Error() string { return e.Msg }

@@ -30,11 +30,11 @@ func ExampleGuard_Approve() {
 
 	for _, user := range []string{"alice", "bob"} {
 		err := guard.Approve(context.Background(), stepup.Request{
-			User:    user, // from the verified access token
-			Tool:    "list_contacts",
-			Reason:  fmt.Sprintf("query mentions %q", term),
-			Summary: `query="Defence contractors"`,
-			Key:     stepup.CanonicalKey("list_contacts", args),
+			User:   user, // from the verified access token
+			Tool:   "list_contacts",
+			Reason: fmt.Sprintf("query mentions %q", term),
+			Action: `Search contacts for "Defence contractors"`,
+			Key:    stepup.CanonicalKey("list_contacts", args),
 		}, func(msg string) { fmt.Println("progress:", msg) })
 		if err != nil {
 			fmt.Println(user, "refused:", err.(*stepup.Error).Outcome)

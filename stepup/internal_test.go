@@ -3,47 +3,107 @@ package stepup
 import (
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
-	"unicode/utf8"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
-func TestPushInfoLimits(t *testing.T) {
-	long := strings.Repeat("défense ", 2000) // 18,000 bytes, more once escaped
-	req := Request{
-		Tool:     strings.Repeat("t", 500),
-		Reason:   long,
-		Summary:  long,
-		ClientID: strings.Repeat("c", 1000),
+func TestPushInfoRows(t *testing.T) {
+	pi, err := pushInfo("crm-mcp", Request{
+		Tool:   "update_contact",
+		Action: "Update contact #3 Priya Raman (Ledgerstone Capital)",
+		Details: []Detail{
+			{Key: "email", Old: "priya@ledgerstone.example", HasOld: true, New: "priya.raman@newmail.example"},
+			{Key: "phone", Old: "+44 20 7946 0000", HasOld: true, New: ""},
+		},
+		Reason:   "the call changes CRM data",
+		ClientID: "https://agent.example/client.json",
 		Key:      "k",
-	}
-	pi := pushInfo("crm-mcp", req)
-	assert.LessOrEqual(t, len(pi), maxPushInfo)
-	assert.Greater(t, len(pi), maxPushInfo-20, "the summary should use what is left")
-
-	v, err := url.ParseQuery(pi)
+	})
 	require.NoError(t, err)
-	for _, k := range []string{"tool", "reason", "summary", "client"} {
-		assert.True(t, strings.HasSuffix(v.Get(k), "…"), "%s is cut with an ellipsis", k)
-		assert.True(t, utf8.ValidString(v.Get(k)), "%s is cut at a character boundary", k)
-	}
-	assert.Equal(t, "crm-mcp", v.Get("server"))
-	assert.LessOrEqual(t, len(url.QueryEscape(v.Get("tool"))), budgetTool)
-	assert.LessOrEqual(t, len(url.QueryEscape(v.Get("reason"))), budgetReason)
-	assert.True(t, strings.HasPrefix(pi, "tool="), "tool comes first")
+	assert.Equal(t, "action=Update+contact+%233+Priya+Raman+%28Ledgerstone+Capital%29"+
+		"&email=priya%40ledgerstone.example+%E2%86%92+priya.raman%40newmail.example"+
+		"&phone=%2B44+20+7946+0000+%E2%86%92+%28empty%29"+
+		"&reason=the+call+changes+CRM+data&client=agent.example&server=crm-mcp", pi)
 }
 
-func TestPushInfoCleansText(t *testing.T) {
-	pi := pushInfo("s", Request{Tool: "t", Summary: "line1\nline2\u202eevil\x00\xff", Key: "k"})
+func TestPushInfoShowsEverythingOrRefuses(t *testing.T) {
+	blank := strings.Repeat("\u2800", 150)
+	base := func(d ...Detail) Request {
+		return Request{User: "u", Tool: "update_contact", Action: "Update contact #3", Details: d, Reason: "r", Key: "k"}
+	}
+
+	// The attack of the review: a company padded with invisible characters
+	// to push the email off the screen. Written out, it no longer fits.
+	_, err := pushInfo("s", base(Detail{Key: "company", New: "Acme" + blank}, Detail{Key: "email", New: "evil@attacker.example"}))
+	var e *Error
+	require.ErrorAs(t, err, &e)
+	assert.Equal(t, Unshowable, e.Outcome)
+	assert.Equal(t, "company", e.Field)
+	assert.Contains(t, e.Msg, "company is too long")
+
+	// A few invisible characters fit, written out where the approver sees them.
+	pi, err := pushInfo("s", base(Detail{Key: "company", New: "Acme\u2800\u200b\u202e"}, Detail{Key: "email", New: "evil@attacker.example"}))
+	require.NoError(t, err)
 	v, err := url.ParseQuery(pi)
 	require.NoError(t, err)
-	assert.Equal(t, "line1 line2 evil \uFFFD", v.Get("summary"))
-	assert.False(t, v.Has("reason"), "empty fields are left out")
-	assert.False(t, v.Has("client"))
+	assert.Equal(t, `Acme\u2800\u200b\u202e`, v.Get("company"))
+	assert.Equal(t, "evil@attacker.example", v.Get("email"))
+
+	// An old value is context: cut, never a reason to refuse.
+	pi, err = pushInfo("s", base(Detail{Key: "company", Old: strings.Repeat("x", 500), HasOld: true, New: "Acme"}))
+	require.NoError(t, err)
+	v, _ = url.ParseQuery(pi)
+	assert.Equal(t, strings.Repeat("x", maxOldChars-1)+"… → Acme", v.Get("company"))
+
+	// Too many rows for pushinfo: refused as a whole, whatever the old
+	// values hold (the check counts each at its full budget).
+	var many []Detail
+	for i := range 20 {
+		many = append(many, Detail{Key: "f" + strconv.Itoa(i), HasOld: true, New: strings.Repeat("é", MaxValueChars)})
+	}
+	_, err = pushInfo("s", base(many...))
+	require.ErrorAs(t, err, &e)
+	assert.Equal(t, Unshowable, e.Outcome)
+	assert.Empty(t, e.Field)
+	_, err2 := pushInfo("s", base(append([]Detail{{Key: "x", Old: strings.Repeat("é", 500), HasOld: true}}, many[1:]...)...))
+	assert.Equal(t, err == nil, err2 == nil, "the refusal must not depend on old values")
+
+	// The action sentence itself must fit.
+	_, err = pushInfo("s", Request{Action: strings.Repeat("a", MaxValueChars+1)})
+	require.ErrorAs(t, err, &e)
+	assert.Equal(t, "action", e.Field)
+}
+
+func TestDisplay(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"Priya Raman", "Priya Raman"},
+		{"Zoë Ørsted 李", "Zoë Ørsted 李"},
+		{"line1\nline2", `line1\u000aline2`},
+		{"a\u202eevil", `a\u202eevil`},
+		{"pad\u2800\u3164\u115f", `pad\u2800\u3164\u115f`},
+		{"zero\u200bwidth\ufeff", `zero\u200bwidth\ufeff`},
+		{"nbsp\u00a0x", `nbsp\u00a0x`},
+		{"tag\U000e0041", `tag\U000e0041`},
+		{"vs\ufe0f", `vs\ufe0f`},
+		{`back\slash \u2800`, `back\\slash \\u2800`},
+		{"bad\xff", `bad\xff`},
+	}
+	for _, tt := range tests {
+		assert.Equal(t, tt.want, Display(tt.in), "%q", tt.in)
+	}
+}
+
+func TestClientLabel(t *testing.T) {
+	assert.Equal(t, "agent.example", ClientLabel("https://agent.example/client.json"))
+	assert.Equal(t, "127.0.0.1:9000", ClientLabel("http://127.0.0.1:9000/cimd"))
+	assert.Equal(t, "registered app raT3opbC…", ClientLabel("raT3opbCIqn7a3fPv7Eyew"))
+	assert.Equal(t, "registered app abc", ClientLabel("abc"))
+	assert.Equal(t, "", ClientLabel(""))
 }
 
 func TestParseRetryAfter(t *testing.T) {

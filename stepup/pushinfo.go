@@ -1,76 +1,209 @@
 package stepup
 
 import (
+	"fmt"
 	"net/url"
 	"strings"
 	"unicode"
 	"unicode/utf8"
 )
 
-// Limits on the pushinfo parameter, in bytes of its URL-encoded form. Duo
-// accepts up to 20,000 bytes, but a phone screen shows a few lines and the
-// person must decide quickly, so we send far less: at most maxPushInfo in
-// all. Each field has its own budget so that a long summary cannot push the
-// tool name off the screen; the summary gets whatever is left. A field that
-// does not fit is cut at a character boundary and ends in "…".
+// A Detail is one row of the push under the action: one field the call
+// sets or changes. Duo Mobile shows each pushinfo pair as its own row, so
+// the approver reads "email: priya@ledgerstone.example → priya.raman@…"
+// rather than a JSON object.
+type Detail struct {
+	// Key names the field, as the tool's argument is named.
+	Key string
+	// New is the value the call sets. It is shown whole, or the call is
+	// refused (Unshowable): what will happen is never cut.
+	New string
+	// Old is the value now, when HasOld; shown before an arrow. It is
+	// context, read from the store, so it is cut to a fixed budget rather
+	// than refused: how long a stored value is must not decide whether a
+	// call is refused.
+	Old    string
+	HasOld bool
+}
+
+// Limits of a push, in characters after escaping (see Display) and, for
+// the whole, in bytes of the form-encoded pushinfo.
 const (
-	maxPushInfo  = 2000
-	budgetTool   = 200
+	// MaxValueChars bounds Request.Action and each Detail.New. Longer
+	// values are refused, not cut: the approver must see all of them.
+	MaxValueChars = 300
+	// maxOldChars bounds each Detail.Old; longer ones are cut with "…".
+	maxOldChars = 80
+	// MaxPushInfo is Duo's limit on pushinfo (under 20,000 bytes).
+	MaxPushInfo = 19999
+	// budgets of the rows the server fills in, in encoded bytes
 	budgetReason = 400
 	budgetClient = 300
 	budgetServer = 200
 )
 
+// Display returns s as the approver should see it: every character that
+// does not show as itself (controls, format and bidi characters, zero-width
+// and other invisible characters, spaces other than U+0020, unassigned or
+// private-use code points, invalid UTF-8) is written as an escape such as
+// \u2800, and a backslash as \\, so that text taken from tool arguments can
+// neither hide part of the request nor lay out the screen to look like
+// something else.
+func Display(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case r == '\\':
+			b.WriteString(`\\`)
+		case hidden(r):
+			if r <= 0xFFFF {
+				fmt.Fprintf(&b, `\u%04x`, r)
+			} else {
+				fmt.Fprintf(&b, `\U%08x`, r)
+			}
+		default:
+			b.WriteRune(r)
+		}
+		i += size
+	}
+	return b.String()
+}
+
+// hidden reports whether r would not be seen as itself on a phone screen.
+func hidden(r rune) bool {
+	switch {
+	case r == ' ':
+		return false
+	case unicode.In(r, unicode.Cc, unicode.Cf, unicode.Co, unicode.Cs, unicode.Zs, unicode.Zl, unicode.Zp,
+		unicode.Bidi_Control, unicode.Join_Control, unicode.Variation_Selector,
+		unicode.Other_Default_Ignorable_Code_Point, unicode.White_Space):
+		return true
+	case r == 0x2800, r == 0x115F, r == 0x1160, r == 0x3164, r == 0xFFA0, r == 0x034F, r == 0xFFFC, r == 0xFFFD:
+		// Blank-looking letters and symbols (braille blank, Hangul fillers),
+		// the combining grapheme joiner, replacement characters.
+		return true
+	}
+	return !unicode.IsGraphic(r) && !unicode.IsMark(r)
+}
+
+// unshowable is the refusal for a value that cannot be shown faithfully.
+func unshowable(field, format string, args ...any) *Error {
+	e := newError(Unshowable, nil, format, args...)
+	e.Field = field
+	return e
+}
+
+// pushInfo builds the pushinfo for req: action, then one row per detail,
+// then reason, client and server, in that order (Duo Mobile shows the
+// pairs as given; url.Values.Encode would sort them). The result is
+// form-encoded like url.Values.Encode, and Duo encodes it once more on the
+// wire.
+//
+// Nothing the approver must see is ever cut: an action or a new value
+// longer than MaxValueChars, or rows that would pass MaxPushInfo, are an
+// Unshowable error and no push is sent. Whether that happens depends on the
+// request alone: old values are cut to a fixed budget, and the size check
+// counts each at that budget, whatever the store holds.
+func pushInfo(server string, req Request) (string, error) {
+	var rows []string
+	worst := 0 // encoded size, with every Old at its full budget
+	add := func(key, val string, worstVal int) {
+		e := url.QueryEscape(key) + "=" + url.QueryEscape(val)
+		rows = append(rows, e)
+		worst += len(url.QueryEscape(key)) + 1 + worstVal + 1
+	}
+	action := Display(req.Action)
+	if n := utf8.RuneCountInString(action); n > MaxValueChars {
+		return "", unshowable("action", "The request cannot be shown on the phone: its description is %d characters long, at most %d fit.", n, MaxValueChars)
+	}
+	add("action", action, len(url.QueryEscape(action)))
+	for _, d := range req.Details {
+		if d.Key == "" {
+			return "", newError(Misconfigured, nil, "A push row has no name (a bug in this server), so the call was not run.")
+		}
+		nv := shown(d.New)
+		if n := utf8.RuneCountInString(nv); n > MaxValueChars {
+			return "", unshowable(d.Key, "%s is too long to show on the phone for approval: %d characters once invisible characters are written out, at most %d fit. Shorten %s and call again.", d.Key, n, MaxValueChars, d.Key)
+		}
+		val, worstVal := nv, len(url.QueryEscape(nv))
+		if d.HasOld {
+			old := cut(shown(d.Old), maxOldChars)
+			val = old + " → " + nv
+			// The worst an old value can take: maxOldChars characters of
+			// at most 12 encoded bytes each (a 4-byte rune), plus the arrow.
+			worstVal += maxOldChars*12 + len(url.QueryEscape(" → "))
+		}
+		add(d.Key, val, worstVal)
+	}
+	for _, f := range []struct {
+		key, val string
+		budget   int
+	}{{"reason", req.Reason, budgetReason}, {"client", ClientLabel(req.ClientID), budgetClient}, {"server", server, budgetServer}} {
+		if f.val == "" {
+			continue
+		}
+		v := cutEncoded(Display(f.val), f.budget)
+		rows = append(rows, f.key+"="+v)
+		worst += len(f.key) + 1 + f.budget + 1
+	}
+	if worst > MaxPushInfo {
+		return "", unshowable("", "The change is too large to show on the phone for approval. Change fewer fields, or shorter values, per call.")
+	}
+	return strings.Join(rows, "&"), nil
+}
+
+// shown is a value as the approver reads it; an empty one says so.
+func shown(s string) string {
+	if s == "" {
+		return "(empty)"
+	}
+	if s == "(empty)" {
+		return `\(empty)`
+	}
+	// The arrow separates old from new; one inside a value is escaped so
+	// that a value cannot fake a second change.
+	return strings.ReplaceAll(Display(s), "→", `\u2192`)
+}
+
+// ClientLabel is how the push names the agent's OAuth client. A client id
+// that is an https URL (a Client ID Metadata Document) is shown as its
+// host, which the approver can recognise. Any other id (one a Dynamic
+// Client Registration handed out, such as "raT3opbCIqn7a3fPv7Eyew") means
+// nothing to a person, so it is labelled as such and shortened.
+func ClientLabel(id string) string {
+	if id == "" {
+		return ""
+	}
+	if u, err := url.Parse(id); err == nil && (u.Scheme == "https" || u.Scheme == "http") && u.Hostname() != "" && u.User == nil {
+		return u.Host
+	}
+	r := []rune(id)
+	if len(r) > 8 {
+		return "registered app " + string(r[:8]) + "…"
+	}
+	return "registered app " + id
+}
+
+// cut shortens s to at most max characters, ending in "…" when cut.
+func cut(s string, max int) string {
+	if utf8.RuneCountInString(s) <= max {
+		return s
+	}
+	r := []rune(s)
+	return string(r[:max-1]) + "…"
+}
+
 // ellipsis marks a cut field, already encoded.
 var ellipsis = url.QueryEscape("…")
 
-// pushInfo builds the pushinfo for req: tool, reason, summary, client and
-// server, in that order (Duo Mobile shows the pairs as given, so the most
-// important comes first; url.Values.Encode would sort them). Empty fields
-// are left out. The result is form-encoded like url.Values.Encode, and Duo
-// encodes it once more on the wire.
-func pushInfo(server string, req Request) string {
-	type field struct {
-		key, val string
-		budget   int // 0: whatever is left
-	}
-	fields := []field{
-		{"tool", req.Tool, budgetTool},
-		{"reason", req.Reason, budgetReason},
-		{"summary", req.Summary, 0},
-		{"client", req.ClientID, budgetClient},
-		{"server", server, budgetServer},
-	}
-	enc := make([]string, len(fields))
-	used := 0
-	for i, f := range fields {
-		if f.val == "" || f.budget == 0 {
-			continue
-		}
-		enc[i] = f.key + "=" + escapeWithin(f.val, f.budget)
-		used += len(enc[i]) + 1 // "&"
-	}
-	for i, f := range fields {
-		if f.val == "" || f.budget != 0 {
-			continue
-		}
-		if left := maxPushInfo - used - len(f.key) - 1; left > len(ellipsis) {
-			enc[i] = f.key + "=" + escapeWithin(f.val, left)
-		}
-	}
-	var out []string
-	for _, e := range enc {
-		if e != "" {
-			out = append(out, e)
-		}
-	}
-	return strings.Join(out, "&")
-}
-
-// escapeWithin returns s, cleaned for display and query-escaped, cut so that
-// the result (with the ellipsis, if cut) is at most budget bytes.
-func escapeWithin(s string, budget int) string {
-	s = displayable(s)
+// cutEncoded query-escapes s, cut at a character boundary so that the
+// result (with the ellipsis, if cut) is at most budget bytes. Only for the
+// rows the server writes (reason, client, server), never for what the call
+// does.
+func cutEncoded(s string, budget int) string {
 	if full := url.QueryEscape(s); len(full) <= budget {
 		return full
 	}
@@ -83,19 +216,4 @@ func escapeWithin(s string, budget int) string {
 		b.WriteString(e)
 	}
 	return b.String() + ellipsis
-}
-
-// displayable replaces invalid UTF-8 and control characters (newlines, bidi
-// overrides...) with spaces, so that text taken from tool arguments cannot
-// lay out the approval screen to look like something else.
-func displayable(s string) string {
-	if !utf8.ValidString(s) {
-		s = strings.ToValidUTF8(s, "\uFFFD")
-	}
-	return strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r) {
-			return ' '
-		}
-		return r
-	}, s)
 }

@@ -48,11 +48,15 @@ type Request struct {
 	// Reason says why the call is sensitive, e.g. `query mentions
 	// "defence"`; shown on the phone.
 	Reason string
-	// Summary is a short summary of the arguments, shown on the phone (cut
-	// to fit, see pushInfo).
-	Summary string
+	// Action is the sentence the approver reads first: what the call will
+	// do, built by the tool from the request and the record it names, such
+	// as "Update contact #3 Priya Raman (Ledgerstone Capital)". Required.
+	Action string
+	// Details are the rows under the action: one per field the call sets
+	// or changes. Every field a write sets must be here.
+	Details []Detail
 	// ClientID is the OAuth client id of the agent, treated as opaque (it
-	// may be a URL); shown on the phone.
+	// may be a URL); logged, and shown on the phone as ClientLabel gives it.
 	ClientID string
 	// Key is the canonical identity of the call (see CanonicalKey). An
 	// approval covers later calls with the same User and Key, and
@@ -282,6 +286,11 @@ func (g *Guard) Approve(ctx context.Context, req Request, progress func(msg stri
 	if err := req.validate(); err != nil {
 		return err
 	}
+	// A request that cannot be shown whole is refused before anything
+	// else: the approver sees the truth, or there is no push.
+	if _, err := pushInfo(g.cfg.ServerName, req); err != nil {
+		return err
+	}
 	// The whole wait for one approval, queueing included, is bounded.
 	ctx, cancel := context.WithTimeout(ctx, g.cfg.Timeout)
 	defer cancel()
@@ -319,6 +328,9 @@ func (r Request) validate() error {
 	}
 	if r.Key == "" {
 		missing = append(missing, "Key")
+	}
+	if r.Action == "" {
+		missing = append(missing, "Action")
 	}
 	if len(missing) > 0 {
 		return newError(Misconfigured, nil,
@@ -397,12 +409,12 @@ func (g *Guard) Blocked(user string) error {
 	}
 	if now.Before(us.coolUntil) {
 		return newError(CoolingDown, nil,
-			"A Duo Push for this user was denied a moment ago, so calls that name or search records are refused until %s.", until(now, us.coolUntil))
+			"A Duo Push for this user was denied a moment ago, so calls that name a record are refused until %s.", until(now, us.coolUntil))
 	}
 	us.prunePushes(now)
 	if len(us.pushes) >= g.cfg.MaxPushes {
 		return newError(TooManyPushes, nil,
-			"Too many Duo Pushes for this user in the last 10 minutes, so calls that name or search records are refused until %s.", until(now, us.pushes[0].Add(pushWindow)))
+			"Too many Duo Pushes for this user in the last 10 minutes, so calls that name a record are refused until %s.", until(now, us.pushes[0].Add(pushWindow)))
 	}
 	return nil
 }
@@ -473,7 +485,11 @@ func (g *Guard) obtain(ctx context.Context, req Request, us *userState) (string,
 	us.pushes = append(us.pushes, g.cfg.Now())
 	g.mu.Unlock()
 
-	ans, err := g.duo.auth(ctx, req, g.cfg.PushType, pushInfo(g.cfg.ServerName, req), subject)
+	info, err := pushInfo(g.cfg.ServerName, req) // checked by Approve
+	if err != nil {
+		return "", err
+	}
+	ans, err := g.duo.auth(ctx, req, g.cfg.PushType, info, subject)
 	if err != nil {
 		return "", g.beforePush(err, subject)
 	}

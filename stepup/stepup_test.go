@@ -131,7 +131,8 @@ func request(user string) stepup.Request {
 		User:     user,
 		Tool:     "list_contacts",
 		Reason:   `query mentions "defence"`,
-		Summary:  `query="defence contractors", limit=10`,
+		Action:   `Search contacts for "defence contractors"`,
+		Details:  []stepup.Detail{{Key: "limit", New: "10"}},
 		ClientID: "https://agent.example/client.json",
 		Key:      stepup.CanonicalKey("list_contacts", []byte(`{"query":"defence contractors","limit":10}`)),
 	}
@@ -422,6 +423,21 @@ func TestManualDecision(t *testing.T) {
 	}
 }
 
+// TestUnshowableSendsNoPush: a request that cannot be shown whole is
+// refused before Duo is asked anything.
+func TestUnshowableSendsNoPush(t *testing.T) {
+	env := newTLS(t, stepup.Config{})
+	env.srv.Script("alice", duotest.Approve)
+	req := request("alice")
+	req.Details = []stepup.Detail{{Key: "company", New: "Acme" + strings.Repeat("\u2800", 150)}}
+	err := env.guard.Approve(t.Context(), req, nil)
+	var e *stepup.Error
+	require.ErrorAs(t, err, &e)
+	assert.Equal(t, stepup.Unshowable, e.Outcome)
+	assert.Equal(t, "company", e.Field)
+	assert.Empty(t, env.srv.Requests(), "no preauth, no push")
+}
+
 func TestPushInfo(t *testing.T) {
 	env := newTLS(t, stepup.Config{ServerName: "crm-mcp", PushType: "AI agent"})
 	env.srv.Script("alice", duotest.Approve)
@@ -434,11 +450,11 @@ func TestPushInfo(t *testing.T) {
 	p := pushes[0]
 	golden(t, "pushinfo.golden", p.RawPushInfo+"\n")
 	assert.Equal(t, url.Values{
-		"tool":    {"list_contacts"},
-		"reason":  {`query mentions "defence"`},
-		"summary": {`query="defence contractors", limit=10`},
-		"client":  {"https://agent.example/client.json"},
-		"server":  {"crm-mcp"},
+		"action": {`Search contacts for "defence contractors"`},
+		"limit":  {"10"},
+		"reason": {`query mentions "defence"`},
+		"client": {"agent.example"},
+		"server": {"crm-mcp"},
 	}, p.PushInfo)
 	assert.Equal(t, "alice", p.DisplayUsername)
 	assert.Equal(t, "AI agent", p.Type)

@@ -4,12 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/crm-mcp/crm-mcp/crm"
-	"github.com/crm-mcp/crm-mcp/resourceserver"
+	"github.com/crm-mcp/crm-mcp/stepup"
 )
 
 // ListContactsIn is the input of list_contacts.
@@ -23,10 +24,18 @@ type ListContactsIn struct {
 // ContactList is the output of list_contacts.
 type ContactList struct {
 	Contacts []crm.Contact `json:"contacts"`
-	// WithheldRestricted counts restricted contacts that matched but were
-	// left out because include_restricted was not set.
-	WithheldRestricted int `json:"withheld_restricted"`
+	// WithheldRestricted counts the restricted contacts a plain listing
+	// (no query) left out, because it was not approved to show them. A
+	// search never reports a count: how many restricted contacts match a
+	// text is what the restricted records hold.
+	WithheldRestricted *int `json:"withheld_restricted,omitempty"`
+	// Note says what was left out and how to ask for it.
+	Note string `json:"note,omitempty"`
 }
+
+// noteContacts is what every list_contacts answer that was not approved
+// says, whatever matched.
+const noteContacts = "Restricted contacts are left out unless you call again with include_restricted: true, which always needs the user's approval on their phone (Duo Push)."
 
 // ContactID names one contact.
 type ContactID struct {
@@ -63,29 +72,44 @@ func contactTools(d *deps) []spec {
 		define(d, toolDef[ListContactsIn, ContactList]{tool: &mcp.Tool{
 			Name:  "list_contacts",
 			Title: "List contacts",
-			Description: "List CRM contacts, optionally filtered by a search text. A plain listing withholds restricted contacts and says how many; " +
-				"include_restricted: true, or a search that matches a restricted contact, needs the user's approval on their phone (Duo Push) and then returns them.",
+			Description: "List CRM contacts, optionally filtered by a search text. Restricted contacts are left out; " +
+				"include_restricted: true asks for them, which needs the user's approval on their phone (Duo Push). " +
+				"A search that mentions a sensitive term needs approval too, and once approved returns the restricted contacts it matches.",
 			Annotations: readOnly,
 		}, scopes: []string{ScopeContactsRead},
-			// A search names records, so it may return the restricted ones
-			// it matches; a plain listing withholds them.
-			restricted: func(ctx context.Context, in ListContactsIn) (bool, error) {
-				if in.Query == "" && !in.IncludeRestricted {
-					return false, nil
+			asks: func(in ListContactsIn) bool { return in.IncludeRestricted },
+			describe: func(c *call[ListContactsIn]) (string, []stepup.Detail, error) {
+				in := c.in
+				action := "List contacts"
+				if in.Query != "" {
+					q, err := quoted("query", in.Query)
+					if err != nil {
+						return "", nil, err
+					}
+					action = "Search contacts for " + q
 				}
-				return d.store.MatchesRestricted(ctx, crm.ContactFilter{Query: in.Query})
+				details := []stepup.Detail{{Key: "restricted", New: "included"}}
+				return action, append(details, paging(in.Limit, in.Offset)...), nil
 			},
-			probes: func(in ListContactsIn) bool { return in.Query != "" || in.IncludeRestricted },
-			run: func(ctx context.Context, in ListContactsIn) (string, ContactList, error) {
-				f := crm.ContactFilter{Query: in.Query, Limit: in.Limit, Offset: in.Offset, IncludeRestricted: in.IncludeRestricted || in.Query != ""}
+			run: func(ctx context.Context, c *call[ListContactsIn]) (string, ContactList, error) {
+				in := c.in
+				f := crm.ContactFilter{Query: in.Query, Limit: in.Limit, Offset: in.Offset, IncludeRestricted: c.approved}
 				contacts, err := d.store.ListContacts(ctx, f)
 				if err != nil {
 					return "", ContactList{}, err
 				}
 				out := ContactList{Contacts: contacts}
-				if !f.IncludeRestricted {
-					if out.WithheldRestricted, err = d.store.CountRestricted(ctx, f); err != nil {
-						return "", ContactList{}, err
+				if !c.approved {
+					out.Note = noteContacts
+					if in.Query == "" {
+						// The total withheld by a plain listing depends on no
+						// input, so it tells nothing a question could steer.
+						n, err := d.store.CountRestricted(ctx, crm.ContactFilter{})
+						if err != nil {
+							return "", ContactList{}, err
+						}
+						out.WithheldRestricted = &n
+						out.Note = fmt.Sprintf("%d restricted contact(s) withheld. %s", n, noteContacts)
 					}
 				}
 				var b strings.Builder
@@ -97,8 +121,8 @@ func contactTools(d *deps) []spec {
 				for _, c := range contacts {
 					fmt.Fprintf(&b, "- #%d %s <%s>, %s (%s, %s)\n", c.ID, c.Name, c.Email, c.Company, c.Sector, c.Classification)
 				}
-				if out.WithheldRestricted > 0 {
-					fmt.Fprintf(&b, "%d restricted contact(s) withheld; call again with include_restricted: true to ask for them.\n", out.WithheldRestricted)
+				if out.Note != "" {
+					b.WriteString(out.Note + "\n")
 				}
 				return b.String(), out, nil
 			}}),
@@ -109,17 +133,21 @@ func contactTools(d *deps) []spec {
 			Description: "Get one CRM contact by id. A restricted contact needs the user's approval (Duo Push).",
 			Annotations: readOnly,
 		}, scopes: []string{ScopeContactsRead},
-			restricted: func(ctx context.Context, in ContactID) (bool, error) { return d.contactRestricted(ctx, in.ID) },
-			probes:     func(ContactID) bool { return true },
-			run: func(ctx context.Context, in ContactID) (string, crm.Contact, error) {
-				if in.ID <= 0 {
-					return "", crm.Contact{}, &toolError{"id must be a positive contact id (see list_contacts)"}
+			names: func(ctx context.Context, in ContactID) (target, error) { return d.namedContact(ctx, "id", in.ID) },
+			describe: func(c *call[ContactID]) (string, []stepup.Detail, error) {
+				return "Show contact " + contactLabel(c.target.contact), nil, nil
+			},
+			run: func(ctx context.Context, c *call[ContactID]) (string, crm.Contact, error) {
+				got := *c.target.contact
+				if c.approved {
+					// The approval may have taken a minute: answer with the
+					// record as it is now.
+					var err error
+					if got, err = d.store.GetContact(ctx, c.in.ID); err != nil {
+						return "", crm.Contact{}, err
+					}
 				}
-				c, err := d.store.GetContact(ctx, in.ID)
-				if err != nil {
-					return "", crm.Contact{}, err
-				}
-				return describeContact(c), c, nil
+				return describeContact(got), got, nil
 			}}),
 
 		define(d, toolDef[CreateContactIn, crm.Contact]{tool: &mcp.Tool{
@@ -128,10 +156,29 @@ func contactTools(d *deps) []spec {
 			Description: "Create a CRM contact. name and email are required.",
 			Annotations: &mcp.ToolAnnotations{DestructiveHint: ptr(false), OpenWorldHint: ptr(false)},
 		}, scopes: []string{ScopeContactsWrite}, writes: true,
-			restricted: func(ctx context.Context, in CreateContactIn) (bool, error) {
-				return isRestricted(in.Classification), nil
+			asks: func(in CreateContactIn) bool { return isRestricted(in.Classification) },
+			describe: func(c *call[CreateContactIn]) (string, []stepup.Detail, error) {
+				in := c.in
+				cl := in.Classification
+				if cl == "" {
+					cl = string(crm.Internal) + " (default)"
+				}
+				owner := in.Owner
+				if owner == "" {
+					owner = c.tok.Subject + " (you)"
+				}
+				return "Create a contact", []stepup.Detail{
+					{Key: "name", New: in.Name},
+					{Key: "email", New: in.Email},
+					{Key: "phone", New: in.Phone},
+					{Key: "company", New: in.Company},
+					{Key: "sector", New: in.Sector},
+					{Key: "classification", New: cl},
+					{Key: "owner", New: owner},
+				}, nil
 			},
-			run: func(ctx context.Context, in CreateContactIn) (string, crm.Contact, error) {
+			run: func(ctx context.Context, c *call[CreateContactIn]) (string, crm.Contact, error) {
+				in := c.in
 				nc := crm.NewContact{Name: in.Name, Email: in.Email, Phone: in.Phone, Company: in.Company, Sector: in.Sector, Owner: in.Owner}
 				if in.Classification != "" {
 					cl, err := crm.ParseClassification(in.Classification)
@@ -141,13 +188,13 @@ func contactTools(d *deps) []spec {
 					nc.Classification = cl
 				}
 				if nc.Owner == "" {
-					nc.Owner = subject(ctx)
+					nc.Owner = c.tok.Subject
 				}
-				c, err := d.store.CreateContact(ctx, nc)
+				got, err := d.store.CreateContact(ctx, nc)
 				if err != nil {
 					return "", crm.Contact{}, err
 				}
-				return "Created " + describeContact(c), c, nil
+				return "Created " + describeContact(got), got, nil
 			}}),
 
 		define(d, toolDef[UpdateContactIn, crm.Contact]{tool: &mcp.Tool{
@@ -156,17 +203,27 @@ func contactTools(d *deps) []spec {
 			Description: "Change fields of a CRM contact; fields left out stay as they are.",
 			Annotations: &mcp.ToolAnnotations{DestructiveHint: ptr(true), IdempotentHint: true, OpenWorldHint: ptr(false)},
 		}, scopes: []string{ScopeContactsWrite}, writes: true,
-			restricted: func(ctx context.Context, in UpdateContactIn) (bool, error) {
-				if in.Classification != nil && isRestricted(*in.Classification) {
-					return true, nil
+			asks:  func(in UpdateContactIn) bool { return in.Classification != nil && isRestricted(*in.Classification) },
+			names: func(ctx context.Context, in UpdateContactIn) (target, error) { return d.namedContact(ctx, "id", in.ID) },
+			describe: func(c *call[UpdateContactIn]) (string, []stepup.Detail, error) {
+				in, old := c.in, c.target.contact
+				var details []stepup.Detail
+				change := func(key string, now string, v *string) {
+					if v != nil {
+						details = append(details, stepup.Detail{Key: key, Old: now, HasOld: true, New: *v})
+					}
 				}
-				return d.contactRestricted(ctx, in.ID)
+				change("name", old.Name, in.Name)
+				change("email", old.Email, in.Email)
+				change("phone", old.Phone, in.Phone)
+				change("company", old.Company, in.Company)
+				change("sector", old.Sector, in.Sector)
+				change("classification", string(old.Classification), in.Classification)
+				change("owner", old.Owner, in.Owner)
+				return "Update contact " + contactLabel(old), details, nil
 			},
-			probes: func(UpdateContactIn) bool { return true },
-			run: func(ctx context.Context, in UpdateContactIn) (string, crm.Contact, error) {
-				if in.ID <= 0 {
-					return "", crm.Contact{}, &toolError{"id must be a positive contact id (see list_contacts)"}
-				}
+			run: func(ctx context.Context, c *call[UpdateContactIn]) (string, crm.Contact, error) {
+				in := c.in
 				u := crm.ContactUpdate{Name: in.Name, Email: in.Email, Phone: in.Phone, Company: in.Company, Sector: in.Sector, Owner: in.Owner}
 				if in.Classification != nil {
 					cl, err := crm.ParseClassification(*in.Classification)
@@ -175,26 +232,41 @@ func contactTools(d *deps) []spec {
 					}
 					u.Classification = &cl
 				}
-				c, err := d.store.UpdateContact(ctx, in.ID, u)
+				got, err := d.store.UpdateContact(ctx, in.ID, u)
 				if err != nil {
 					return "", crm.Contact{}, err
 				}
-				return "Updated " + describeContact(c), c, nil
+				return "Updated " + describeContact(got), got, nil
 			}}),
 	}
 }
 
-// contactRestricted asks the store whether contact id is restricted. An
-// unknown id is not restricted: the tool will say it does not exist.
-func (d *deps) contactRestricted(ctx context.Context, id int64) (bool, error) {
+// namedContact reads the contact a call names. A malformed id is refused
+// before the store is asked.
+func (d *deps) namedContact(ctx context.Context, field string, id int64) (target, error) {
 	if id <= 0 {
-		return false, nil
+		return target{}, &toolError{field + " must be a positive contact id (see list_contacts)"}
 	}
 	c, err := d.store.GetContact(ctx, id)
 	if errors.Is(err, crm.ErrNotFound) {
-		return false, nil
+		return target{}, &toolError{fmt.Sprintf("%s %d: contact not found; check the id (list_contacts shows valid ids)", field, id)}
 	}
-	return c.Classification == crm.Restricted, err
+	if err != nil {
+		return target{}, err
+	}
+	return target{restricted: c.Classification == crm.Restricted, contact: &c}, nil
+}
+
+// paging shows limit and offset, when given, as rows of the push.
+func paging(limit, offset int) []stepup.Detail {
+	var out []stepup.Detail
+	if limit != 0 {
+		out = append(out, stepup.Detail{Key: "limit", New: strconv.Itoa(limit)})
+	}
+	if offset != 0 {
+		out = append(out, stepup.Detail{Key: "offset", New: strconv.Itoa(offset)})
+	}
+	return out
 }
 
 // isRestricted reports whether a requested classification is restricted,
@@ -214,12 +286,4 @@ func orNone(s string) string {
 		return "(none)"
 	}
 	return s
-}
-
-// subject is the signed-in user, from the verified token.
-func subject(ctx context.Context) string {
-	if t := resourceserver.TokenFromContext(ctx); t != nil {
-		return t.Subject
-	}
-	return ""
 }

@@ -2,13 +2,14 @@ package tools
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/crm-mcp/crm-mcp/crm"
+	"github.com/crm-mcp/crm-mcp/stepup"
 )
 
 // ListDealsIn is the input of list_deals.
@@ -22,7 +23,13 @@ type ListDealsIn struct {
 // DealList is the output of list_deals.
 type DealList struct {
 	Deals []crm.Deal `json:"deals"`
+	// Note says what was left out and how to ask for it.
+	Note string `json:"note,omitempty"`
 }
+
+// noteDeals is what every list_deals answer that was not approved says,
+// whatever matched.
+const noteDeals = "Deals of restricted contacts are left out unless you call again with include_restricted: true, which always needs the user's approval on their phone (Duo Push)."
 
 // CreateDealIn is the input of create_deal.
 type CreateDealIn struct {
@@ -44,22 +51,32 @@ func dealTools(d *deps) []spec {
 		define(d, toolDef[ListDealsIn, DealList]{tool: &mcp.Tool{
 			Name:  "list_deals",
 			Title: "List deals",
-			Description: "List CRM deals, optionally only one stage or one contact's. Deals of restricted contacts are withheld from a plain listing; " +
+			Description: "List CRM deals, optionally only one stage or one contact's. Deals of restricted contacts are left out; " +
 				"include_restricted: true, or the contact_id of a restricted contact, needs the user's approval (Duo Push) and then returns them.",
 			Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true, IdempotentHint: true, OpenWorldHint: ptr(false)},
 		}, scopes: []string{ScopeDealsRead},
-			restricted: func(ctx context.Context, in ListDealsIn) (bool, error) {
-				if in.IncludeRestricted {
-					n, err := d.store.CountRestricted(ctx, crm.ContactFilter{})
-					return n > 0, err
+			asks: func(in ListDealsIn) bool { return in.IncludeRestricted },
+			names: func(ctx context.Context, in ListDealsIn) (target, error) {
+				if in.ContactID == 0 {
+					return target{}, nil
 				}
-				return d.contactRestricted(ctx, in.ContactID)
+				return d.namedContact(ctx, "contact_id", in.ContactID)
 			},
-			probes: func(in ListDealsIn) bool { return in.ContactID != 0 || in.IncludeRestricted },
-			run: func(ctx context.Context, in ListDealsIn) (string, DealList, error) {
-				// Naming a contact asks for its deals, restricted or not (and
-				// approved above if it is).
-				f := crm.DealFilter{ContactID: in.ContactID, Limit: in.Limit, IncludeRestricted: in.IncludeRestricted || in.ContactID != 0}
+			describe: func(c *call[ListDealsIn]) (string, []stepup.Detail, error) {
+				in := c.in
+				action := "List deals"
+				if c.target.contact != nil {
+					action = "List deals of contact " + contactLabel(c.target.contact)
+				}
+				details := []stepup.Detail{{Key: "restricted", New: "included"}}
+				if in.Stage != "" {
+					details = append(details, stepup.Detail{Key: "stage", New: in.Stage})
+				}
+				return action, append(details, paging(in.Limit, 0)...), nil
+			},
+			run: func(ctx context.Context, c *call[ListDealsIn]) (string, DealList, error) {
+				in := c.in
+				f := crm.DealFilter{ContactID: in.ContactID, Limit: in.Limit, IncludeRestricted: c.approved}
 				if in.Stage != "" {
 					st, err := crm.ParseStage(in.Stage)
 					if err != nil {
@@ -71,12 +88,19 @@ func dealTools(d *deps) []spec {
 				if err != nil {
 					return "", DealList{}, err
 				}
+				out := DealList{Deals: deals}
+				if !c.approved {
+					out.Note = noteDeals
+				}
 				var b strings.Builder
 				fmt.Fprintf(&b, "%d deal(s):\n", len(deals))
 				for _, dl := range deals {
 					fmt.Fprintf(&b, "- %s\n", describeDeal(dl))
 				}
-				return b.String(), DealList{Deals: deals}, nil
+				if out.Note != "" {
+					b.WriteString(out.Note + "\n")
+				}
+				return b.String(), out, nil
 			}}),
 
 		define(d, toolDef[CreateDealIn, crm.Deal]{tool: &mcp.Tool{
@@ -85,10 +109,24 @@ func dealTools(d *deps) []spec {
 			Description: "Create a deal with a contact.",
 			Annotations: &mcp.ToolAnnotations{DestructiveHint: ptr(false), OpenWorldHint: ptr(false)},
 		}, scopes: []string{ScopeDealsWrite}, writes: true,
-			restricted: func(ctx context.Context, in CreateDealIn) (bool, error) {
-				return d.contactRestricted(ctx, in.ContactID)
+			names: func(ctx context.Context, in CreateDealIn) (target, error) {
+				return d.namedContact(ctx, "contact_id", in.ContactID)
 			},
-			run: func(ctx context.Context, in CreateDealIn) (string, crm.Deal, error) {
+			describe: func(c *call[CreateDealIn]) (string, []stepup.Detail, error) {
+				in := c.in
+				stage := in.Stage
+				if stage == "" {
+					stage = string(crm.StageLead) + " (default)"
+				}
+				return "Create a deal of " + money(in.Amount, in.Currency) + " for contact " + contactLabel(c.target.contact), []stepup.Detail{
+					{Key: "title", New: in.Title},
+					{Key: "amount", New: strconv.FormatInt(in.Amount, 10) + " (minor units)"},
+					{Key: "currency", New: in.Currency},
+					{Key: "stage", New: stage},
+				}, nil
+			},
+			run: func(ctx context.Context, c *call[CreateDealIn]) (string, crm.Deal, error) {
+				in := c.in
 				nd := crm.NewDeal{ContactID: in.ContactID, Title: in.Title, Amount: in.Amount, Currency: in.Currency}
 				if in.Stage != "" {
 					st, err := crm.ParseStage(in.Stage)
@@ -110,29 +148,31 @@ func dealTools(d *deps) []spec {
 			Description: "Set the stage of a deal.",
 			Annotations: &mcp.ToolAnnotations{DestructiveHint: ptr(true), IdempotentHint: true, OpenWorldHint: ptr(false)},
 		}, scopes: []string{ScopeDealsWrite}, writes: true,
-			restricted: func(ctx context.Context, in UpdateDealStageIn) (bool, error) {
+			names: func(ctx context.Context, in UpdateDealStageIn) (target, error) {
 				if in.ID <= 0 {
-					return false, nil
+					return target{}, &toolError{"id must be a positive deal id (see list_deals)"}
 				}
 				dl, err := d.store.GetDeal(ctx, in.ID)
-				if errors.Is(err, crm.ErrNotFound) {
-					return false, nil
-				}
 				if err != nil {
-					return false, err
+					return target{}, err
 				}
-				return d.contactRestricted(ctx, dl.ContactID)
+				c, err := d.store.GetContact(ctx, dl.ContactID)
+				if err != nil {
+					return target{}, err
+				}
+				return target{restricted: c.Classification == crm.Restricted, contact: &c, deal: &dl}, nil
 			},
-			probes: func(UpdateDealStageIn) bool { return true },
-			run: func(ctx context.Context, in UpdateDealStageIn) (string, crm.Deal, error) {
-				if in.ID <= 0 {
-					return "", crm.Deal{}, &toolError{"id must be a positive deal id (see list_deals)"}
-				}
-				st, err := crm.ParseStage(in.Stage)
+			describe: func(c *call[UpdateDealStageIn]) (string, []stepup.Detail, error) {
+				dl := c.target.deal
+				return fmt.Sprintf("Move deal #%d %s of %s with contact %s", dl.ID, "\""+label(dl.Title)+"\"", money(dl.Amount, dl.Currency), contactLabel(c.target.contact)),
+					[]stepup.Detail{{Key: "stage", Old: string(dl.Stage), HasOld: true, New: c.in.Stage}}, nil
+			},
+			run: func(ctx context.Context, c *call[UpdateDealStageIn]) (string, crm.Deal, error) {
+				st, err := crm.ParseStage(c.in.Stage)
 				if err != nil {
 					return "", crm.Deal{}, err
 				}
-				dl, err := d.store.UpdateDealStage(ctx, in.ID, st)
+				dl, err := d.store.UpdateDealStage(ctx, c.in.ID, st)
 				if err != nil {
 					return "", crm.Deal{}, err
 				}

@@ -43,7 +43,7 @@ func TestMCPLayerChecksScopesToo(t *testing.T) {
 		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: sp.name, Arguments: args[sp.name]})
 		require.NoError(t, err)
 		assert.True(t, res.IsError, sp.name)
-		assert.Contains(t, res.Content[0].(*mcp.TextContent).Text, "needs the scope", sp.name)
+		assert.Contains(t, res.Content[0].(*mcp.TextContent).Text, "no verified access token", sp.name)
 	}
 	got, err := store.GetContact(ctx, 6)
 	require.NoError(t, err)

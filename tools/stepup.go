@@ -3,12 +3,16 @@ package tools
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/crm-mcp/crm-mcp/crm"
 	"github.com/crm-mcp/crm-mcp/resourceserver"
 	"github.com/crm-mcp/crm-mcp/stepup"
 )
@@ -30,89 +34,118 @@ type StepUp struct {
 	UsernameClaim string
 }
 
-// Reasons that do not reveal restricted data: they are shown on the phone
-// and, on a refusal, to the agent.
+// Reasons for approval, shown on the phone. Those taken from the request
+// are also told to the agent on a refusal; reasonRestricted, the one that
+// comes from stored data, is not (see decide).
 const (
 	reasonWrite      = "the call changes CRM data"
 	reasonListed     = "the tool always needs approval"
-	reasonRestricted = "the call would return or change a record classified restricted"
+	reasonAsks       = "the call asks for restricted records"
+	reasonRestricted = "the record it names is classified restricted"
 )
 
-// approve decides whether a call needs step-up and, if so, gets Duo's
-// approval. It runs after the scope check and before the tool; any error
-// means the tool must not run.
+// decide settles whether the call needs Duo approval and, if so, gets it.
+// It runs after the scope check and before the tool; an error means the
+// tool must not run. On success c.approved says whether the call may
+// return restricted records.
 //
-// probes says the call names or searches records, so whether it needs
-// approval depends on the data it touches. While no push can be sent (a
-// cool-down after a denial, the push cap), such calls are refused before
-// the data is consulted: otherwise refusals would tell an agent, one free
-// question at a time, which records are restricted.
-func (d *deps) approve(ctx context.Context, req *mcp.CallToolRequest, name string, writes, probes bool, restricted func() (bool, error)) error {
+// Whether a call needs approval, waits for another push, or is refused by
+// the cool-down or the push cap is decided from the request: the tool, its
+// arguments (sensitive terms, include_restricted, writes, STEPUP_TOOLS) and
+// the classification of the record it names by id. Never from whether a
+// free-text search would match restricted data: that would tell an agent,
+// one question at a time, what the restricted records hold. A search that
+// is not approved simply leaves restricted records out.
+func decide[In, Out any](ctx context.Context, d *deps, req *mcp.CallToolRequest, td *toolDef[In, Out], c *call[In]) error {
 	su := d.stepUp
-	tok := resourceserver.TokenFromContext(ctx)
+	name := td.tool.Name
 	var user string
+	var reasons []string // from the request alone
 	if su != nil {
 		var err error
-		if user, err = duoUser(tok, su.UsernameClaim); err != nil {
+		if user, err = duoUser(c.tok, su.UsernameClaim); err != nil {
 			return err
 		}
-		if probes {
-			if err := su.Guard.Blocked(user); err != nil {
-				d.log.InfoContext(ctx, "step-up blocked", "tool", name, "sub", tok.Subject, "error", err.Error())
-				return &toolError{fmt.Sprintf("%s was not run. %s", name, err.Error())}
-			}
+		if td.writes && su.OnWrite {
+			reasons = append(reasons, reasonWrite)
 		}
-	}
-
-	var reasons []string
-	if su != nil && writes && su.OnWrite {
-		reasons = append(reasons, reasonWrite)
-	}
-	if su != nil && slices.Contains(su.Tools, name) {
-		reasons = append(reasons, reasonListed)
-	}
-	if su != nil {
-		if term, ok := su.Terms.Find(json.RawMessage(req.Params.Arguments)); ok {
+		if slices.Contains(su.Tools, name) {
+			reasons = append(reasons, reasonListed)
+		}
+		if term, ok := su.Terms.Find(c.in); ok {
 			reasons = append(reasons, fmt.Sprintf("the request mentions %q", term))
 		}
 	}
-	if restricted != nil {
-		// Asked even when step-up is off, so that a store failure fails
-		// closed the same way in every mode.
-		r, err := restricted()
+	asks := td.asks != nil && td.asks(c.in)
+	if asks {
+		reasons = append(reasons, reasonAsks)
+	}
+	all := reasons
+	if td.names != nil {
+		if su != nil {
+			// While no push can be sent, every call that names a record is
+			// refused before the record is read, so the refusal does not
+			// tell which records are restricted.
+			if err := su.Guard.Blocked(user); err != nil {
+				d.log.InfoContext(ctx, "step-up blocked", "tool", name, "sub", c.tok.Subject, "error", err.Error())
+				return &toolError{fmt.Sprintf("%s was not run. %s", name, err.Error())}
+			}
+		}
+		t, err := td.names(ctx, c.in)
 		if err != nil {
 			return err
 		}
-		switch {
-		case r && su != nil:
-			reasons = append(reasons, reasonRestricted)
-		case r:
-			d.log.WarnContext(ctx, "STEP-UP IS OFF: a restricted record moves without Duo approval (STEPUP_MODE=off)", "tool", name)
+		c.target = t
+		if t.restricted {
+			all = append(slices.Clip(reasons), reasonRestricted)
 		}
 	}
-	if len(reasons) == 0 {
+	if len(all) == 0 {
+		return nil
+	}
+	if su == nil {
+		if asks || c.target.restricted {
+			d.log.WarnContext(ctx, "STEP-UP IS OFF: restricted records move without Duo approval (STEPUP_MODE=off)", "tool", name)
+		}
+		c.approved = true
 		return nil
 	}
 
-	reason := strings.Join(reasons, "; ")
-	d.log.InfoContext(ctx, "step-up required", "tool", name, "sub", tok.Subject, "reason", reason)
-	err := su.Guard.Approve(ctx, stepup.Request{
+	action, details, err := td.describe(c)
+	if err != nil {
+		return err
+	}
+	reason := strings.Join(all, "; ")
+	d.log.InfoContext(ctx, "step-up required", "tool", name, "sub", c.tok.Subject, "reason", reason)
+	err = su.Guard.Approve(ctx, stepup.Request{
 		User:     user,
 		Tool:     name,
+		Action:   action,
+		Details:  details,
 		Reason:   reason,
-		Summary:  summarize(req.Params.Arguments),
-		ClientID: tok.ClientID,
+		ClientID: c.tok.ClientID,
 		// An approval covers this principal (issuer, subject) through this
 		// client only, and this exact call.
-		Key: tok.Issuer + " " + tok.Subject + " " + tok.ClientID + " " + stepup.CanonicalKey(name, req.Params.Arguments),
+		Key: c.tok.Issuer + " " + c.tok.Subject + " " + c.tok.ClientID + " " + callKey(name, c.in),
 		// One approval must not let a write happen twice.
-		Once: writes,
+		Once: td.writes,
 	}, progress(ctx, req, name))
 	if err != nil {
-		d.log.WarnContext(ctx, "step-up refused", "tool", name, "sub", tok.Subject, "error", err.Error())
-		return &toolError{fmt.Sprintf("%s needs approval on your phone (Duo Push) because %s. %s", name, reason, err.Error())}
+		d.log.WarnContext(ctx, "step-up refused", "tool", name, "sub", c.tok.Subject, "error", err.Error())
+		var se *stepup.Error
+		if errors.As(err, &se) && se.Outcome == stepup.Unshowable {
+			return &toolError{fmt.Sprintf("%s was not run, and no approval was asked for. %s", name, err.Error())}
+		}
+		// The agent hears the reasons its request gave, never the one the
+		// data gave.
+		why := ""
+		if len(reasons) > 0 {
+			why = " because " + strings.Join(reasons, "; ")
+		}
+		return &toolError{fmt.Sprintf("%s needs approval on your phone (Duo Push)%s. %s", name, why, err.Error())}
 	}
-	d.log.InfoContext(ctx, "step-up approved", "tool", name, "sub", tok.Subject)
+	d.log.InfoContext(ctx, "step-up approved", "tool", name, "sub", c.tok.Subject)
+	c.approved = true
 	return nil
 }
 
@@ -151,20 +184,70 @@ func progress(ctx context.Context, req *mcp.CallToolRequest, name string) func(s
 	}
 }
 
-// summarize is a short, single-line form of the arguments for the push.
-func summarize(args json.RawMessage) string {
-	var v any
-	if json.Unmarshal(args, &v) != nil {
-		return "(unreadable arguments)"
+// maxQuoted bounds an argument quoted in an action sentence, in
+// characters once invisible characters are written out.
+const maxQuoted = 200
+
+// quoted is an argument as an action sentence quotes it: escaped for the
+// phone (stepup.Display, and \" for a quote, so a value cannot close the
+// quotes itself) and whole, or an error naming the argument.
+func quoted(field, v string) (string, error) {
+	s := strings.ReplaceAll(stepup.Display(v), `"`, `\"`)
+	if n := utf8.RuneCountInString(s); n > maxQuoted {
+		return "", &toolError{fmt.Sprintf("%s is too long to show on the phone for approval: %d characters once invisible characters are written out, at most %d fit. Shorten %s and call again.", field, n, maxQuoted, field)}
 	}
-	b, _ := json.Marshal(v)
-	s := string(b)
-	if s == "null" || s == "{}" {
-		return "(no arguments)"
-	}
-	const max = 300
-	if len(s) > max {
-		s = s[:max] + "..."
+	return `"` + s + `"`, nil
+}
+
+// maxLabel bounds a stored name in an action sentence. It is context the
+// approver recognises the record by, read from the store, so it is cut,
+// never refused: a stored value's length must not decide a refusal.
+const maxLabel = 60
+
+// label is a stored value as an action sentence shows it.
+func label(v string) string {
+	s := stepup.Display(v)
+	if r := []rune(s); len(r) > maxLabel {
+		s = string(r[:maxLabel-1]) + "…"
 	}
 	return s
+}
+
+// contactLabel names a stored contact: "#3 Priya Raman (Ledgerstone
+// Capital)".
+func contactLabel(c *crm.Contact) string {
+	s := fmt.Sprintf("#%d %s", c.ID, label(c.Name))
+	if c.Company != "" {
+		s += " (" + label(c.Company) + ")"
+	}
+	return s
+}
+
+// money formats an amount in minor units: 1200000 EUR is "12,000.00 EUR".
+func money(amount int64, currency string) string {
+	sign := ""
+	if amount < 0 {
+		sign, amount = "-", -amount
+	}
+	units := strconv.FormatInt(amount/100, 10)
+	var b strings.Builder
+	for i, r := range units {
+		if i > 0 && (len(units)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(r)
+	}
+	return fmt.Sprintf("%s%s.%02d %s", sign, b.String(), amount%100, stepup.Display(currency))
+}
+
+// callKey identifies a call for grants and shared pushes: the tool and its
+// decoded arguments re-encoded. The struct fixes the field order, so two
+// spellings of one request share a key, and it reuses the value go-sdk
+// decoded instead of parsing the arguments again.
+func callKey(tool string, in any) string {
+	b, err := json.Marshal(in)
+	if err != nil { // cannot happen for these input types; fail apart
+		return strconv.Quote(tool) + " !" + err.Error()
+	}
+	return strconv.Quote(tool) + " " + string(b)
 }

@@ -72,9 +72,12 @@ func TestStepUpPolicy(t *testing.T) {
 		{"a non-matching search", "list_contacts", map[string]any{"query": "health"}, false, false},
 		{"defence in the query", "list_contacts", map[string]any{"query": "defence"}, true, true},
 		{"mixed case", "list_contacts", map[string]any{"query": "DeFeNsE contractors"}, true, false},
-		{"Aegis names the record", "list_contacts", map[string]any{"query": "Aegis"}, true, true},
-		{"a surname", "list_contacts", map[string]any{"query": "vance"}, true, true},
+		{"Aegis matches the record, returns nothing restricted", "list_contacts", map[string]any{"query": "Aegis"}, false, false},
+		{"a surname", "list_contacts", map[string]any{"query": "vance"}, false, false},
 		{"include_restricted", "list_contacts", map[string]any{"include_restricted": true}, true, true},
+		{"include_restricted with a search", "list_contacts", map[string]any{"query": "Aegis", "include_restricted": true}, true, true},
+		{"include_restricted pushes whatever it matches", "list_contacts", map[string]any{"query": "zzz-nothing", "include_restricted": true}, true, false},
+		{"deals, include_restricted", "list_deals", map[string]any{"include_restricted": true}, true, true},
 		{"an id", "get_contact", map[string]any{"id": 6}, true, true},
 		{"an unrestricted id", "get_contact", map[string]any{"id": 1}, false, false},
 		{"deals of the restricted contact", "list_deals", map[string]any{"contact_id": 6}, true, true},
@@ -106,11 +109,10 @@ func TestStepUpPushShowsTheCall(t *testing.T) {
 	p := pushes[0]
 	assert.Equal(t, "alice", p.User, "the Duo user comes from the token")
 	assert.Equal(t, "AI agent", p.Type)
-	assert.Equal(t, "list_contacts", p.PushInfo.Get("tool"))
-	assert.Contains(t, p.PushInfo.Get("reason"), `mentions "defence"`)
-	assert.Contains(t, p.PushInfo.Get("reason"), "restricted")
-	assert.Contains(t, p.PushInfo.Get("summary"), `"query":"defence"`)
-	assert.Equal(t, "rstest-client", p.PushInfo.Get("client"))
+	assert.Equal(t, `Search contacts for "defence"`, p.PushInfo.Get("action"))
+	assert.Equal(t, "included", p.PushInfo.Get("restricted"))
+	assert.Equal(t, `the request mentions "defence"`, p.PushInfo.Get("reason"), "a search is judged by its words, not by what it matches")
+	assert.Equal(t, "registered app rstest-c…", p.PushInfo.Get("client"))
 	golden(t, "pushinfo_list_contacts_defence.txt", p.RawPushInfo+"\n")
 }
 
@@ -173,12 +175,15 @@ func TestStepUpGrantAndCooldown(t *testing.T) {
 	assert.Len(t, e.duo.Pushes(), 1, "an approval covers the same call for the grant TTL")
 
 	e.duo.Script("alice", duotest.Deny)
-	res := call(t, cs, "list_contacts", map[string]any{"query": "Aegis"})
+	res := call(t, cs, "list_contacts", map[string]any{"query": "defence"})
 	require.True(t, res.IsError)
-	res = call(t, cs, "list_contacts", map[string]any{"query": "Vance"})
+	res = call(t, cs, "list_contacts", map[string]any{"query": "military"})
 	require.True(t, res.IsError)
 	assert.Contains(t, strings.ToLower(text(res)), "denied")
 	assert.Len(t, e.duo.Pushes(), 2, "after a denial the next sensitive call fails without pushing")
+	res = call(t, cs, "list_contacts", map[string]any{"query": "Aegis"})
+	require.False(t, res.IsError, "a search that asks for nothing restricted still runs")
+	assert.NotContains(t, resultJSON(t, res), "Riley")
 }
 
 func TestStepUpConcurrentCallsShareOnePush(t *testing.T) {
@@ -370,12 +375,19 @@ func TestStepUpNoOracleWhileBlocked(t *testing.T) {
 		// The text names the tool; the rest must not depend on the data.
 		return strings.ReplaceAll(text(res), tool, "TOOL")
 	}
-	hit := probe("list_contacts", map[string]any{"query": "riley.vance@aegis"})
-	miss := probe("list_contacts", map[string]any{"query": "riley.vance@aegiz"})
-	assert.Equal(t, hit, miss)
-	assert.Equal(t, probe("get_contact", map[string]any{"id": 6}), probe("get_contact", map[string]any{"id": 2}))
+	hit := probe("get_contact", map[string]any{"id": 6})
+	assert.Equal(t, hit, probe("get_contact", map[string]any{"id": 2}))
 	assert.Equal(t, probe("list_deals", map[string]any{"contact_id": 6}), probe("list_deals", map[string]any{"contact_id": 1}))
+	assert.Equal(t, probe("create_deal", map[string]any{"contact_id": 6, "title": "t", "amount": 1, "currency": "USD"}),
+		probe("create_deal", map[string]any{"contact_id": 1, "title": "t", "amount": 1, "currency": "USD"}))
 	assert.NotContains(t, hit, "restricted")
+
+	// Searches name no record: they run, and return the same whether or
+	// not the text matches a restricted record.
+	a := call(t, cs, "list_contacts", map[string]any{"query": "riley.vance@aegis"})
+	b := call(t, cs, "list_contacts", map[string]any{"query": "riley.vance@aegiz"})
+	require.False(t, a.IsError, text(a))
+	assert.Equal(t, strings.ReplaceAll(text(a), "aegis", "X"), strings.ReplaceAll(text(b), "aegiz", "X"))
 	assert.Len(t, e.duo.Pushes(), 1, "no push while cooling down")
 
 	// Calls that name nothing still work.

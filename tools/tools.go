@@ -26,6 +26,7 @@ import (
 
 	"github.com/crm-mcp/crm-mcp/crm"
 	"github.com/crm-mcp/crm-mcp/resourceserver"
+	"github.com/crm-mcp/crm-mcp/stepup"
 )
 
 // The scopes this server's tools need, as created on the Duo integration.
@@ -251,10 +252,17 @@ func grantedScopes(ctx context.Context, req mcp.Request) []string {
 	if extra := req.GetExtra(); extra != nil && extra.TokenInfo != nil {
 		return extra.TokenInfo.Scopes
 	}
-	if t := resourceserver.TokenFromContext(ctx); t != nil {
-		return t.Scopes
-	}
 	return nil
+}
+
+// caller is the verified token of the HTTP request that carries this call:
+// its client, scopes, expiry and Duo user judge the call. Never the
+// session's first request, whose token may be another client's.
+func caller(req *mcp.CallToolRequest) *resourceserver.Token {
+	if req == nil || req.Extra == nil {
+		return nil
+	}
+	return resourceserver.TokenFromInfo(req.Extra.TokenInfo)
 }
 
 // errScope is the in-MCP refusal, for a call that reached a tool without
@@ -264,28 +272,61 @@ func errScope(tool string, lacking []string) error {
 }
 
 // toolDef declares one tool and its policy in one place: the scopes it
-// needs, whether it writes, and how it tells, by asking the store before
-// it runs, whether the call would return or change a restricted record.
+// needs, whether it writes, what in its request asks for restricted data,
+// the record it names, and how a call is described to the person asked to
+// approve it.
 type toolDef[In, Out any] struct {
 	tool   *mcp.Tool
 	scopes []string
 	writes bool
-	// restricted reports whether the call would return or change a record
-	// classified restricted. Nil means it never does.
-	restricted func(ctx context.Context, in In) (bool, error)
-	// probes reports whether the call names or searches records, so that
-	// whether it needs approval depends on the data. Nil means never.
-	probes func(in In) bool
+	// asks reports whether the arguments ask for restricted records
+	// (include_restricted, a restricted classification). It sees the
+	// request alone, so such a call needs approval whatever the data
+	// holds. Nil means never.
+	asks func(in In) bool
+	// names reads the record the call names by id, once, before anything
+	// is decided: the one place where stored data may decide that a call
+	// needs approval. The classification of a named record is therefore
+	// visible to the caller; its content is not. An unknown id is an
+	// error (crm.ErrNotFound). Nil means the call names no record.
+	names func(ctx context.Context, in In) (target, error)
+	// describe says what the call will do, for the push: the action
+	// sentence and one detail per field the call sets. Required, so that
+	// no tool ships without telling the approver what it does.
+	describe func(c *call[In]) (string, []stepup.Detail, error)
 	// run does the work and returns the text shown to the model and the
 	// structured result; an error becomes a tool error whose text says
 	// what to fix.
-	run func(ctx context.Context, in In) (string, Out, error)
+	run func(ctx context.Context, c *call[In]) (string, Out, error)
+}
+
+// call is one tools/call as the handler judged it.
+type call[In any] struct {
+	in  In
+	tok *resourceserver.Token
+	// target is what names read; zero if the tool names no record.
+	target target
+	// approved: the call needed approval and has it (or step-up is off),
+	// so it may return the restricted records it matches. A call that
+	// needed none returns none.
+	approved bool
+}
+
+// target is the record a call names, as read before the decision.
+type target struct {
+	restricted bool
+	contact    *crm.Contact
+	deal       *crm.Deal
 }
 
 // define turns a toolDef into a spec. The handler checks, in order: the
-// scopes (again, behind the HTTP gate), step-up approval, then runs.
+// caller's token and scopes (again, behind the HTTP gate), step-up
+// approval, then runs.
 func define[In, Out any](d *deps, td toolDef[In, Out]) spec {
 	t := td.tool
+	if td.describe == nil || td.run == nil {
+		panic("tools: " + t.Name + " has no describe or run")
+	}
 	if t.Meta == nil {
 		t.Meta = mcp.Meta{}
 	}
@@ -297,19 +338,19 @@ func define[In, Out any](d *deps, td toolDef[In, Out]) spec {
 		add: func(s *mcp.Server) {
 			mcp.AddTool(s, t, func(ctx context.Context, req *mcp.CallToolRequest, in In) (*mcp.CallToolResult, Out, error) {
 				var zero Out
-				if lacking := missing(grantedScopes(ctx, req), td.scopes); len(lacking) > 0 {
+				tok := caller(req)
+				if tok == nil {
+					return nil, zero, &toolError{t.Name + " was not run: the request carries no verified access token"}
+				}
+				if lacking := missing(tok.Scopes, td.scopes); len(lacking) > 0 {
 					d.log.WarnContext(ctx, "tool call without scope reached the MCP layer", "tool", t.Name, "missing", lacking)
 					return nil, zero, errScope(t.Name, lacking)
 				}
-				var restricted func() (bool, error)
-				if td.restricted != nil {
-					restricted = func() (bool, error) { return td.restricted(ctx, in) }
-				}
-				probes := td.probes != nil && td.probes(in)
-				if err := d.approve(ctx, req, t.Name, td.writes, probes, restricted); err != nil {
+				c := &call[In]{in: in, tok: tok}
+				if err := decide(ctx, d, req, &td, c); err != nil {
 					return nil, zero, d.userError(ctx, t.Name, err)
 				}
-				text, out, err := td.run(ctx, in)
+				text, out, err := td.run(ctx, c)
 				if err != nil {
 					return nil, zero, d.userError(ctx, t.Name, err)
 				}

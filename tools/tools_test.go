@@ -379,7 +379,8 @@ func TestListContactsWithholdsRestricted(t *testing.T) {
 	var out tools.ContactList
 	b, _ := json.Marshal(res.StructuredContent)
 	require.NoError(t, json.Unmarshal(b, &out))
-	assert.Equal(t, 1, out.WithheldRestricted)
+	require.NotNil(t, out.WithheldRestricted)
+	assert.Equal(t, 1, *out.WithheldRestricted)
 	for _, c := range out.Contacts {
 		assert.NotEqual(t, crm.Restricted, c.Classification)
 	}

@@ -51,7 +51,7 @@ func TestBrowserPushPage(t *testing.T) {
 	if !t.Run("approve", func(t *testing.T) {
 		// The call waits on the push before the page is opened.
 		call := browserCallTool(ctx, session, "list_contacts", map[string]any{"query": "defence"})
-		push := browserWaitPush(t, ctx, pushPage, "list_contacts")
+		push := browserWaitPush(t, ctx, pushPage, `Search contacts for "defence"`)
 		assert.Equal(t, "alice", push.User)
 		assert.Equal(t, "AI agent", push.Type)
 
@@ -62,8 +62,8 @@ func TestBrowserPushPage(t *testing.T) {
 		assert.Contains(t, text, "AI agent", "the push type, in:\n%s", text)
 		assert.Contains(t, text, "alice", "the user, in:\n%s", text)
 		pairs := browserPairs(t, tab, card)
-		assert.Equal(t, "list_contacts", pairs["tool"], "pairs %q", pairs)
-		assert.True(t, strings.Contains(pairs["reason"], "defence") || strings.Contains(pairs["reason"], "restricted"), "the reason, in %q", pairs)
+		assert.Equal(t, `Search contacts for "defence"`, pairs["action"], "pairs %q", pairs)
+		assert.Contains(t, pairs["reason"], "defence", "the reason, in %q", pairs)
 		assert.Equal(t, push.PushInfo["reason"], pairs["reason"], "the page shows the reason the API holds")
 		browserScreenshot(t, tab, "push-page-pending-list_contacts")
 
@@ -87,18 +87,41 @@ func TestBrowserPushPage(t *testing.T) {
 		return // a push left waiting would hold the next call (one approval per user at a time)
 	}
 
+	if !t.Run("update: the action and old → new rows", func(t *testing.T) {
+		call := browserCallTool(ctx, session, "update_contact", map[string]any{"id": 3, "email": "priya.raman@newmail.example", "phone": "+44 20 7946 0000"})
+		push := browserWaitPush(t, ctx, pushPage, "Update contact #3 Priya Raman (Ledgerstone Capital)")
+		card := browserPendingCard(push.TxID)
+		browserWaitFor(t, tab, card, "the pending update_contact push, live")
+		pairs := browserPairs(t, tab, card)
+		assert.Equal(t, "Update contact #3 Priya Raman (Ledgerstone Capital)", pairs["action"], "pairs %q", pairs)
+		assert.Equal(t, "priya.raman@ledgerstone.example.com → priya.raman@newmail.example", pairs["email"], "pairs %q", pairs)
+		assert.Equal(t, "+44 20 7946 0321 → +44 20 7946 0000", pairs["phone"], "pairs %q", pairs)
+		assert.Equal(t, "the call changes CRM data", pairs["reason"], "pairs %q", pairs)
+		assert.NotEmpty(t, pairs["client"], "pairs %q", pairs)
+		assert.Equal(t, "crm-mcp", pairs["server"], "pairs %q", pairs)
+		browserScreenshot(t, tab, "push-page-pending-update_contact")
+
+		browserDo(t, tab, 10*time.Second, "click Approve", chromedp.Click(chromedp.CSS(browserButton(push.TxID, "approve"))))
+		res := browserAwaitCall(t, call, 15*time.Second)
+		require.NoError(t, res.err)
+		require.False(t, res.res.IsError, "the approved update failed: %s", browserContentText(res.res))
+		assert.Contains(t, browserContentText(res.res), "priya.raman@newmail.example")
+	}) {
+		return
+	}
+
 	t.Run("deny", func(t *testing.T) {
 		// The page is still open: the push must appear on it without a
 		// reload, by the page's own live updates or polling.
 		call := browserCallTool(ctx, session, "get_contact", map[string]any{"id": 6})
-		push := browserWaitPush(t, ctx, pushPage, "get_contact")
+		push := browserWaitPush(t, ctx, pushPage, "Show contact #6 Riley Vance (Aegis Defence Systems)")
 		card := browserPendingCard(push.TxID)
 		browserWaitFor(t, tab, card, "the pending get_contact push, live")
 		text := browserText(t, tab, card)
 		assert.Contains(t, text, "AI agent", "the push type, in:\n%s", text)
 		assert.Contains(t, text, "alice", "the user, in:\n%s", text)
 		pairs := browserPairs(t, tab, card)
-		assert.Equal(t, "get_contact", pairs["tool"], "pairs %q", pairs)
+		assert.Equal(t, "Show contact #6 Riley Vance (Aegis Defence Systems)", pairs["action"], "pairs %q", pairs)
 		assert.Contains(t, pairs["reason"], "restricted", "pairs %q", pairs)
 		browserScreenshot(t, tab, "push-page-pending-get_contact")
 
@@ -329,8 +352,8 @@ func browserPushes(ctx context.Context, pushPage string) ([]browserPush, error) 
 }
 
 // browserWaitPush waits until the push API lists a push waiting for a
-// decision whose pushinfo names tool.
-func browserWaitPush(t *testing.T, ctx context.Context, pushPage, tool string) browserPush {
+// decision whose action row is action.
+func browserWaitPush(t *testing.T, ctx context.Context, pushPage, action string) browserPush {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	var last []browserPush
@@ -339,13 +362,13 @@ func browserWaitPush(t *testing.T, ctx context.Context, pushPage, tool string) b
 		require.NoError(t, err)
 		last = pushes
 		for _, p := range pushes {
-			if p.PushInfo["tool"] == tool && p.Result == "waiting" {
+			if p.PushInfo["action"] == action && p.Result == "waiting" {
 				return p
 			}
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	t.Fatalf("no waiting push for %s in 20 s; the API listed %+v", tool, last)
+	t.Fatalf("no waiting push for %q in 20 s; the API listed %+v", action, last)
 	return browserPush{}
 }
 

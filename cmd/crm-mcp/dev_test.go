@@ -464,9 +464,9 @@ func TestDevEndToEnd(t *testing.T) {
 		assert.Equal(t, "alice", p.User, "the user from the token")
 		assert.Equal(t, "AI agent", p.Type, `shown as "AI agent request"`)
 		assert.Equal(t, "pushed", p.Status)
-		assert.Equal(t, "list_contacts", p.PushInfo["tool"])
+		assert.Equal(t, `Search contacts for "defence"`, p.PushInfo["action"])
 		assert.Contains(t, p.PushInfo["reason"], `"defence"`)
-		assert.Contains(t, p.PushInfo["summary"], "defence")
+		assert.Equal(t, "included", p.PushInfo["restricted"])
 		assert.Equal(t, "crm-mcp", p.PushInfo["server"])
 		select {
 		case r := <-done:
