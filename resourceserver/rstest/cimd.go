@@ -39,10 +39,10 @@ const (
 // Metadata Documents, so that a test can trust the certificate of the
 // server it serves a document from (httptest.Server.Client). nil restores
 // the default, which connects only to public and loopback addresses (no
-// private networks: server-side request forgery) and uses no proxy. The
-// client's transport is all that is used: whatever c says, redirects are
-// not followed, at most 5 KB are read, and a fetch that takes longer than
-// 5 seconds fails.
+// private networks: server-side request forgery) and uses no proxy.
+// Whatever c says, redirects are not followed (its CheckRedirect is
+// replaced), at most 5 KB are read, and a fetch fails after 5 seconds
+// (sooner if c.Timeout says so).
 func (a *AuthServer) SetMetadataDocumentClient(c *http.Client) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
