@@ -108,11 +108,9 @@ func (a *AuthServer) startAuthorization(w http.ResponseWriter, r *http.Request) 
 		a.errorPage(w, r, http.StatusBadRequest, "invalid_request", "The request has no client_id.")
 		return
 	}
-	a.mu.Lock()
-	c := a.clients[clientID]
-	a.mu.Unlock()
-	if c == nil {
-		a.errorPage(w, r, http.StatusBadRequest, "invalid_client", "The client_id is not registered here.")
+	c, e := a.clientFor(r.Context(), clientID)
+	if e != nil {
+		a.errorPage(w, r, e.status, e.code, e.desc)
 		return
 	}
 	redirectURI, ok := c.redirectFor(q.Get("redirect_uri"))

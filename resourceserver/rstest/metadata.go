@@ -93,6 +93,8 @@ func (a *AuthServer) serveMetadata(w http.ResponseWriter, r *http.Request, rfc84
 		"introspection_endpoint_auth_methods_supported": []string{"client_secret_basic", "client_secret_post"},
 		// RFC 9207: the authorization response carries iss.
 		"authorization_response_iss_parameter_supported": true,
+		// draft-ietf-oauth-client-id-metadata-document section 6.
+		"client_id_metadata_document_supported": true,
 	}
 	if len(scopes) > 0 {
 		md["scopes_supported"] = scopes

@@ -19,11 +19,13 @@ type loginPage struct {
 	Action, Pending, Client, ClientID string
 	Resources, Requested              []string
 	Users                             []User
+	Host                              string // of a client_id URL; "" for registered clients
 }
 
 type consentPage struct {
 	Action, Pending, Client, ClientID, RedirectURI, User string
 	Resources, Requested, Granted, Withheld              []string
+	Host                                                 string // of a client_id URL; "" for registered clients
 }
 
 type errorPage struct{ Error, Description string }
@@ -38,6 +40,7 @@ func (a *AuthServer) loginPageLocked(p *pendingAuth) loginPage {
 		Pending:   p.id,
 		Client:    p.client.name(),
 		ClientID:  p.client.id,
+		Host:      p.client.host(),
 		Resources: p.resources,
 		Requested: p.scopes,
 		Users:     users,
@@ -57,6 +60,7 @@ func (a *AuthServer) consentPageLocked(p *pendingAuth) consentPage {
 		Pending:     p.id,
 		Client:      p.client.name(),
 		ClientID:    p.client.id,
+		Host:        p.client.host(),
 		RedirectURI: p.redirectURI,
 		User:        p.user,
 		Resources:   p.resources,

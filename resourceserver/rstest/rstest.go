@@ -9,9 +9,11 @@
 // The fake speaks the real protocols, so the code under test (and real MCP
 // clients, in the dev mode) do their real work against it: RFC 8414 and
 // OpenID Connect discovery, a JWKS endpoint with key rotation, RFC 7662
-// token introspection, RFC 7591 dynamic client registration, the
-// authorization code grant with PKCE (RFC 7636, S256 only) and resource
-// indicators (RFC 8707), rotating refresh tokens and RFC 7009 revocation.
+// token introspection, RFC 7591 dynamic client registration, Client ID
+// Metadata Documents (a client_id that is an https URL naming the client's
+// metadata; see [AuthServer.SetMetadataDocumentClient]), the authorization
+// code grant with PKCE (RFC 7636, S256 only) and resource indicators (RFC
+// 8707), rotating refresh tokens and RFC 7009 revocation.
 // It mints tokens, good and deliberately broken, and can be told to fail
 // (JWKS or discovery down). It is modelled on net/http/httptest: an
 // [AuthServer] is an http.Handler, [NewServer] and [NewTLSServer] put it on
@@ -125,6 +127,10 @@ type AuthServer struct {
 	pending   map[string]*pendingAuth
 	codes     map[string]*authCode
 	refresh   map[string]*refreshToken
+
+	// Client ID Metadata Documents (cimd.go).
+	documentClient  *http.Client  // nil: defaultDocumentClient
+	documentTimeout time.Duration // 0: defaultDocumentTimeout
 }
 
 // NewAuthServer returns a fake authorization server whose issuer identifier
