@@ -11,6 +11,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"log"
 	"net/http"
@@ -52,8 +53,13 @@ func newHandler(rs *resourceserver.Server, path string) http.Handler {
 	}
 	mcp.AddTool(server, &mcp.Tool{Name: "greet", Description: "say hi to the signed-in user"},
 		func(ctx context.Context, req *mcp.CallToolRequest, a args) (*mcp.CallToolResult, any, error) {
-			// The verified token travels with the request.
-			tok := resourceserver.TokenFromContext(ctx)
+			// The verified token of the HTTP request that carries this
+			// call. Not TokenFromContext(ctx): on a session, ctx may come
+			// from the session's first request and another token.
+			tok := resourceserver.TokenFromInfo(req.Extra.TokenInfo)
+			if tok == nil {
+				return nil, nil, errors.New("no verified token")
+			}
 			return &mcp.CallToolResult{Content: []mcp.Content{
 				&mcp.TextContent{Text: "Hi " + a.Name + ", signed in as " + tok.Subject},
 			}}, nil, nil
