@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/modelcontextprotocol/go-sdk/auth"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/crm-mcp/crm-mcp/crm"
@@ -124,8 +125,9 @@ func BenchmarkStepUpDecision(b *testing.B) {
 
 // BenchmarkToolsCall sends an authenticated tools/call list_contacts through
 // the HTTP handler, stateless, in process:
-//   - auth=off: go-sdk's handler with the same MCP server, the caller's
-//     token placed in the context unverified (the floor);
+//   - auth=off: go-sdk's handler with the same MCP server behind go-sdk's
+//     RequireBearerToken, the caller's token handed over unverified (the
+//     floor);
 //   - auth=on: the production handler: front door (warm token cache),
 //     scope gate, request log.
 //
@@ -160,9 +162,10 @@ func BenchmarkToolsCall(b *testing.B) {
 	}
 	server, _ := newMCPServer(cfg)
 	streamable := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return server }, &mcp.StreamableHTTPOptions{Stateless: true, Logger: quiet})
-	off := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		streamable.ServeHTTP(w, r.WithContext(resourceserver.ContextWithToken(r.Context(), tok)))
-	})
+	// go-sdk's own bearer middleware, handing over the token unverified.
+	off := auth.RequireBearerToken(func(context.Context, string, *http.Request) (*auth.TokenInfo, error) {
+		return tok.TokenInfo(), nil
+	}, nil)(streamable)
 
 	body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"list_contacts","arguments":{"limit":5}}}`
 	warmUp(b, raw, body, "Maya Okafor", off, on)
