@@ -1,6 +1,7 @@
 package resourceserver
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -113,6 +114,16 @@ type Config struct {
 	// refreshes fail. Past it, tokens from that issuer are refused (fail
 	// closed) until a fetch succeeds. Default 24 hours.
 	KeyMaxAge time.Duration
+
+	// OnRefuse, when set, hears of every request the middleware (or
+	// InsufficientScope) refuses, after the response is decided: for an
+	// audit trail and metrics. It runs on the request's goroutine and must
+	// not block for long. A Refusal never holds the token.
+	OnRefuse func(ctx context.Context, r Refusal)
+
+	// OnIntrospect, when set, hears how long each introspection call took
+	// and whether it failed (err is nil for an answer, active or not).
+	OnIntrospect func(took time.Duration, err error)
 
 	// HTTPClient is used for discovery, JWKS and introspection. Default: a
 	// client with a 10 s timeout that follows no redirect.

@@ -3,6 +3,7 @@ package resourceserver
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -36,7 +37,15 @@ func (s *Server) introspect(ctx context.Context, is *issuerState, raw string, jw
 	req.Header.Set("Accept", "application/json")
 	// RFC 6749 section 2.3.1: form-encode the credentials before Basic.
 	req.SetBasicAuth(url.QueryEscape(is.cfg.ClientID), url.QueryEscape(is.cfg.ClientSecret))
+	start := time.Now()
 	resp, err := s.cfg.HTTPClient.Do(req)
+	if s.cfg.OnIntrospect != nil {
+		herr := err
+		if herr == nil && resp.StatusCode != http.StatusOK {
+			herr = fmt.Errorf("HTTP %d", resp.StatusCode)
+		}
+		s.cfg.OnIntrospect(time.Since(start), herr)
+	}
 	if err != nil {
 		// The error text holds only the URL and the failure, never the body.
 		return nil, unavailable("introspection call to issuer %q failed: %v", is.cfg.URL, err)

@@ -71,6 +71,7 @@ type keySet struct {
 	keys      []*publicKey
 	fetchedAt time.Time // last successful fetch
 	lastErr   error     // last fetch failure, nil after a success
+	failures  uint64    // fetch failures since start, for metrics
 	lastMiss  time.Time // last fetch caused by an unknown kid
 	inflight  *fetchCall
 }
@@ -169,6 +170,7 @@ func (ks *keySet) startFetchLocked() *fetchCall {
 			ks.lastErr = nil
 		} else {
 			ks.lastErr = err
+			ks.failures++
 		}
 		ks.inflight = nil
 		ks.mu.Unlock()
@@ -246,10 +248,10 @@ func (ks *keySet) run(ctx context.Context) {
 }
 
 // status reports the key set's state for readiness.
-func (ks *keySet) status() (fetchedAt time.Time, n int, lastErr error) {
+func (ks *keySet) status() (fetchedAt time.Time, n int, lastErr error, failures uint64) {
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
-	return ks.fetchedAt, len(ks.keys), ks.lastErr
+	return ks.fetchedAt, len(ks.keys), ks.lastErr, ks.failures
 }
 
 // endpointsDoc is the part of RFC 8414 / OpenID metadata this package uses.

@@ -37,7 +37,7 @@ func (s *Server) Middleware(next http.Handler) http.Handler {
 
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := s.cors(w, r); err != nil {
-			s.refuse(w, r, err)
+			s.refuse(w, r, err, "")
 			return
 		}
 		if r.Method == http.MethodOptions {
@@ -47,12 +47,12 @@ func (s *Server) Middleware(next http.Handler) http.Handler {
 		}
 		raw, err := bearerToken(r)
 		if err != nil {
-			s.refuse(w, r, err)
+			s.refuse(w, r, err, "")
 			return
 		}
 		tok, err := s.Verify(r.Context(), raw)
 		if err != nil {
-			s.refuse(w, r, err)
+			s.refuse(w, r, err, raw)
 			return
 		}
 		withTokenInfo.ServeHTTP(w, r.WithContext(ContextWithToken(r.Context(), tok)))
@@ -149,7 +149,7 @@ func (s *Server) InsufficientScope(w http.ResponseWriter, r *http.Request, scope
 			valid = append(valid, sc)
 		}
 	}
-	s.refuse(w, r, &scopeError{scopes: valid, desc: desc})
+	s.refuse(w, r, &scopeError{scopes: valid, desc: desc}, "")
 }
 
 // scopeError is a valid token without the scopes an operation needs.
@@ -160,8 +160,64 @@ type scopeError struct {
 
 func (e *scopeError) Error() string { return "insufficient scope: " + e.desc }
 
-// refuse logs why a request is refused and writes the response.
-func (s *Server) refuse(w http.ResponseWriter, r *http.Request, err error) {
+// Refusal is what Config.OnRefuse hears of one refused request.
+type Refusal struct {
+	// Status is the HTTP status answered: 400, 401, 403 or 503.
+	Status int
+	// Reason is a short stable code, fit for a metrics label: no_token,
+	// invalid_request, malformed, signature, issuer, expired,
+	// not_yet_valid, audience, claims, inactive, unavailable, origin,
+	// insufficient_scope, internal.
+	Reason string
+	// Scopes are the scopes challenged, for insufficient_scope.
+	Scopes []string
+	// Token is the verified token when the refusal came after
+	// verification (insufficient_scope); nil otherwise.
+	Token *Token
+	// Fingerprint names the presented token (see Fingerprint) when one
+	// was presented, verified or not.
+	Fingerprint string
+}
+
+// reasonCodes maps the client-facing descriptions to Refusal.Reason.
+var reasonCodes = map[string]string{
+	descMalformed:   "malformed",
+	descSignature:   "signature",
+	descIssuer:      "issuer",
+	descExpired:     "expired",
+	descNotYetValid: "not_yet_valid",
+	descAudience:    "audience",
+	descClaims:      "claims",
+	descInactive:    "inactive",
+	descUnavailable: "unavailable",
+}
+
+// reasonCode is the Refusal.Reason for err.
+func reasonCode(err error) string {
+	var te *tokenError
+	var re *requestError
+	var se *scopeError
+	switch {
+	case errors.Is(err, errNoCredentials):
+		return "no_token"
+	case errors.As(err, &re):
+		return "invalid_request"
+	case errors.As(err, &te):
+		if c, ok := reasonCodes[te.desc]; ok {
+			return c
+		}
+		return "invalid_token"
+	case errors.As(err, &se):
+		return "insufficient_scope"
+	case errors.Is(err, errOriginRejected):
+		return "origin"
+	}
+	return "internal"
+}
+
+// refuse logs why a request is refused, tells OnRefuse, and writes the
+// response. raw is the presented token, if any, for its fingerprint only.
+func (s *Server) refuse(w http.ResponseWriter, r *http.Request, err error, raw string) {
 	resp := s.classify(err)
 	level := slog.LevelInfo
 	if resp.status >= 500 {
@@ -181,5 +237,15 @@ func (s *Server) refuse(w http.ResponseWriter, r *http.Request, err error) {
 		attrs = append(attrs, slog.String("challenged_scope", strings.Join(se.scopes, " ")))
 	}
 	s.log.LogAttrs(r.Context(), level, "request refused", attrs...)
+	if s.cfg.OnRefuse != nil {
+		rf := Refusal{Status: resp.status, Reason: reasonCode(err), Token: TokenFromContext(r.Context()), Fingerprint: Fingerprint(raw)}
+		if rf.Token != nil {
+			rf.Fingerprint = rf.Token.Fingerprint
+		}
+		if se != nil {
+			rf.Scopes = se.scopes
+		}
+		s.cfg.OnRefuse(r.Context(), rf)
+	}
 	writeError(w, resp)
 }

@@ -1,6 +1,7 @@
 package resourceserver_test
 
 import (
+	"context"
 	"encoding/json"
 	"flag"
 	"io"
@@ -255,4 +256,58 @@ func TestMetadataRootResource(t *testing.T) {
 	defer rs.Close()
 	assert.Equal(t, []string{"/.well-known/oauth-protected-resource"}, rs.MetadataPaths())
 	assert.Equal(t, "https://crm.example.com/.well-known/oauth-protected-resource", rs.ResourceMetadataURL())
+}
+
+// TestOnRefuse: every refusal is reported once with a stable reason code,
+// the presented token only by its fingerprint.
+func TestOnRefuse(t *testing.T) {
+	var heard []resourceserver.Refusal
+	f := newFixture(t, func(c *resourceserver.Config) {
+		c.OnRefuse = func(_ context.Context, r resourceserver.Refusal) { heard = append(heard, r) }
+	})
+	h, _ := f.protected(t)
+	good := f.as.Mint(f.claims("crm.contacts.read"))
+	expired := f.as.Mint(with(f.claims(), "exp", f.clock.Now().Add(-time.Hour).Unix()))
+	wrongAud := f.as.Mint(with(f.claims(), "aud", "https://other.example.com/mcp"))
+	tests := []struct {
+		name, target, auth, origin string
+		status                     int
+		reason                     string
+		fingerprint                string
+	}{
+		{"no token", "/mcp", "", "", 401, "no_token", ""},
+		{"expired", "/mcp", "Bearer " + expired, "", 401, "expired", resourceserver.Fingerprint(expired)},
+		{"audience", "/mcp", "Bearer " + wrongAud, "", 401, "audience", resourceserver.Fingerprint(wrongAud)},
+		{"garbage", "/mcp", "Bearer abc", "", 401, "malformed", resourceserver.Fingerprint("abc")},
+		{"malformed header", "/mcp", "Bearer", "", 400, "invalid_request", ""},
+		{"origin", "/mcp", "Bearer " + good, "https://evil.example.com", 403, "origin", ""},
+		{"scope", "/mcp?need=crm.deals.read", "Bearer " + good, "", 403, "insufficient_scope", resourceserver.Fingerprint(good)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			heard = nil
+			r := httptest.NewRequest("POST", tt.target, nil)
+			if tt.auth != "" {
+				r.Header.Set("Authorization", tt.auth)
+			}
+			if tt.origin != "" {
+				r.Header.Set("Origin", tt.origin)
+			}
+			h.ServeHTTP(httptest.NewRecorder(), r)
+			require.Len(t, heard, 1)
+			assert.Equal(t, tt.status, heard[0].Status)
+			assert.Equal(t, tt.reason, heard[0].Reason)
+			assert.Equal(t, tt.fingerprint, heard[0].Fingerprint)
+			assert.Regexp(t, `^(|sha256:[0-9a-f]{16})$`, heard[0].Fingerprint)
+			if tt.reason == "insufficient_scope" {
+				require.NotNil(t, heard[0].Token)
+				assert.Equal(t, []string{"crm.deals.read"}, heard[0].Scopes)
+			}
+		})
+	}
+	heard = nil
+	r := httptest.NewRequest("POST", "/mcp", nil)
+	r.Header.Set("Authorization", "Bearer "+good)
+	h.ServeHTTP(httptest.NewRecorder(), r)
+	assert.Empty(t, heard, "an accepted request is no refusal")
 }

@@ -139,6 +139,7 @@ func (s *Server) Verify(ctx context.Context, raw string) (*Token, error) {
 	if err != nil {
 		return nil, err
 	}
+	tok.Fingerprint = Fingerprint(raw)
 	if s.cache != nil {
 		until := now.Add(ttl)
 		if !tok.Expiry.IsZero() && tok.Expiry.Before(until) {
@@ -181,6 +182,9 @@ type IssuerStatus struct {
 	Usable bool `json:"usable"`
 	// LastError is the last refresh failure, if any.
 	LastError string `json:"last_error,omitempty"`
+	// Failures counts failed key fetches since start (a counter, for
+	// metrics).
+	Failures uint64 `json:"failures"`
 }
 
 // Status reports every issuer's key state.
@@ -190,8 +194,8 @@ func (s *Server) Status() []IssuerStatus {
 	for _, is := range s.issuerOrder {
 		st := IssuerStatus{Issuer: is.cfg.URL, Usable: true}
 		if is.keys != nil {
-			fetchedAt, n, lastErr := is.keys.status()
-			st.Keys, st.FetchedAt = n, fetchedAt
+			fetchedAt, n, lastErr, failures := is.keys.status()
+			st.Keys, st.FetchedAt, st.Failures = n, fetchedAt, failures
 			st.Usable = !fetchedAt.IsZero() && now.Sub(fetchedAt) <= s.cfg.KeyMaxAge
 			if lastErr != nil {
 				st.LastError = lastErr.Error()
