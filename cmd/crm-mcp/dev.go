@@ -182,7 +182,9 @@ func devListen(addr string) (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("-addr %q is not host:port, like %s or 127.0.0.1:0", truncate(addr), devDefaultAddr)
 	}
-	if !isLoopback(host) {
+	// Refused before listening, so that not even a moment is spent on an
+	// address other machines reach; "localhost" is checked after.
+	if ip := net.ParseIP(host); !strings.EqualFold(host, "localhost") && (ip == nil || !ip.IsLoopback()) {
 		return nil, &notLoopbackError{addr}
 	}
 	ln, err := net.Listen("tcp", addr)
