@@ -75,9 +75,11 @@ type Config struct {
 	// authorization servers that put another identifier there. Each one
 	// widens what this server accepts, so New logs them as a warning.
 	ExtraAudiences []string
-	// ScopesSupported is the minimal set of scopes a client needs for basic
-	// use; it is advertised in the metadata and in the 401 challenge. Further
-	// scopes are asked for through 403 insufficient_scope challenges.
+	// ScopesSupported is advertised in the metadata and in the 401
+	// challenge: what a client asks for when it signs in. List every scope
+	// the resource uses so that one sign-in covers all the user is granted,
+	// or fewer for least privilege: further scopes are then asked for
+	// through 403 insufficient_scope challenges.
 	ScopesSupported []string
 	// ResourceName and ResourceDocumentation are published in the metadata.
 	ResourceName          string
