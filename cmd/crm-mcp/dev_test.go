@@ -387,6 +387,7 @@ func TestDevEndToEnd(t *testing.T) {
 		assert.Contains(t, out, d.base+"/dev/push")
 		assert.Contains(t, out, d.base+"/oauth2/dev/admin")
 		assert.Contains(t, out, "npx @modelcontextprotocol/inspector")
+		assert.Contains(t, out, "MCP_AUTO_OPEN_ENABLED=false npx -y -p node@22 -p @modelcontextprotocol/inspector mcp-inspector --cli "+d.mcp+" --transport http", "the Inspector CLI line, headless")
 		assert.Contains(t, out, `{"mcpServers":{"crm":{"command":"npx","args":["mcp-remote","`+d.mcp+`"]}}}`)
 		assert.Contains(t, out, `{"servers":{"crm":{"type":"http","url":"`+d.mcp+`"}}}`)
 		for _, u := range rstest.DevUsers() {
@@ -725,6 +726,7 @@ func TestDevFlags(t *testing.T) {
 	}{
 		{"help", []string{"-h"}, 0, "usage: crm-mcp dev [flags]", ""},
 		{"help lists the flags", []string{"--help"}, 0, "-data-dir", ""},
+		{"help, single dash", []string{"-help"}, 0, "-auto-login", ""},
 		{"unknown flag", []string{"--port", "1"}, 2, "", "flag provided but not defined: -port"},
 		{"argument", []string{"now"}, 2, "", `unexpected arguments ["now"]`},
 		{"not host:port", []string{"--addr", "8080"}, 1, "", `-addr "8080" is not host:port`},
@@ -738,6 +740,14 @@ func TestDevFlags(t *testing.T) {
 			assert.Equal(t, tt.code, code, stderr.String())
 			assert.Contains(t, stdout.String(), tt.inStdout)
 			assert.Contains(t, stderr.String(), tt.inStderr)
+			usages := strings.Count(stdout.String()+stderr.String(), "usage: crm-mcp dev")
+			if tt.code == 0 {
+				assert.Equal(t, 1, usages, "the usage, once")
+				assert.Empty(t, stderr.String(), "asked for, the usage goes to stdout only")
+			} else {
+				assert.LessOrEqual(t, usages, 1, "the usage at most once")
+				assert.Empty(t, stdout.String())
+			}
 		})
 	}
 }
