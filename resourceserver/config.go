@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -75,9 +76,11 @@ type Config struct {
 	// authorization servers that put another identifier there. Each one
 	// widens what this server accepts, so New logs them as a warning.
 	ExtraAudiences []string
-	// ScopesSupported is the minimal set of scopes a client needs for basic
-	// use; it is advertised in the metadata and in the 401 challenge. Further
-	// scopes are asked for through 403 insufficient_scope challenges.
+	// ScopesSupported is advertised in the metadata and in the 401
+	// challenge: what a client asks for when it signs in. List every scope
+	// the resource uses so that one sign-in covers all the user is granted,
+	// or fewer for least privilege: further scopes are then asked for
+	// through 403 insufficient_scope challenges.
 	ScopesSupported []string
 	// ResourceName and ResourceDocumentation are published in the metadata.
 	ResourceName          string
@@ -154,100 +157,135 @@ var asymmetricAlgs = []string{
 	"EdDSA",
 }
 
-// withDefaults validates c and returns a copy with defaults filled in.
-func (c Config) withDefaults() (Config, error) {
+// FieldError is a problem with one field of Config, in the manner of
+// fs.PathError: Field names it as Go code would ("Resource",
+// "Issuers[0].URL", "AllowedOrigins[1]"), so that a caller can use
+// errors.As to tell the user which of its own settings is wrong instead
+// of parsing the message. Err never holds a secret: a client secret is
+// never quoted, and URLs are quoted with any password hidden.
+type FieldError struct {
+	Field string
+	Err   error
+}
+
+func (e *FieldError) Error() string {
+	return "resourceserver: Config." + e.Field + ": " + e.Err.Error()
+}
+func (e *FieldError) Unwrap() error { return e.Err }
+
+// Validate reports every problem of c at once: a join of *FieldError
+// values, or nil. New calls it; it is exported for programs that want to
+// check a configuration before starting anything, as New does not return
+// before it has started fetching keys.
+func (c Config) Validate() error {
 	var errs []error
-	if err := checkResourceURL(c.Resource); err != nil {
-		errs = append(errs, err)
+	bad := func(field string, format string, args ...any) {
+		errs = append(errs, &FieldError{Field: field, Err: fmt.Errorf(format, args...)})
+	}
+	// The resource identifier (RFC 8707 section 2), which clients compare
+	// byte for byte, obeys the same rules as the issuer's URLs.
+	if err := checkServerURL(c.Resource); err != nil {
+		bad("Resource", "%w", err)
 	}
 	if len(c.Issuers) == 0 {
-		errs = append(errs, errors.New("at least one issuer is required"))
+		bad("Issuers", "at least one issuer is required")
 	}
 	seen := map[string]bool{}
-	issuers := make([]Issuer, len(c.Issuers))
 	for i, is := range c.Issuers {
+		field := fmt.Sprintf("Issuers[%d].", i)
 		if seen[is.URL] {
-			errs = append(errs, fmt.Errorf("issuer %q is listed twice", is.URL))
+			bad(field+"URL", "%s is listed twice", quoteURL(is.URL))
 		}
 		seen[is.URL] = true
-		if err := checkServerURL("issuer", is.URL); err != nil {
-			errs = append(errs, err)
+		if err := checkServerURL(is.URL); err != nil {
+			bad(field+"URL", "%w", err)
 		}
 		if is.JWKSURL != "" {
-			if err := checkServerURL("JWKS URL", is.JWKSURL); err != nil {
-				errs = append(errs, err)
+			if err := checkServerURL(is.JWKSURL); err != nil {
+				bad(field+"JWKSURL", "%w", err)
 			}
 		}
 		if is.IntrospectionURL != "" {
-			if err := checkServerURL("introspection URL", is.IntrospectionURL); err != nil {
-				errs = append(errs, err)
+			if err := checkServerURL(is.IntrospectionURL); err != nil {
+				bad(field+"IntrospectionURL", "%w", err)
 			}
 		}
-		if len(is.Algorithms) == 0 {
-			is.Algorithms = asymmetricAlgs
-		}
-		for _, a := range is.Algorithms {
+		for j, a := range is.Algorithms {
 			if !slices.Contains(asymmetricAlgs, a) {
-				errs = append(errs, fmt.Errorf("issuer %q: algorithm %q is not allowed: only asymmetric algorithms (%s) are", is.URL, a, strings.Join(asymmetricAlgs, ", ")))
+				bad(fmt.Sprintf("%sAlgorithms[%d]", field, j), "%q is not allowed: only asymmetric algorithms (%s) are", truncate(a), strings.Join(asymmetricAlgs, ", "))
 			}
 		}
-		issuers[i] = is
-	}
-	c.Issuers = issuers
-
-	if c.Mode == "" {
-		c.Mode = ModeJWT
-	}
-	if _, err := ParseMode(string(c.Mode)); err != nil {
-		errs = append(errs, err)
-	}
-	if c.Mode != ModeJWT {
-		for _, is := range c.Issuers {
-			if is.ClientID == "" || is.ClientSecret == "" {
-				errs = append(errs, fmt.Errorf("issuer %q: mode %s needs a client id and secret for introspection", is.URL, c.Mode))
+		if c.Mode == ModeIntrospection || c.Mode == ModeJWTIntrospection {
+			if is.ClientID == "" {
+				bad(field+"ClientID", "required in mode %s: the client id the introspection endpoint authenticates", c.Mode)
 			}
+			if is.ClientSecret == "" {
+				bad(field+"ClientSecret", "required in mode %s: the client secret the introspection endpoint authenticates", c.Mode)
+			}
+		}
+	}
+	if c.Mode != "" {
+		if _, err := ParseMode(string(c.Mode)); err != nil {
+			bad("Mode", "%q is not a mode: want jwt, introspection or jwt+introspection", truncate(string(c.Mode)))
 		}
 	}
 	// An opaque token names no issuer, and sending it to the wrong one would
 	// leak it, so pure introspection trusts exactly one.
 	if c.Mode == ModeIntrospection && len(c.Issuers) > 1 {
-		errs = append(errs, errors.New("mode introspection supports exactly one issuer: an opaque token does not say which one to ask"))
+		bad("Mode", "introspection supports exactly one issuer (%d are listed): an opaque token does not say which one to ask; use jwt+introspection", len(c.Issuers))
 	}
-	for _, a := range c.ExtraAudiences {
+	for i, a := range c.ExtraAudiences {
 		if strings.TrimSpace(a) == "" {
-			errs = append(errs, errors.New("extra audiences must not be empty strings"))
+			bad(fmt.Sprintf("ExtraAudiences[%d]", i), "must not be empty")
 		}
 	}
-	for _, o := range c.AllowedOrigins {
+	for i, o := range c.AllowedOrigins {
 		if err := checkOrigin(o); err != nil {
-			errs = append(errs, err)
+			bad(fmt.Sprintf("AllowedOrigins[%d]", i), "%w", err)
 		}
 	}
-	for _, s := range c.ScopesSupported {
+	for i, s := range c.ScopesSupported {
 		if !validScopeToken(s) {
-			errs = append(errs, fmt.Errorf("scope %q is not a valid scope token (RFC 6749 section 3.3)", s))
+			bad(fmt.Sprintf("ScopesSupported[%d]", i), "%q is not a valid scope (RFC 6749 section 3.3: printable ASCII without spaces, '\"' or '\\')", truncate(s))
 		}
 	}
 	if c.ResourceDocumentation != "" {
-		if u, err := url.Parse(c.ResourceDocumentation); err != nil || !u.IsAbs() {
-			errs = append(errs, fmt.Errorf("resource documentation %q is not an absolute URL", c.ResourceDocumentation))
+		// Published for people to open: a web page, never javascript: or
+		// a URL carrying a password.
+		if u, err := url.Parse(c.ResourceDocumentation); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil {
+			bad("ResourceDocumentation", "%s is not an absolute http(s) URL without user information", quoteURL(c.ResourceDocumentation))
 		}
 	}
 	for _, d := range []struct {
-		name string
-		v    time.Duration
+		field string
+		v     time.Duration
 	}{
-		{"leeway", c.Leeway}, {"cache TTL", c.CacheTTL}, {"introspection cache TTL", c.IntrospectionCacheTTL},
-		{"key refresh interval", c.KeyRefreshInterval}, {"key miss cooldown", c.KeyMissCooldown}, {"key max age", c.KeyMaxAge},
+		{"Leeway", c.Leeway}, {"CacheTTL", c.CacheTTL}, {"IntrospectionCacheTTL", c.IntrospectionCacheTTL},
+		{"KeyRefreshInterval", c.KeyRefreshInterval}, {"KeyMissCooldown", c.KeyMissCooldown}, {"KeyMaxAge", c.KeyMaxAge},
 	} {
 		if d.v < 0 {
-			errs = append(errs, fmt.Errorf("%s must not be negative", d.name))
+			bad(d.field, "must not be negative, got %s", d.v)
 		}
 	}
-	if err := errors.Join(errs...); err != nil {
+	return errors.Join(errs...)
+}
+
+// withDefaults validates c and returns a copy with defaults filled in.
+func (c Config) withDefaults() (Config, error) {
+	if err := c.Validate(); err != nil {
 		return c, err
 	}
-
+	issuers := make([]Issuer, len(c.Issuers))
+	for i, is := range c.Issuers {
+		if len(is.Algorithms) == 0 {
+			is.Algorithms = asymmetricAlgs
+		}
+		issuers[i] = is
+	}
+	c.Issuers = issuers
+	if c.Mode == "" {
+		c.Mode = ModeJWT
+	}
 	setDefault(&c.Leeway, DefaultLeeway)
 	setDefault(&c.CacheTTL, DefaultCacheTTL)
 	setDefault(&c.IntrospectionCacheTTL, DefaultIntrospectionCacheTTL)
@@ -280,58 +318,42 @@ func setDefault(d *time.Duration, def time.Duration) {
 	}
 }
 
-// checkResourceURL refuses a resource URL that clients could not compare
-// byte for byte: it must be absolute http(s), without fragment or query.
-func checkResourceURL(s string) error {
+// checkServerURL refuses a URL that is not absolute https, or http on a
+// loopback host (MCP authorization spec, "Communication Security"), or
+// that carries user information, a query or a fragment.
+func checkServerURL(s string) error {
 	u, err := url.Parse(s)
-	if err != nil || s == "" {
-		return fmt.Errorf("resource URL %q is not a valid URL", s)
-	}
-	if u.Scheme != "https" && u.Scheme != "http" {
-		return fmt.Errorf("resource URL %q must use https (or http on loopback)", s)
-	}
-	if u.Host == "" {
-		return fmt.Errorf("resource URL %q has no host", s)
-	}
-	if u.Scheme == "http" && !isLoopback(u.Hostname()) {
-		return fmt.Errorf("resource URL %q must use https unless its host is a loopback address", s)
-	}
-	if u.Fragment != "" || u.RawQuery != "" || u.ForceQuery {
-		return fmt.Errorf("resource URL %q must not have a query or fragment (RFC 8707 section 2)", s)
-	}
-	if u.User != nil {
-		return fmt.Errorf("resource URL %q must not carry user information", s)
-	}
-	return nil
-}
-
-// checkServerURL refuses plain-HTTP authorization server URLs unless their
-// host is a loopback address (MCP authorization spec, "Communication
-// Security").
-func checkServerURL(what, s string) error {
-	u, err := url.Parse(s)
-	if err != nil || s == "" || u.Host == "" {
-		return fmt.Errorf("%s %q is not an absolute URL", what, s)
+	if err != nil || !u.IsAbs() || u.Host == "" || u.Opaque != "" {
+		return fmt.Errorf("%s is not an absolute URL such as https://host/path", quoteURL(s))
 	}
 	switch u.Scheme {
 	case "https":
 	case "http":
 		if !isLoopback(u.Hostname()) {
-			return fmt.Errorf("%s %q uses plain HTTP: only https is allowed, except for loopback hosts", what, s)
+			return fmt.Errorf("%s uses plain HTTP: only https is allowed, except on a loopback host (127.0.0.1, ::1, localhost) for development", quoteURL(s))
 		}
 	default:
-		return fmt.Errorf("%s %q must use https", what, s)
+		return fmt.Errorf("%s must use https", quoteURL(s))
 	}
-	if u.Fragment != "" || u.RawQuery != "" {
-		return fmt.Errorf("%s %q must not have a query or fragment", what, s)
+	if u.User != nil {
+		return fmt.Errorf("%s must not carry user information", quoteURL(s))
+	}
+	if u.RawQuery != "" || u.ForceQuery || strings.Contains(s, "#") {
+		return fmt.Errorf("%s must not have a query or fragment", quoteURL(s))
 	}
 	return nil
 }
 
+// checkOrigin accepts a browser origin, scheme://host[:port] (RFC 6454),
+// of a web page: http or https only, and never "*".
 func checkOrigin(o string) error {
+	if o == "*" {
+		return errors.New(`"*" is not allowed: list each browser origin, e.g. http://localhost:6274`)
+	}
 	u, err := url.Parse(o)
-	if err != nil || u.Scheme == "" || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
-		return fmt.Errorf("allowed origin %q must look like scheme://host[:port]", o)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil ||
+		(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.Contains(o, "#") {
+		return fmt.Errorf("%s is not an origin: want http(s)://host[:port], e.g. https://app.example.com", quoteURL(o))
 	}
 	return nil
 }
@@ -343,4 +365,15 @@ func isLoopback(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// quoteURL quotes a URL for an error message with any password hidden:
+// https://user:pass@host would otherwise put a credential in a log.
+func quoteURL(s string) string {
+	if u, err := url.Parse(s); err == nil && u.User != nil {
+		s = u.Redacted()
+	} else if err != nil && strings.Contains(s, "@") {
+		return "(an unparsable URL with '@', not shown)"
+	}
+	return strconv.Quote(truncate(s))
 }

@@ -336,13 +336,13 @@ func (is *issuerState) discover(ctx context.Context) (*endpointsDoc, error) {
 			continue
 		}
 		if doc.JWKSURI != "" {
-			if err := checkServerURL("jwks_uri", doc.JWKSURI); err != nil {
-				return nil, err
+			if err := checkServerURL(doc.JWKSURI); err != nil {
+				return nil, fmt.Errorf("metadata of issuer %q: jwks_uri %w", is.cfg.URL, err)
 			}
 		}
 		if doc.IntrospectionEndpoint != "" {
-			if err := checkServerURL("introspection_endpoint", doc.IntrospectionEndpoint); err != nil {
-				return nil, err
+			if err := checkServerURL(doc.IntrospectionEndpoint); err != nil {
+				return nil, fmt.Errorf("metadata of issuer %q: introspection_endpoint %w", is.cfg.URL, err)
 			}
 		}
 		return &doc, nil

@@ -47,11 +47,13 @@ type issuerState struct {
 // New validates cfg and returns a Server. It does not wait for the network:
 // discovery and the first JWKS fetch start in the background, requests that
 // arrive before the keys wait for that fetch, and Ready reports whether
-// every issuer has usable keys. Call Refresh to wait for them.
+// every issuer has usable keys. Call Refresh to wait for them. A bad cfg
+// is refused with every problem at once, each a *FieldError (see
+// Config.Validate).
 func New(cfg Config) (*Server, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
-		return nil, fmt.Errorf("resourceserver: %w", err)
+		return nil, err
 	}
 	s := &Server{
 		cfg:           cfg,
@@ -152,21 +154,32 @@ func (s *Server) Verify(ctx context.Context, raw string) (*Token, error) {
 
 // Refresh discovers every issuer's endpoints and fetches its keys now,
 // waiting for the result. Use it at start-up or in a configuration check.
+// The error joins one *IssuerError per issuer that failed.
 func (s *Server) Refresh(ctx context.Context) error {
 	var errs []error
 	for _, is := range s.issuerOrder {
 		if is.keys != nil {
 			if err := is.keys.refresh(ctx); err != nil {
-				errs = append(errs, fmt.Errorf("issuer %s: %w", is.cfg.URL, err))
+				errs = append(errs, &IssuerError{Issuer: is.cfg.URL, Err: err})
 			}
 			continue
 		}
 		if _, err := is.endpoints(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("issuer %s: %w", is.cfg.URL, err))
+			errs = append(errs, &IssuerError{Issuer: is.cfg.URL, Err: err})
 		}
 	}
 	return errors.Join(errs...)
 }
+
+// IssuerError is a failure to reach or use one issuer; Issuer is its URL
+// as configured.
+type IssuerError struct {
+	Issuer string
+	Err    error
+}
+
+func (e *IssuerError) Error() string { return "issuer " + e.Issuer + ": " + e.Err.Error() }
+func (e *IssuerError) Unwrap() error { return e.Err }
 
 // IssuerStatus describes one issuer's keys for readiness reports.
 type IssuerStatus struct {

@@ -7,6 +7,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"errors"
 	"log/slog"
 	"strings"
 	"sync"
@@ -272,40 +273,80 @@ func TestConfigErrors(t *testing.T) {
 	tests := []struct {
 		name   string
 		mutate func(*resourceserver.Config)
-		want   string
+		field  string // the FieldError's Field
+		want   string // and a piece of its explanation
 	}{
-		{"no resource", func(c *resourceserver.Config) { c.Resource = "" }, "resource URL"},
-		{"relative resource", func(c *resourceserver.Config) { c.Resource = "/mcp" }, "resource URL"},
-		{"resource with fragment", func(c *resourceserver.Config) { c.Resource = "https://crm.example.com/mcp#x" }, "fragment"},
-		{"plain http resource", func(c *resourceserver.Config) { c.Resource = "http://crm.example.com/mcp" }, "https"},
-		{"no issuer", func(c *resourceserver.Config) { c.Issuers = nil }, "at least one issuer"},
-		{"http issuer", func(c *resourceserver.Config) { c.Issuers[0].URL = "http://sso.example.com/oauth2/x" }, "plain HTTP"},
-		{"http jwks", func(c *resourceserver.Config) { c.Issuers[0].JWKSURL = "http://sso.example.com/jwks" }, "plain HTTP"},
-		{"HS256 allowed", func(c *resourceserver.Config) { c.Issuers[0].Algorithms = []string{"HS256"} }, "not allowed"},
-		{"none allowed", func(c *resourceserver.Config) { c.Issuers[0].Algorithms = []string{"none"} }, "not allowed"},
-		{"bad mode", func(c *resourceserver.Config) { c.Mode = "magic" }, "unknown mode"},
-		{"introspection without client", func(c *resourceserver.Config) { c.Mode = resourceserver.ModeIntrospection }, "client id and secret"},
+		{"no resource", func(c *resourceserver.Config) { c.Resource = "" }, "Resource", "not an absolute URL"},
+		{"relative resource", func(c *resourceserver.Config) { c.Resource = "/mcp" }, "Resource", "not an absolute URL"},
+		{"resource with fragment", func(c *resourceserver.Config) { c.Resource = "https://crm.example.com/mcp#x" }, "Resource", "fragment"},
+		{"resource with empty fragment", func(c *resourceserver.Config) { c.Resource = "https://crm.example.com/mcp#" }, "Resource", "fragment"},
+		{"resource with query", func(c *resourceserver.Config) { c.Resource = "https://crm.example.com/mcp?a=1" }, "Resource", "query"},
+		{"plain http resource", func(c *resourceserver.Config) { c.Resource = "http://crm.example.com/mcp" }, "Resource", "plain HTTP"},
+		{"ftp resource", func(c *resourceserver.Config) { c.Resource = "ftp://crm.example.com/mcp" }, "Resource", "must use https"},
+		{"resource with user", func(c *resourceserver.Config) { c.Resource = "https://u@crm.example.com/mcp" }, "Resource", "user information"},
+		{"no issuer", func(c *resourceserver.Config) { c.Issuers = nil }, "Issuers", "at least one issuer"},
+		{"http issuer", func(c *resourceserver.Config) { c.Issuers[0].URL = "http://sso.example.com/oauth2/x" }, "Issuers[0].URL", "plain HTTP"},
+		{"issuer with user information", func(c *resourceserver.Config) { c.Issuers[0].URL = "https://admin:pw@sso.example.com/oauth2/x" }, "Issuers[0].URL", "user information"},
+		{"issuer with query", func(c *resourceserver.Config) { c.Issuers[0].URL = "https://sso.example.com/oauth2/x?a" }, "Issuers[0].URL", "query"},
+		{"http jwks", func(c *resourceserver.Config) { c.Issuers[0].JWKSURL = "http://sso.example.com/jwks" }, "Issuers[0].JWKSURL", "plain HTTP"},
+		{"http introspection", func(c *resourceserver.Config) { c.Issuers[0].IntrospectionURL = "http://sso.example.com/i" }, "Issuers[0].IntrospectionURL", "plain HTTP"},
+		{"HS256 allowed", func(c *resourceserver.Config) { c.Issuers[0].Algorithms = []string{"RS256", "HS256"} }, "Issuers[0].Algorithms[1]", "not allowed"},
+		{"none allowed", func(c *resourceserver.Config) { c.Issuers[0].Algorithms = []string{"none"} }, "Issuers[0].Algorithms[0]", "not allowed"},
+		{"bad mode", func(c *resourceserver.Config) { c.Mode = "magic" }, "Mode", "not a mode"},
+		{"introspection without client id", func(c *resourceserver.Config) {
+			c.Mode = resourceserver.ModeIntrospection
+			c.Issuers[0].ClientSecret = "s"
+		}, "Issuers[0].ClientID", "client id"},
+		{"introspection without client secret", func(c *resourceserver.Config) {
+			c.Mode = resourceserver.ModeJWTIntrospection
+			c.Issuers[0].ClientID = "id"
+		}, "Issuers[0].ClientSecret", "client secret"},
 		{"introspection with two issuers", func(c *resourceserver.Config) {
 			c.Mode = resourceserver.ModeIntrospection
 			c.Issuers = []resourceserver.Issuer{
 				{URL: "https://a.example.com", ClientID: "a", ClientSecret: "b"},
 				{URL: "https://b.example.com", ClientID: "a", ClientSecret: "b"},
 			}
-		}, "exactly one issuer"},
-		{"bad origin", func(c *resourceserver.Config) { c.AllowedOrigins = []string{"example.com"} }, "scheme://host"},
-		{"bad scope", func(c *resourceserver.Config) { c.ScopesSupported = []string{"a b"} }, "scope token"},
-		{"negative leeway", func(c *resourceserver.Config) { c.Leeway = -time.Second }, "leeway"},
-		{"duplicate issuer", func(c *resourceserver.Config) { c.Issuers = append(c.Issuers, c.Issuers[0]) }, "twice"},
+		}, "Mode", "exactly one issuer"},
+		{"empty extra audience", func(c *resourceserver.Config) { c.ExtraAudiences = []string{"a", " "} }, "ExtraAudiences[1]", "empty"},
+		{"bad origin", func(c *resourceserver.Config) { c.AllowedOrigins = []string{"example.com"} }, "AllowedOrigins[0]", "not an origin"},
+		{"ftp origin", func(c *resourceserver.Config) {
+			c.AllowedOrigins = []string{"https://a.example.com", "ftp://files.example.com"}
+		}, "AllowedOrigins[1]", "not an origin"},
+		{"origin with user", func(c *resourceserver.Config) { c.AllowedOrigins = []string{"https://u@a.example.com"} }, "AllowedOrigins[0]", "not an origin"},
+		{"origin star", func(c *resourceserver.Config) { c.AllowedOrigins = []string{"*"} }, "AllowedOrigins[0]", "list each browser origin"},
+		{"bad scope", func(c *resourceserver.Config) { c.ScopesSupported = []string{"a b"} }, "ScopesSupported[0]", "not a valid scope"},
+		{"javascript documentation", func(c *resourceserver.Config) { c.ResourceDocumentation = "javascript:alert(1)" }, "ResourceDocumentation", "http(s) URL"},
+		{"documentation with password", func(c *resourceserver.Config) { c.ResourceDocumentation = "https://u:pw@docs.example.com" }, "ResourceDocumentation", "user information"},
+		{"negative leeway", func(c *resourceserver.Config) { c.Leeway = -time.Second }, "Leeway", "negative"},
+		{"negative cache TTL", func(c *resourceserver.Config) { c.CacheTTL = -time.Second }, "CacheTTL", "negative"},
+		{"duplicate issuer", func(c *resourceserver.Config) { c.Issuers = append(c.Issuers, c.Issuers[0]) }, "Issuers[1].URL", "twice"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := good()
 			tt.mutate(&cfg)
+			require.Error(t, cfg.Validate())
 			_, err := resourceserver.New(cfg)
 			require.Error(t, err)
-			assert.Contains(t, err.Error(), tt.want)
+			var fe *resourceserver.FieldError
+			require.True(t, errors.As(err, &fe), "got %T, want *FieldError", err)
+			assert.Equal(t, tt.field, fe.Field)
+			assert.Contains(t, fe.Err.Error(), tt.want)
+			assert.Contains(t, err.Error(), "resourceserver: Config."+tt.field+": ")
+			assert.NotContains(t, err.Error(), "pw@", "a password in a URL is never shown")
 		})
 	}
+	t.Run("every problem at once", func(t *testing.T) {
+		err := resourceserver.Config{Resource: "ftp://x", Leeway: -1, AllowedOrigins: []string{"*"}}.Validate()
+		var fields []string
+		for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+			var fe *resourceserver.FieldError
+			require.True(t, errors.As(e, &fe))
+			fields = append(fields, fe.Field)
+		}
+		assert.Equal(t, []string{"Resource", "Issuers", "AllowedOrigins[0]", "Leeway"}, fields)
+	})
 	rs, err := resourceserver.New(func() resourceserver.Config {
 		c := good()
 		c.Resource = "http://localhost:8080/mcp"

@@ -73,7 +73,7 @@ func newDuoClient(cfg *Config) (*duoClient, error) {
 	if cfg.HTTPClient == nil && len(cfg.CACertPEM) > 0 {
 		p, err := parseRoots(cfg.CACertPEM)
 		if err != nil {
-			return nil, err
+			return nil, &FieldError{Field: "CACertPEM", Err: err}
 		}
 		pool = p
 	}
@@ -130,22 +130,22 @@ func parseRoots(data []byte) (*x509.CertPool, error) {
 		block, rest = pem.Decode(rest)
 		if block == nil {
 			if strings.TrimSpace(string(rest)) != "" {
-				return nil, errors.New("stepup: Config.CACertPEM has data that is not PEM")
+				return nil, errors.New("has data that is not PEM")
 			}
 			break
 		}
 		if block.Type != "CERTIFICATE" {
-			return nil, fmt.Errorf("stepup: Config.CACertPEM has a %q block; only CERTIFICATE blocks are allowed", block.Type)
+			return nil, fmt.Errorf("has a %q block; only CERTIFICATE blocks are allowed", truncate(block.Type))
 		}
 		cert, err := x509.ParseCertificate(block.Bytes)
 		if err != nil {
-			return nil, fmt.Errorf("stepup: Config.CACertPEM: certificate %d: %v", n+1, err)
+			return nil, fmt.Errorf("certificate %d: %v", n+1, err)
 		}
 		pool.AddCert(cert)
 		n++
 	}
 	if n == 0 {
-		return nil, errors.New("stepup: Config.CACertPEM holds no certificate")
+		return nil, errors.New("holds no certificate")
 	}
 	return pool, nil
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -166,30 +167,59 @@ type flight struct {
 	err      error
 }
 
-// New checks cfg, fills in defaults and builds the Duo client. It does not
-// contact Duo; call Check for that.
-func New(cfg Config) (*Guard, error) {
-	switch {
-	case cfg.IKey == "":
-		return nil, errors.New("stepup: Config.IKey (Duo integration key) is empty")
-	case cfg.SKey == "":
-		return nil, errors.New("stepup: Config.SKey (Duo secret key) is empty")
-	case cfg.Host == "":
-		return nil, errors.New("stepup: Config.Host (Duo API hostname) is empty")
+// FieldError is a problem with one field of Config, in the manner of
+// fs.PathError: Field is the field's name ("Host", "CACertPEM"), so that a
+// caller can tell its user which setting is wrong with errors.As instead
+// of parsing the message. Err never holds the secret key.
+type FieldError struct {
+	Field string
+	Err   error
+}
+
+func (e *FieldError) Error() string { return "stepup: Config." + e.Field + ": " + e.Err.Error() }
+func (e *FieldError) Unwrap() error { return e.Err }
+
+// Validate reports every problem of c at once: a join of *FieldError
+// values, or nil. New calls it.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(field string, err error) { errs = append(errs, &FieldError{Field: field, Err: err}) }
+	if c.IKey == "" {
+		bad("IKey", errors.New("is empty: the integration key of the Duo Auth API application is required"))
 	}
-	if err := checkHost(cfg.Host); err != nil {
-		return nil, err
+	if c.SKey == "" {
+		bad("SKey", errors.New("is empty: the secret key of the Duo Auth API application is required"))
 	}
-	for _, d := range []struct {
-		name string
-		val  time.Duration
-	}{{"Timeout", cfg.Timeout}, {"DenyCooldown", cfg.DenyCooldown}, {"PollInterval", cfg.PollInterval}} {
-		if d.val < 0 {
-			return nil, fmt.Errorf("stepup: Config.%s is negative (%s)", d.name, d.val)
+	if c.Host == "" {
+		bad("Host", errors.New("is empty: the API hostname of the Duo Auth API application, like api-xxxxxxxx.duosecurity.com, is required"))
+	} else if err := checkHost(c.Host); err != nil {
+		bad("Host", err)
+	}
+	if c.HTTPClient == nil && len(c.CACertPEM) > 0 {
+		if _, err := parseRoots(c.CACertPEM); err != nil {
+			bad("CACertPEM", err)
 		}
 	}
-	if cfg.MaxPushes < 0 {
-		return nil, fmt.Errorf("stepup: Config.MaxPushes is negative (%d)", cfg.MaxPushes)
+	for _, d := range []struct {
+		field string
+		val   time.Duration
+	}{{"Timeout", c.Timeout}, {"DenyCooldown", c.DenyCooldown}, {"PollInterval", c.PollInterval}} {
+		if d.val < 0 {
+			bad(d.field, fmt.Errorf("is negative (%s)", d.val))
+		}
+	}
+	if c.MaxPushes < 0 {
+		bad("MaxPushes", fmt.Errorf("is negative (%d)", c.MaxPushes))
+	}
+	return errors.Join(errs...)
+}
+
+// New checks cfg, fills in defaults and builds the Duo client. It does not
+// contact Duo; call Check for that. A bad cfg is refused with every
+// problem at once, each a *FieldError (see Config.Validate).
+func New(cfg Config) (*Guard, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	if cfg.ServerName == "" {
 		cfg.ServerName = DefaultServerName
@@ -232,7 +262,7 @@ func New(cfg Config) (*Guard, error) {
 
 // checkHost accepts a bare host or host:port, as duo_api_golang wants it.
 func checkHost(h string) error {
-	bad := fmt.Errorf("stepup: Config.Host %q must be a bare host name, optionally with :port (no scheme, path or spaces)", h)
+	bad := fmt.Errorf("%q must be a bare host name, optionally with :port, like api-xxxxxxxx.duosecurity.com (no scheme, user, path or spaces)", truncate(h))
 	if strings.ContainsAny(h, "/?#@ \t\r\n") {
 		return bad
 	}
@@ -240,10 +270,21 @@ func checkHost(h string) error {
 	if err != nil || u.Host != h || u.Hostname() == "" {
 		return bad
 	}
-	if _, port, err := net.SplitHostPort(h); err == nil && port == "" {
-		return bad
+	if _, port, err := net.SplitHostPort(h); err == nil {
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return bad
+		}
 	}
 	return nil
+}
+
+// truncate keeps an error message readable when a value is huge.
+func truncate(s string) string {
+	const max = 200
+	if len(s) > max {
+		return s[:max] + "..."
+	}
+	return s
 }
 
 // Check calls Duo's signed /auth/v2/check, which proves the host is

@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"flag"
 	"io"
 	"log/slog"
@@ -340,19 +341,24 @@ func TestNewValidates(t *testing.T) {
 	tests := []struct {
 		name   string
 		change func(c *stepup.Config)
-		errHas string
+		field  string // the *FieldError's Field; "" for none
 	}{
 		{"valid", func(*stepup.Config) {}, ""},
 		{"host with port", func(c *stepup.Config) { c.Host = "127.0.0.1:8443" }, ""},
-		{"no ikey", func(c *stepup.Config) { c.IKey = "" }, "Config.IKey"},
-		{"no skey", func(c *stepup.Config) { c.SKey = "" }, "Config.SKey"},
-		{"no host", func(c *stepup.Config) { c.Host = "" }, "Config.Host"},
-		{"host with scheme", func(c *stepup.Config) { c.Host = "https://api-x.duosecurity.com" }, "bare host"},
-		{"host with path", func(c *stepup.Config) { c.Host = "api-x.duosecurity.com/auth" }, "bare host"},
-		{"host with empty port", func(c *stepup.Config) { c.Host = "api-x.duosecurity.com:" }, "bare host"},
-		{"negative timeout", func(c *stepup.Config) { c.Timeout = -time.Second }, "Config.Timeout"},
-		{"negative cooldown", func(c *stepup.Config) { c.DenyCooldown = -time.Second }, "Config.DenyCooldown"},
-		{"negative max pushes", func(c *stepup.Config) { c.MaxPushes = -1 }, "Config.MaxPushes"},
+		{"no ikey", func(c *stepup.Config) { c.IKey = "" }, "IKey"},
+		{"no skey", func(c *stepup.Config) { c.SKey = "" }, "SKey"},
+		{"no host", func(c *stepup.Config) { c.Host = "" }, "Host"},
+		{"host with scheme", func(c *stepup.Config) { c.Host = "https://api-x.duosecurity.com" }, "Host"},
+		{"host with path", func(c *stepup.Config) { c.Host = "api-x.duosecurity.com/auth" }, "Host"},
+		{"host with empty port", func(c *stepup.Config) { c.Host = "api-x.duosecurity.com:" }, "Host"},
+		{"host with port 0", func(c *stepup.Config) { c.Host = "api-x.duosecurity.com:0" }, "Host"},
+		{"host with user", func(c *stepup.Config) { c.Host = "u@api-x.duosecurity.com" }, "Host"},
+		{"PEM with a certificate and a private key", func(c *stepup.Config) {
+			c.CACertPEM = append(selfSignedPEM(t), "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"...)
+		}, "CACertPEM"},
+		{"negative timeout", func(c *stepup.Config) { c.Timeout = -time.Second }, "Timeout"},
+		{"negative cooldown", func(c *stepup.Config) { c.DenyCooldown = -time.Second }, "DenyCooldown"},
+		{"negative max pushes", func(c *stepup.Config) { c.MaxPushes = -1 }, "MaxPushes"},
 		{"negative grant TTL means no grants", func(c *stepup.Config) { c.GrantTTL = -1 }, ""},
 		{"garbage PEM", func(c *stepup.Config) { c.CACertPEM = []byte("not a certificate") }, "CACertPEM"},
 		{"PEM without certificates", func(c *stepup.Config) {
@@ -371,16 +377,31 @@ func TestNewValidates(t *testing.T) {
 			cfg := ok
 			tt.change(&cfg)
 			g, err := stepup.New(cfg)
-			if tt.errHas == "" {
+			if tt.field == "" {
 				require.NoError(t, err)
 				assert.NotNil(t, g)
 				return
 			}
 			require.Error(t, err)
-			assert.Contains(t, err.Error(), tt.errHas)
+			require.Error(t, cfg.Validate())
+			var fe *stepup.FieldError
+			require.True(t, errors.As(err, &fe), "got %T, want *FieldError", err)
+			assert.Equal(t, tt.field, fe.Field)
+			assert.Contains(t, err.Error(), "stepup: Config."+tt.field+": ")
 			noSecret(t, err.Error(), ok.SKey, "the error")
 		})
 	}
+}
+
+func TestNewReportsEveryProblem(t *testing.T) {
+	err := stepup.Config{Host: "https://x", MaxPushes: -1}.Validate()
+	var fields []string
+	for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+		var fe *stepup.FieldError
+		require.True(t, errors.As(e, &fe))
+		fields = append(fields, fe.Field)
+	}
+	assert.Equal(t, []string{"IKey", "SKey", "Host", "MaxPushes"}, fields)
 }
 
 func TestRequestValidated(t *testing.T) {

@@ -158,6 +158,13 @@ func Names() []string {
 	return out
 }
 
+// Scopes lists every scope some tool needs, sorted: what a client should
+// ask for when it signs in (scopes_supported, the 401 challenge), so that
+// one sign-in covers every tool the user is granted.
+func Scopes() []string {
+	return slices.Clone(newCatalog(&deps{}).known)
+}
+
 // deps is what tool handlers use.
 type deps struct {
 	store  *crm.Store

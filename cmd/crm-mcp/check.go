@@ -73,7 +73,7 @@ func (a *app) check(ctx context.Context) int {
 	log := cfg.newLogger(a.stderr)
 	rs, err := resourceserver.New(cfg.resourceServerConfig(log))
 	if err != nil {
-		for _, e := range leafErrors(describeRSError(err)) {
+		for _, e := range leafErrors(nameFields(err)) {
 			r.fail("configuration", e.Error())
 		}
 		return r.done()
@@ -100,20 +100,14 @@ func (a *app) check(ctx context.Context) int {
 
 // checkIssuers reports each issuer's discovery and JWKS fetch.
 func (a *app) checkIssuers(cfg config, rs *resourceserver.Server, refreshErr error, r *checkReport) {
-	// Refresh joins one error per failed issuer, each "issuer <url>: ...".
-	perIssuer := []error{refreshErr}
-	if j, ok := refreshErr.(interface{ Unwrap() []error }); ok {
-		perIssuer = j.Unwrap()
-	}
 	failures := map[string]string{}
-	for _, e := range perIssuer {
-		if e == nil {
-			continue
-		}
-		for _, is := range cfg.Issuers {
-			if rest, ok := strings.CutPrefix(e.Error(), "issuer "+is+": "); ok {
-				failures[is] = rest
-			}
+	var unattributed []error
+	for _, e := range leafErrors(refreshErr) {
+		var ie *resourceserver.IssuerError
+		if errors.As(e, &ie) {
+			failures[ie.Issuer] = ie.Err.Error()
+		} else {
+			unattributed = append(unattributed, e)
 		}
 	}
 	status := map[string]resourceserver.IssuerStatus{}
@@ -143,9 +137,9 @@ func (a *app) checkIssuers(cfg config, rs *resourceserver.Server, refreshErr err
 			r.pass(what, fmt.Sprintf("%s fetched: %d usable key(s)", source, st.Keys))
 		}
 	}
-	if refreshErr != nil && len(failures) == 0 {
+	if len(unattributed) > 0 {
 		// Not attributable to one issuer (should not happen); still a failure.
-		r.fail("authorization servers", refreshErr.Error())
+		r.fail("authorization servers", errors.Join(unattributed...).Error())
 	}
 }
 
@@ -165,7 +159,7 @@ func probeIntrospection(ctx context.Context, cfg config, issuer string, log *slo
 	}
 	probe, err := resourceserver.New(pc)
 	if err != nil {
-		return describeRSError(err)
+		return nameFields(err)
 	}
 	defer probe.Close()
 	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
@@ -177,13 +171,7 @@ func probeIntrospection(ctx context.Context, cfg config, issuer string, log *slo
 	case err == nil:
 		return errors.New("the endpoint called a made-up token active: is it really the introspection endpoint of this issuer?")
 	}
-	// Verify's message starts with what a client would be told; the
-	// operator wants the detail after it.
-	_, detail, found := strings.Cut(err.Error(), "validate the access token: ")
-	if !found {
-		return err
-	}
-	return errors.New(detail)
+	return err
 }
 
 // checkDuoAuthAPI reaches Duo's Auth API with the step-up integration's

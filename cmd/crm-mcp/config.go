@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/url"
 	"reflect"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,6 +18,8 @@ import (
 	"github.com/caarlos0/env/v11"
 
 	"github.com/crm-mcp/crm-mcp/resourceserver"
+	"github.com/crm-mcp/crm-mcp/stepup"
+	"github.com/crm-mcp/crm-mcp/tools"
 )
 
 // config is everything the binary can be told. It is read from the
@@ -28,7 +31,7 @@ type config struct {
 	ResourceURL           string   `env:"MCP_RESOURCE_URL,required,notEmpty"`
 	AllowedOrigins        []string `env:"MCP_ALLOWED_ORIGINS"`
 	Stateless             bool     `env:"MCP_STATELESS" envDefault:"false"`
-	ScopesSupported       []string `env:"MCP_SCOPES_SUPPORTED" envDefault:"crm.contacts.read"`
+	ScopesSupported       []string `env:"MCP_SCOPES_SUPPORTED"` // unset: tools.Scopes()
 	HideUnauthorizedTools bool     `env:"MCP_HIDE_UNAUTHORIZED_TOOLS" envDefault:"false"`
 	ResourceName          string   `env:"MCP_RESOURCE_NAME" envDefault:"CRM (Duo protected)"`
 	ResourceDocumentation string   `env:"MCP_RESOURCE_DOCUMENTATION"`
@@ -106,6 +109,12 @@ func varErrorf(name, format string, args ...any) error {
 // holds the whole environment (tests pass their own). It reports every
 // problem at once (errors.Join), each one naming its variable. No error
 // ever contains the value of a secret.
+//
+// The libraries own the validation of what they are given
+// (resourceserver.Config.Validate, stepup.Config.Validate); loadConfig
+// runs them, names the variable behind each field they refuse (see
+// libraryVars), and checks only what belongs to the binary: the listen
+// address, the MCP path, upper limits, modes and lists.
 func loadConfig(environ map[string]string) (config, error) {
 	if environ == nil {
 		// env.Options treats a nil map as "use the process environment".
@@ -113,15 +122,24 @@ func loadConfig(environ map[string]string) (config, error) {
 	}
 	var c config
 	var errs []error
-	failed := map[string]bool{} // variables env could not parse: skip their checks
+	// Variables already refused, by env or by a check here: the libraries'
+	// complaints about the same variables would only repeat them.
+	failed := map[string]bool{}
+	check := func(name string, err error) {
+		if err != nil && !failed[name] {
+			errs = append(errs, err)
+			failed[name] = true
+		}
+	}
 	if err := env.ParseWithOptions(&c, env.Options{Environment: environ}); err != nil {
 		for _, e := range leafErrors(err) {
 			ve := describeEnvError(e, environ)
 			var v *varError
 			if errors.As(ve, &v) {
-				failed[v.name] = true
+				check(v.name, ve)
+			} else {
+				errs = append(errs, ve)
 			}
-			errs = append(errs, ve)
 		}
 	}
 	c.AllowedOrigins = cleanList(c.AllowedOrigins)
@@ -131,86 +149,40 @@ func loadConfig(environ map[string]string) (config, error) {
 	c.JWKSURL = strings.TrimSpace(c.JWKSURL)
 	c.IntrospectionURL = strings.TrimSpace(c.IntrospectionURL)
 	c.ClientID = strings.TrimSpace(c.ClientID)
+	c.mode = cmp.Or(resourceserver.Mode(strings.ToLower(strings.TrimSpace(c.AuthMode))), resourceserver.ModeJWT)
 
-	check := func(name string, err error) {
-		if err != nil && !failed[name] {
-			errs = append(errs, err)
-		}
-	}
 	check("MCP_LISTEN_ADDR", checkListenAddr(c.ListenAddr))
 	if !failed["MCP_RESOURCE_URL"] {
-		path, err := checkResourceURL(c.ResourceURL)
+		path, err := mcpPath(c.ResourceURL)
 		check("MCP_RESOURCE_URL", err)
 		c.mcpPath = path
 	}
-	for _, o := range c.AllowedOrigins {
-		check("MCP_ALLOWED_ORIGINS", checkOrigin(o))
+	// Unset, every scope a tool needs: one sign-in covers every tool the
+	// user is granted. Set, it narrows them (least privilege); the other
+	// scopes are then asked for through 403 insufficient_scope challenges.
+	if strings.TrimSpace(environ["MCP_SCOPES_SUPPORTED"]) == "" {
+		c.ScopesSupported = tools.Scopes()
+	} else if len(c.ScopesSupported) == 0 {
+		check("MCP_SCOPES_SUPPORTED", varErrorf("MCP_SCOPES_SUPPORTED", "lists no scope: clients need at least one to ask for (unset, it lists every scope a tool needs)"))
 	}
-	if len(c.ScopesSupported) == 0 && !failed["MCP_SCOPES_SUPPORTED"] {
-		check("MCP_SCOPES_SUPPORTED", varErrorf("MCP_SCOPES_SUPPORTED", "lists no scope: clients need at least one to ask for (e.g. crm.contacts.read)"))
+	if c.JWKSURL != "" && len(c.Issuers) > 1 {
+		check("DUO_JWKS_URL", varErrorf("DUO_JWKS_URL", "can only be set with a single DUO_ISSUER (%d are listed): each issuer's keys are discovered from its own metadata", len(c.Issuers)))
 	}
-	for _, s := range c.ScopesSupported {
-		if !validScopeToken(s) {
-			check("MCP_SCOPES_SUPPORTED", varErrorf("MCP_SCOPES_SUPPORTED", "%q is not a valid scope (RFC 6749 section 3.3: printable ASCII without spaces, '\"' or '\\')", s))
-		}
-	}
-	if c.ResourceDocumentation != "" {
-		check("MCP_RESOURCE_DOCUMENTATION", checkDocURL(c.ResourceDocumentation))
-	}
-
-	if !failed["DUO_ISSUER"] {
-		if len(c.Issuers) == 0 {
-			check("DUO_ISSUER", varErrorf("DUO_ISSUER", "no issuer listed: set it to the issuer URL of the Duo OAuth application, e.g. https://sso-xxxx.sso.duosecurity.com/oauth2/DIXXXXXXXX"))
-		}
-		seen := map[string]bool{}
-		for _, is := range c.Issuers {
-			if seen[is] {
-				check("DUO_ISSUER", varErrorf("DUO_ISSUER", "%s is listed twice", quoteURL(is)))
-			}
-			seen[is] = true
-			check("DUO_ISSUER", checkServerURL("DUO_ISSUER", is))
-		}
-	}
-	if c.JWKSURL != "" {
-		check("DUO_JWKS_URL", checkServerURL("DUO_JWKS_URL", c.JWKSURL))
-		if len(c.Issuers) > 1 {
-			check("DUO_JWKS_URL", varErrorf("DUO_JWKS_URL", "can only be set with a single DUO_ISSUER (%d are listed): each issuer's keys are discovered from its own metadata", len(c.Issuers)))
-		}
+	// Sending issuer B's tokens to issuer A's endpoint would hand them to
+	// the wrong server; with several issuers, discovery finds each one's
+	// own endpoint.
+	if c.IntrospectionURL != "" && c.mode != resourceserver.ModeJWT && len(c.Issuers) > 1 {
+		check("DUO_INTROSPECTION_URL", varErrorf("DUO_INTROSPECTION_URL", "can only be set with a single DUO_ISSUER (%d are listed): each issuer's endpoint is discovered from its own metadata", len(c.Issuers)))
 	}
 	for _, a := range c.Audiences {
 		if a == c.ResourceURL {
 			c.warnings = append(c.warnings, "DUO_AUDIENCES lists MCP_RESOURCE_URL, which is always accepted")
 		}
 	}
-	if !failed["AUTH_MODE"] {
-		m, err := resourceserver.ParseMode(strings.ToLower(strings.TrimSpace(c.AuthMode)))
-		if err != nil {
-			check("AUTH_MODE", varErrorf("AUTH_MODE", "%q is not a mode: want jwt, introspection or jwt+introspection", truncate(c.AuthMode)))
-		}
-		c.mode = m
-	}
-	if c.mode == resourceserver.ModeIntrospection && c.JWKSURL != "" {
-		c.warnings = append(c.warnings, "DUO_JWKS_URL is ignored: AUTH_MODE is introspection")
-	}
 	switch c.mode {
-	case resourceserver.ModeIntrospection, resourceserver.ModeJWTIntrospection:
-		if c.ClientID == "" {
-			check("DUO_CLIENT_ID", varErrorf("DUO_CLIENT_ID", "required when AUTH_MODE is %s: the client id the introspection endpoint authenticates", c.mode))
-		}
-		if c.ClientSecret == "" {
-			check("DUO_CLIENT_SECRET", varErrorf("DUO_CLIENT_SECRET", "required when AUTH_MODE is %s: the client secret the introspection endpoint authenticates", c.mode))
-		}
-		if c.mode == resourceserver.ModeIntrospection && len(c.Issuers) > 1 {
-			check("AUTH_MODE", varErrorf("AUTH_MODE", "introspection supports exactly one DUO_ISSUER (%d are listed): an opaque token does not say which issuer to ask; use jwt+introspection", len(c.Issuers)))
-		}
-		if c.IntrospectionURL != "" {
-			check("DUO_INTROSPECTION_URL", checkServerURL("DUO_INTROSPECTION_URL", c.IntrospectionURL))
-			// Sending issuer B's tokens to issuer A's endpoint would hand
-			// them to the wrong server; with several issuers, discovery
-			// finds each one's own endpoint.
-			if len(c.Issuers) > 1 {
-				check("DUO_INTROSPECTION_URL", varErrorf("DUO_INTROSPECTION_URL", "can only be set with a single DUO_ISSUER (%d are listed): each issuer's endpoint is discovered from its own metadata", len(c.Issuers)))
-			}
+	case resourceserver.ModeIntrospection:
+		if c.JWKSURL != "" {
+			c.warnings = append(c.warnings, "DUO_JWKS_URL is ignored: AUTH_MODE is introspection")
 		}
 	case resourceserver.ModeJWT:
 		for _, name := range []string{"DUO_CLIENT_ID", "DUO_CLIENT_SECRET", "DUO_INTROSPECTION_URL"} {
@@ -224,14 +196,13 @@ func loadConfig(environ map[string]string) (config, error) {
 		v    time.Duration
 		max  time.Duration
 	}{
-		// resourceserver reads 0 as "the default", so 0 cannot mean none.
 		{"AUTH_LEEWAY", c.Leeway, 5 * time.Minute},
 		{"AUTH_CACHE_TTL", c.CacheTTL, 24 * time.Hour},
 		{"AUTH_INTROSPECTION_CACHE_TTL", c.IntrospectionCacheTTL, 24 * time.Hour},
 	} {
 		switch {
-		case d.v <= 0:
-			check(d.name, varErrorf(d.name, "must be greater than zero, got %s", d.v))
+		case d.v == 0: // resourceserver reads 0 as "the default", so 0 cannot mean none
+			check(d.name, varErrorf(d.name, "must be greater than zero (0 would mean the default)"))
 		case d.v > d.max:
 			check(d.name, varErrorf(d.name, "must be at most %s, got %s", d.max, d.v))
 		}
@@ -253,6 +224,21 @@ func loadConfig(environ map[string]string) (config, error) {
 		check("LOG_FORMAT", varErrorf("LOG_FORMAT", "%q is not a format: want json or text", truncate(c.LogFormat)))
 	}
 
+	// The libraries' own checks, last, so that a variable the binary has
+	// already refused is not reported twice.
+	library := []error{c.resourceServerConfig(nil).Validate()}
+	if c.stepUpOn() {
+		library = append(library, c.stepUpConfig(nil).Validate())
+	}
+	for _, err := range library {
+		for _, e := range leafErrors(nameFields(err)) {
+			var v *varError
+			if !errors.As(e, &v) || !failed[v.name] {
+				errs = append(errs, e)
+			}
+		}
+	}
+
 	c.unknown = unknownVariables(environ)
 	// In the order of the README's table, whatever found them.
 	known := knownVariables()
@@ -268,6 +254,77 @@ func loadConfig(environ map[string]string) (config, error) {
 	slices.SortStableFunc(errs, func(a, b error) int { return cmp.Compare(position(a), position(b)) })
 	return c, errors.Join(errs...)
 }
+
+// libraryVars names the variable behind each field of resourceserver.Config
+// and stepup.Config that the binary sets, with indices dropped
+// ("Issuers[1].URL" is "Issuers.URL"): the binary's half of the libraries'
+// validation.
+var libraryVars = map[string]string{
+	"resourceserver.Resource":                 "MCP_RESOURCE_URL",
+	"resourceserver.Issuers":                  "DUO_ISSUER",
+	"resourceserver.Issuers.URL":              "DUO_ISSUER",
+	"resourceserver.Issuers.JWKSURL":          "DUO_JWKS_URL",
+	"resourceserver.Issuers.IntrospectionURL": "DUO_INTROSPECTION_URL",
+	"resourceserver.Issuers.ClientID":         "DUO_CLIENT_ID",
+	"resourceserver.Issuers.ClientSecret":     "DUO_CLIENT_SECRET",
+	"resourceserver.ExtraAudiences":           "DUO_AUDIENCES",
+	"resourceserver.ScopesSupported":          "MCP_SCOPES_SUPPORTED",
+	"resourceserver.ResourceDocumentation":    "MCP_RESOURCE_DOCUMENTATION",
+	"resourceserver.AllowedOrigins":           "MCP_ALLOWED_ORIGINS",
+	"resourceserver.Mode":                     "AUTH_MODE",
+	"resourceserver.Leeway":                   "AUTH_LEEWAY",
+	"resourceserver.CacheTTL":                 "AUTH_CACHE_TTL",
+	"resourceserver.IntrospectionCacheTTL":    "AUTH_INTROSPECTION_CACHE_TTL",
+
+	"stepup.IKey":         "DUO_AUTH_IKEY",
+	"stepup.SKey":         "DUO_AUTH_SKEY",
+	"stepup.Host":         "DUO_AUTH_HOST",
+	"stepup.CACertPEM":    "DUO_AUTH_CA_FILE",
+	"stepup.Timeout":      "STEPUP_TIMEOUT",
+	"stepup.GrantTTL":     "STEPUP_GRANT_TTL",
+	"stepup.MaxPushes":    "STEPUP_MAX_PUSHES",
+	"stepup.DenyCooldown": "STEPUP_DENY_COOLDOWN",
+}
+
+// stepUpOffHint follows a missing Duo Auth API credential.
+const stepUpOffHint = " (or set STEPUP_MODE=off to run without step-up, which is not recommended)"
+
+// nameFields rewrites the libraries' *FieldError values in err into
+// errors that name the variable (errors.As, never the message text);
+// other errors pass through.
+func nameFields(err error) error {
+	var out []error
+	seen := map[string]bool{} // one field set from one variable on every issuer fails once per issuer
+	for _, e := range leafErrors(err) {
+		var rf *resourceserver.FieldError
+		var sf *stepup.FieldError
+		var key, msg string
+		switch {
+		case errors.As(e, &rf):
+			key, msg = "resourceserver."+rf.Field, rf.Err.Error()
+		case errors.As(e, &sf):
+			key, msg = "stepup."+sf.Field, sf.Err.Error()
+			if sf.Field == "IKey" || sf.Field == "SKey" || sf.Field == "Host" {
+				msg += stepUpOffHint
+			}
+		default:
+			out = append(out, e)
+			continue
+		}
+		key = fieldIndex.ReplaceAllString(key, "")
+		name, ok := libraryVars[key]
+		if !ok {
+			name = key // a field the binary does not set: a bug, but still say which
+		}
+		if ve := varErrorf(name, "%s", msg); !seen[ve.Error()] {
+			seen[ve.Error()] = true
+			out = append(out, ve)
+		}
+	}
+	return errors.Join(out...)
+}
+
+var fieldIndex = regexp.MustCompile(`\[[0-9]+\]`)
 
 // describeEnvError rewrites an error of env/v11 so that it names the
 // variable (its ParseError names the Go field instead) and says what is
@@ -354,24 +411,18 @@ func unknownVariables(environ map[string]string) []string {
 	return out
 }
 
-// leafErrors flattens joined and aggregated errors (env's AggregateError,
-// errors.Join, and resourceserver's wrapped join) into their parts.
+// leafErrors flattens joined errors (errors.Join, env's AggregateError)
+// into their parts.
 func leafErrors(err error) []error {
 	if err == nil {
 		return nil
 	}
-	switch e := err.(type) {
-	case interface{ Unwrap() []error }:
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
 		var out []error
-		for _, inner := range e.Unwrap() {
+		for _, inner := range j.Unwrap() {
 			out = append(out, leafErrors(inner)...)
 		}
 		return out
-	case interface{ Unwrap() error }:
-		inner := e.Unwrap()
-		if _, multi := inner.(interface{ Unwrap() []error }); multi {
-			return leafErrors(inner)
-		}
 	}
 	return []error{err}
 }
@@ -399,130 +450,31 @@ func checkListenAddr(addr string) error {
 	return nil
 }
 
-// checkResourceURL validates MCP_RESOURCE_URL as the MCP spec asks of a
-// resource identifier (RFC 8707 section 2) and returns the path to serve
-// MCP at. It checks what resourceserver checks, so that the message names
-// the variable, and more: the path must be one the mux can serve exactly.
-func checkResourceURL(s string) (string, error) {
+// mcpPath returns the path of MCP_RESOURCE_URL, where MCP is served. The
+// URL itself is resourceserver's to judge; the path must be one the mux
+// serves exactly, and not one the binary serves itself.
+func mcpPath(s string) (string, error) {
 	const name = "MCP_RESOURCE_URL"
 	u, err := url.Parse(s)
-	if err != nil || !u.IsAbs() || u.Host == "" || u.Opaque != "" {
-		return "", varErrorf(name, "%s is not an absolute URL such as https://crm.example.com/mcp", quoteURL(s))
+	if err != nil {
+		return "", nil // resourceserver says what is wrong with it
 	}
-	switch u.Scheme {
-	case "https":
-	case "http":
-		if !isLoopback(u.Hostname()) {
-			return "", varErrorf(name, "%s uses plain HTTP: only https is allowed, except on a loopback host (127.0.0.1, ::1, localhost) for development", quoteURL(s))
-		}
-	default:
-		return "", varErrorf(name, "%s must use https", quoteURL(s))
-	}
-	if u.User != nil {
-		return "", varErrorf(name, "%s must not carry user information", quoteURL(s))
-	}
-	if u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.Contains(s, "#") {
-		return "", varErrorf(name, "%s must not have a query or fragment (RFC 8707 section 2): clients compare it byte for byte", quoteURL(s))
-	}
-	path := u.Path
-	if path == "" {
-		path = "/"
-	}
+	path := cmp.Or(u.Path, "/")
 	// Patterns of http.ServeMux treat '{' and '}' specially, and it
 	// redirects unclean paths; keep to characters that mean themselves.
 	for _, r := range path {
 		if !(r == '/' || r == '-' || r == '.' || r == '_' || r == '~' ||
 			'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9') {
-			return "", varErrorf(name, "path %q may only contain letters, digits and - . _ ~ /", path)
+			return "", varErrorf(name, "path %q may only contain letters, digits and - . _ ~ /", truncate(path))
 		}
 	}
 	if u.RawPath != "" || strings.Contains(path, "//") || slices.ContainsFunc(strings.Split(path, "/"), func(seg string) bool { return seg == "." || seg == ".." }) {
-		return "", varErrorf(name, "path %q is not clean (no //, . or .. segments)", path)
+		return "", varErrorf(name, "path %q is not clean (no //, . or .. segments)", truncate(path))
 	}
 	if slices.Contains(reservedPaths, strings.TrimSuffix(path, "/")) || strings.HasPrefix(path, "/.well-known/") {
-		return "", varErrorf(name, "path %q is taken by the server itself (/healthz, /readyz, /.well-known/...)", path)
+		return "", varErrorf(name, "path %q is taken by the server itself (/healthz, /readyz, /.well-known/...)", truncate(path))
 	}
 	return path, nil
-}
-
-// checkServerURL validates the URL of an authorization server endpoint:
-// https, or http on a loopback host only (MCP authorization spec,
-// "Communication Security").
-func checkServerURL(name, s string) error {
-	u, err := url.Parse(s)
-	if err != nil || !u.IsAbs() || u.Host == "" || u.Opaque != "" {
-		return varErrorf(name, "%s is not an absolute URL", quoteURL(s))
-	}
-	switch u.Scheme {
-	case "https":
-	case "http":
-		if !isLoopback(u.Hostname()) {
-			return varErrorf(name, "%s uses plain HTTP: only https is allowed, except on a loopback host for development", quoteURL(s))
-		}
-	default:
-		return varErrorf(name, "%s must use https", quoteURL(s))
-	}
-	if u.User != nil {
-		return varErrorf(name, "%s must not carry user information", quoteURL(s))
-	}
-	if u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
-		return varErrorf(name, "%s must not have a query or fragment", quoteURL(s))
-	}
-	return nil
-}
-
-func checkOrigin(o string) error {
-	u, err := url.Parse(o)
-	if o == "*" {
-		return varErrorf("MCP_ALLOWED_ORIGINS", `"*" is not allowed: list each browser origin, e.g. http://localhost:6274`)
-	}
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil ||
-		(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
-		return varErrorf("MCP_ALLOWED_ORIGINS", "%s is not an origin: want scheme://host[:port], e.g. https://app.example.com", quoteURL(o))
-	}
-	return nil
-}
-
-func checkDocURL(s string) error {
-	u, err := url.Parse(s)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
-		return varErrorf("MCP_RESOURCE_DOCUMENTATION", "%s is not an absolute http(s) URL without user information", quoteURL(s))
-	}
-	return nil
-}
-
-// validScopeToken: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ), RFC 6749
-// section 3.3.
-func validScopeToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c < 0x21 || c > 0x7e || c == '"' || c == '\\' {
-			return false
-		}
-	}
-	return true
-}
-
-func isLoopback(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
-
-// quoteURL quotes a URL for an error message with any password hidden:
-// https://user:pass@host would otherwise put a credential in the log.
-func quoteURL(s string) string {
-	if u, err := url.Parse(s); err == nil && u.User != nil {
-		s = u.Redacted()
-	} else if err != nil && strings.Contains(s, "@") {
-		s = "(unparsable URL with '@', not shown)"
-	}
-	return strconv.Quote(truncate(s))
 }
 
 // truncate keeps error messages readable when a value is huge.
@@ -561,53 +513,6 @@ func (c config) resourceServerConfig(logger *slog.Logger) resourceserver.Config 
 		IntrospectionCacheTTL: c.IntrospectionCacheTTL,
 		Logger:                logger,
 	}
-}
-
-// rsErrorVars maps what resourceserver.New says about a field to the
-// variable that sets it. loadConfig checks all of these first, so this is
-// a second line: if the library grows a check, its message still names a
-// variable.
-var rsErrorVars = []struct {
-	prefix string
-	name   string
-}{
-	{"resource URL", "MCP_RESOURCE_URL"},
-	{"at least one issuer", "DUO_ISSUER"},
-	{"JWKS URL", "DUO_JWKS_URL"},
-	{"introspection URL", "DUO_INTROSPECTION_URL"},
-	{"mode introspection supports", "AUTH_MODE"},
-	{"unknown mode", "AUTH_MODE"},
-	{"extra audiences", "DUO_AUDIENCES"},
-	{"allowed origin", "MCP_ALLOWED_ORIGINS"},
-	{"scope", "MCP_SCOPES_SUPPORTED"},
-	{"resource documentation", "MCP_RESOURCE_DOCUMENTATION"},
-	{"leeway", "AUTH_LEEWAY"},
-	{"introspection cache TTL", "AUTH_INTROSPECTION_CACHE_TTL"},
-	{"cache TTL", "AUTH_CACHE_TTL"},
-	{"issuer", "DUO_ISSUER"}, // last: "issuer %q: mode ... needs a client id" is handled before
-}
-
-// describeRSError rewrites an error of resourceserver.New into errors that
-// name variables.
-func describeRSError(err error) error {
-	var out []error
-	for _, e := range leafErrors(err) {
-		msg := strings.TrimPrefix(e.Error(), "resourceserver: ")
-		switch {
-		case strings.Contains(msg, "needs a client id and secret"):
-			out = append(out, varErrorf("DUO_CLIENT_ID", "%s (set DUO_CLIENT_ID and DUO_CLIENT_SECRET)", msg))
-			continue
-		}
-		name := "configuration"
-		for _, m := range rsErrorVars {
-			if strings.HasPrefix(msg, m.prefix) {
-				name = m.name
-				break
-			}
-		}
-		out = append(out, varErrorf(name, "%s", msg))
-	}
-	return errors.Join(out...)
 }
 
 // logAttrs is the effective configuration for the start-up log line:

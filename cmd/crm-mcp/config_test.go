@@ -2,10 +2,20 @@ package main
 
 import (
 	"bytes"
+	"cmp"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"maps"
+	"math/big"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +24,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/crm-mcp/crm-mcp/resourceserver"
+	"github.com/crm-mcp/crm-mcp/stepup"
+	"github.com/crm-mcp/crm-mcp/tools"
 )
 
 // testSecret is the client secret every test configuration carries, so
@@ -55,7 +67,8 @@ func TestLoadConfigDefaults(t *testing.T) {
 	assert.Equal(t, "/mcp", c.mcpPath)
 	assert.Empty(t, c.AllowedOrigins)
 	assert.False(t, c.Stateless)
-	assert.Equal(t, []string{"crm.contacts.read"}, c.ScopesSupported)
+	assert.Equal(t, tools.Scopes(), c.ScopesSupported, "every scope a tool needs: one sign-in covers every tool")
+	assert.Equal(t, []string{"crm.contacts.read", "crm.contacts.write", "crm.deals.read", "crm.deals.write"}, c.ScopesSupported)
 	assert.False(t, c.HideUnauthorizedTools)
 	assert.Equal(t, "CRM (Duo protected)", c.ResourceName)
 	assert.Empty(t, c.ResourceDocumentation)
@@ -141,9 +154,7 @@ func TestLoadConfigEverything(t *testing.T) {
 	assert.Equal(t, 2*time.Second, rc.IntrospectionCacheTTL)
 
 	// What loadConfig accepts, resourceserver accepts.
-	rs, err := resourceserver.New(rc)
-	require.NoError(t, err)
-	rs.Close()
+	require.NoError(t, rc.Validate())
 }
 
 func TestLoadConfigSeveralIssuers(t *testing.T) {
@@ -170,7 +181,7 @@ func TestLoadConfigErrorsNameTheVariable(t *testing.T) {
 		{"documentation with password", with(minimalEnv(), "MCP_RESOURCE_DOCUMENTATION", "https://u:pw@docs.example.com"), "MCP_RESOURCE_DOCUMENTATION", "user information"},
 		{"Duo host with user", with(minimalEnv(), "DUO_AUTH_HOST", "user@api-x.duosecurity.com"), "DUO_AUTH_HOST", "bare host"},
 		{"Duo host with space", with(minimalEnv(), "DUO_AUTH_HOST", "api x.duosecurity.com"), "DUO_AUTH_HOST", "bare host"},
-		{"CA file not PEM", with(minimalEnv(), "DUO_AUTH_CA_FILE", "config_test.go"), "DUO_AUTH_CA_FILE", "no PEM certificate"},
+		{"CA file not PEM", with(minimalEnv(), "DUO_AUTH_CA_FILE", "config_test.go"), "DUO_AUTH_CA_FILE", "not PEM"},
 		{"CA file missing", with(minimalEnv(), "DUO_AUTH_CA_FILE", "/nonexistent/ca.pem"), "DUO_AUTH_CA_FILE", "cannot read"},
 		{"step-up mode", with(minimalEnv(), "STEPUP_MODE", "sometimes"), "STEPUP_MODE", "duo or off"},
 		{"step-up timeout zero", with(minimalEnv(), "STEPUP_TIMEOUT", "0s"), "STEPUP_TIMEOUT", "between"},
@@ -184,7 +195,7 @@ func TestLoadConfigErrorsNameTheVariable(t *testing.T) {
 		{"empty claim", with(minimalEnv(), "DUO_USERNAME_CLAIM", " "), "DUO_USERNAME_CLAIM", "claim"},
 		{"resource URL empty", with(minimalEnv(), "MCP_RESOURCE_URL", ""), "MCP_RESOURCE_URL", "required but empty"},
 		{"issuer missing", with(minimalEnv(), "DUO_ISSUER", "\x00"), "DUO_ISSUER", "required but not set"},
-		{"issuer only commas", with(minimalEnv(), "DUO_ISSUER", " , "), "DUO_ISSUER", "no issuer listed"},
+		{"issuer only commas", with(minimalEnv(), "DUO_ISSUER", " , "), "DUO_ISSUER", "at least one issuer"},
 		{"resource URL relative", with(minimalEnv(), "MCP_RESOURCE_URL", "/mcp"), "MCP_RESOURCE_URL", "not an absolute URL"},
 		{"resource URL with query", with(minimalEnv(), "MCP_RESOURCE_URL", "https://crm.example.com/mcp?x=1"), "MCP_RESOURCE_URL", "query or fragment"},
 		{"resource URL with fragment", with(minimalEnv(), "MCP_RESOURCE_URL", "https://crm.example.com/mcp#top"), "MCP_RESOURCE_URL", "query or fragment"},
@@ -204,15 +215,15 @@ func TestLoadConfigErrorsNameTheVariable(t *testing.T) {
 		{"log format xml", with(minimalEnv(), "LOG_FORMAT", "xml"), "LOG_FORMAT", "want json or text"},
 		{"JWKS URL with two issuers", with(minimalEnv(), "DUO_ISSUER", "https://a.example.com,https://b.example.com", "DUO_JWKS_URL", "https://a.example.com/jwks"), "DUO_JWKS_URL", "single DUO_ISSUER"},
 		{"JWKS URL plain HTTP", with(minimalEnv(), "DUO_JWKS_URL", "http://a.example.com/jwks"), "DUO_JWKS_URL", "plain HTTP"},
-		{"introspection without client id", with(intro, "DUO_CLIENT_ID", "\x00"), "DUO_CLIENT_ID", "required when AUTH_MODE is introspection"},
-		{"introspection without secret", with(intro, "DUO_CLIENT_SECRET", "\x00"), "DUO_CLIENT_SECRET", "required when AUTH_MODE is introspection"},
+		{"introspection without client id", with(intro, "DUO_CLIENT_ID", "\x00"), "DUO_CLIENT_ID", "required in mode introspection"},
+		{"introspection without secret", with(intro, "DUO_CLIENT_SECRET", "\x00"), "DUO_CLIENT_SECRET", "required in mode introspection"},
 		{"jwt+introspection without secret", with(intro, "AUTH_MODE", "jwt+introspection", "DUO_CLIENT_SECRET", ""), "DUO_CLIENT_SECRET", "required"},
-		{"introspection with two issuers", with(intro, "DUO_ISSUER", "https://a.example.com,https://b.example.com"), "AUTH_MODE", "exactly one DUO_ISSUER"},
+		{"introspection with two issuers", with(intro, "DUO_ISSUER", "https://a.example.com,https://b.example.com"), "AUTH_MODE", "exactly one issuer"},
 		{"introspection URL with two issuers", with(intro, "AUTH_MODE", "jwt+introspection", "DUO_ISSUER", "https://a.example.com,https://b.example.com", "DUO_INTROSPECTION_URL", "https://a.example.com/i"), "DUO_INTROSPECTION_URL", "single DUO_ISSUER"},
 		{"introspection URL plain HTTP", with(intro, "DUO_INTROSPECTION_URL", "http://a.example.com/i"), "DUO_INTROSPECTION_URL", "plain HTTP"},
 		{"bad duration", with(minimalEnv(), "AUTH_LEEWAY", "soon"), "AUTH_LEEWAY", `"soon" is not a duration`},
 		{"duration without unit", with(minimalEnv(), "AUTH_CACHE_TTL", "300"), "AUTH_CACHE_TTL", "not a duration"},
-		{"negative duration", with(minimalEnv(), "AUTH_INTROSPECTION_CACHE_TTL", "-1s"), "AUTH_INTROSPECTION_CACHE_TTL", "greater than zero"},
+		{"negative duration", with(minimalEnv(), "AUTH_INTROSPECTION_CACHE_TTL", "-1s"), "AUTH_INTROSPECTION_CACHE_TTL", "must not be negative"},
 		{"zero leeway", with(minimalEnv(), "AUTH_LEEWAY", "0s"), "AUTH_LEEWAY", "greater than zero"},
 		{"huge leeway", with(minimalEnv(), "AUTH_LEEWAY", "1h"), "AUTH_LEEWAY", "at most 5m0s"},
 		{"listen address", with(minimalEnv(), "MCP_LISTEN_ADDR", "8080"), "MCP_LISTEN_ADDR", "not host:port"},
@@ -221,6 +232,8 @@ func TestLoadConfigErrorsNameTheVariable(t *testing.T) {
 		{"origin star", with(minimalEnv(), "MCP_ALLOWED_ORIGINS", "*"), "MCP_ALLOWED_ORIGINS", "list each browser origin"},
 		{"scope with quote", with(minimalEnv(), "MCP_SCOPES_SUPPORTED", `crm"x`), "MCP_SCOPES_SUPPORTED", "not a valid scope"},
 		{"documentation relative", with(minimalEnv(), "MCP_RESOURCE_DOCUMENTATION", "docs/crm"), "MCP_RESOURCE_DOCUMENTATION", "not an absolute"},
+		{"scopes narrowed", with(minimalEnv(), "MCP_SCOPES_SUPPORTED", "crm.contacts.read", "MCP_LISTEN_ADDR", "x"), "MCP_LISTEN_ADDR", "not host:port"},
+		{"zero cache TTL", with(minimalEnv(), "AUTH_CACHE_TTL", "0s"), "AUTH_CACHE_TTL", "0 would mean the default"},
 		{"blank database path", with(minimalEnv(), "CRM_DB_PATH", "  "), "CRM_DB_PATH", "blank"},
 	}
 	for _, tt := range tests {
@@ -254,14 +267,16 @@ func TestLoadConfigReportsAllProblemsAtOnce(t *testing.T) {
 	_, err := loadConfig(env)
 	require.Error(t, err)
 	msg := err.Error()
-	for _, name := range []string{"MCP_RESOURCE_URL", "DUO_ISSUER", "MCP_STATELESS", "DUO_CLIENT_ID", "AUTH_LEEWAY", "DUO_AUTH_IKEY", "DUO_AUTH_HOST", "LOG_LEVEL", "LOG_FORMAT"} {
+	// DUO_CLIENT_ID is not among them: with no issuer, there is no
+	// issuer to need it yet.
+	for _, name := range []string{"MCP_RESOURCE_URL", "DUO_ISSUER", "MCP_STATELESS", "AUTH_LEEWAY", "DUO_AUTH_IKEY", "DUO_AUTH_HOST", "LOG_LEVEL", "LOG_FORMAT"} {
 		assert.Contains(t, msg, name+": ")
 	}
 	assert.NotContains(t, msg, testSecret)
 	assert.NotContains(t, msg, testDuoSKey)
 	// A value env could not parse is reported once, not again as zero.
 	assert.Equal(t, 1, strings.Count(msg, "AUTH_LEEWAY"), msg)
-	assert.Len(t, leafErrors(err), 9, msg)
+	assert.Len(t, leafErrors(err), 8, msg)
 }
 
 func TestLoadConfigHidesCredentialsInURLs(t *testing.T) {
@@ -311,21 +326,126 @@ func TestSecretNeverPrints(t *testing.T) {
 	assert.Equal(t, "unset", secret("").String())
 }
 
-func TestDescribeRSError(t *testing.T) {
-	// resourceserver's own messages, mapped back to variables: the
-	// fallback for checks loadConfig does not (yet) make.
-	_, err := resourceserver.New(resourceserver.Config{
-		Resource:        "ftp://x/mcp",
-		Issuers:         []resourceserver.Issuer{{URL: "http://sso.example.com", JWKSURL: "http://sso.example.com/jwks", ClientSecret: testSecret}},
-		ScopesSupported: []string{`a"b`},
-		Mode:            resourceserver.ModeIntrospection,
-		Leeway:          -time.Second,
-	})
-	require.Error(t, err)
-	msg := describeRSError(err).Error()
-	for _, name := range []string{"MCP_RESOURCE_URL", "DUO_ISSUER", "DUO_JWKS_URL", "DUO_CLIENT_ID", "MCP_SCOPES_SUPPORTED", "AUTH_LEEWAY"} {
-		assert.Contains(t, msg, name+": ")
+func TestLoadConfigNarrowsScopes(t *testing.T) {
+	c, err := loadConfig(with(minimalEnv(), "MCP_SCOPES_SUPPORTED", "crm.contacts.read"))
+	require.NoError(t, err)
+	assert.Equal(t, []string{"crm.contacts.read"}, c.resourceServerConfig(nil).ScopesSupported)
+	c, err = loadConfig(with(minimalEnv(), "MCP_SCOPES_SUPPORTED", " "))
+	require.NoError(t, err, "blank is unset")
+	assert.Equal(t, tools.Scopes(), c.ScopesSupported)
+}
+
+// TestLibrariesAndBinaryAgree feeds the same bad value to the library
+// that judges it and to the binary through its variable: both refuse,
+// the library naming the field and the binary the variable. The binary
+// has no copy of the libraries' checks that could drift from them.
+func TestLibrariesAndBinaryAgree(t *testing.T) {
+	certAndKey := filepath.Join(t.TempDir(), "ca.pem")
+	require.NoError(t, os.WriteFile(certAndKey, append(testCACert(t), "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"...), 0o600))
+	intro := with(minimalEnv(), "AUTH_MODE", "jwt+introspection", "DUO_CLIENT_ID", "id", "DUO_CLIENT_SECRET", testSecret)
+	type rsCase = func(c *resourceserver.Config, v string)
+	type suCase = func(c *stepup.Config, v string)
+	tests := []struct {
+		name     string
+		base     map[string]string
+		variable string
+		value    string
+		field    string // of resourceserver.Config or stepup.Config
+		rs       rsCase
+		su       suCase
+	}{
+		{"issuer with user information", minimalEnv(), "DUO_ISSUER", "https://admin:" + testSecret + "@sso.example.com/oauth2/X", "Issuers[0].URL",
+			func(c *resourceserver.Config, v string) { c.Issuers[0].URL = v }, nil},
+		{"second issuer plain HTTP", minimalEnv(), "DUO_ISSUER", "https://a.example.com,http://b.example.com", "Issuers[1].URL",
+			func(c *resourceserver.Config, v string) {
+				c.Issuers = []resourceserver.Issuer{{URL: "https://a.example.com"}, {URL: strings.Split(v, ",")[1]}}
+			}, nil},
+		{"ftp origin", minimalEnv(), "MCP_ALLOWED_ORIGINS", "ftp://files.example.com", "AllowedOrigins[0]",
+			func(c *resourceserver.Config, v string) { c.AllowedOrigins = []string{v} }, nil},
+		{"origin star", minimalEnv(), "MCP_ALLOWED_ORIGINS", "*", "AllowedOrigins[0]",
+			func(c *resourceserver.Config, v string) { c.AllowedOrigins = []string{v} }, nil},
+		{"javascript documentation", minimalEnv(), "MCP_RESOURCE_DOCUMENTATION", "javascript:alert(1)", "ResourceDocumentation",
+			func(c *resourceserver.Config, v string) { c.ResourceDocumentation = v }, nil},
+		{"resource URL ftp", minimalEnv(), "MCP_RESOURCE_URL", "ftp://crm.example.com/mcp", "Resource",
+			func(c *resourceserver.Config, v string) { c.Resource = v }, nil},
+		{"resource URL with empty fragment", minimalEnv(), "MCP_RESOURCE_URL", "https://crm.example.com/mcp#", "Resource",
+			func(c *resourceserver.Config, v string) { c.Resource = v }, nil},
+		{"scope with quote", minimalEnv(), "MCP_SCOPES_SUPPORTED", `crm"x`, "ScopesSupported[0]",
+			func(c *resourceserver.Config, v string) { c.ScopesSupported = []string{v} }, nil},
+		{"JWKS URL with query", minimalEnv(), "DUO_JWKS_URL", "https://sso.example.com/jwks?x=1", "Issuers[0].JWKSURL",
+			func(c *resourceserver.Config, v string) { c.Issuers[0].JWKSURL = v }, nil},
+		{"introspection URL plain HTTP", intro, "DUO_INTROSPECTION_URL", "http://sso.example.com/i", "Issuers[0].IntrospectionURL",
+			func(c *resourceserver.Config, v string) { c.Issuers[0].IntrospectionURL = v }, nil},
+		{"introspection without secret", intro, "DUO_CLIENT_SECRET", "", "Issuers[0].ClientSecret",
+			func(c *resourceserver.Config, v string) { c.Issuers[0].ClientSecret = v }, nil},
+		{"mode", minimalEnv(), "AUTH_MODE", "magic", "Mode",
+			func(c *resourceserver.Config, v string) { c.Mode = resourceserver.Mode(v) }, nil},
+		{"negative leeway", minimalEnv(), "AUTH_LEEWAY", "-1s", "Leeway",
+			func(c *resourceserver.Config, v string) { c.Leeway, _ = time.ParseDuration(v) }, nil},
+		{"Duo host with scheme", minimalEnv(), "DUO_AUTH_HOST", "https://api-x.duosecurity.com", "Host",
+			nil, func(c *stepup.Config, v string) { c.Host = v }},
+		{"Duo host with port 0", minimalEnv(), "DUO_AUTH_HOST", "api-x.duosecurity.com:0", "Host",
+			nil, func(c *stepup.Config, v string) { c.Host = v }},
+		{"Duo integration key empty", minimalEnv(), "DUO_AUTH_IKEY", "", "IKey",
+			nil, func(c *stepup.Config, v string) { c.IKey = v }},
+		{"CA file with a certificate and a private key", minimalEnv(), "DUO_AUTH_CA_FILE", certAndKey, "CACertPEM",
+			nil, func(c *stepup.Config, v string) {
+				pem, err := os.ReadFile(v)
+				require.NoError(t, err)
+				c.CACertPEM = pem
+			}},
 	}
-	assert.NotContains(t, msg, testSecret)
-	assert.NotContains(t, msg, "resourceserver: ")
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			good, err := loadConfig(tt.base)
+			require.NoError(t, err)
+			var lib error
+			if tt.rs != nil {
+				rc := good.resourceServerConfig(nil)
+				tt.rs(&rc, tt.value)
+				lib = rc.Validate()
+				_, err := resourceserver.New(rc)
+				require.Error(t, err, "resourceserver.New refuses it too")
+			} else {
+				sc := good.stepUpConfig(nil)
+				tt.su(&sc, tt.value)
+				lib = sc.Validate()
+				_, err := stepup.New(sc)
+				require.Error(t, err, "stepup.New refuses it too")
+			}
+			require.Error(t, lib, "the library refuses it")
+			var rf *resourceserver.FieldError
+			var sf *stepup.FieldError
+			switch {
+			case errors.As(lib, &rf):
+				assert.Equal(t, tt.field, rf.Field)
+			case errors.As(lib, &sf):
+				assert.Equal(t, tt.field, sf.Field)
+			default:
+				t.Fatalf("the library's error is a %T, want a FieldError", lib)
+			}
+
+			env := with(tt.base, tt.variable, cmp.Or(tt.value, "\x00"))
+			_, err = loadConfig(env)
+			require.Error(t, err, "the binary refuses it")
+			msg := err.Error()
+			assert.Equal(t, 1, len(leafErrors(err)), "one problem, reported once: %s", msg)
+			assert.True(t, strings.HasPrefix(msg, tt.variable+": "), "the binary's message names the variable: %s", msg)
+			assert.NotContains(t, msg, "resourceserver:")
+			assert.NotContains(t, msg, "stepup:")
+			assert.NotContains(t, msg, testSecret)
+			assert.NotContains(t, msg, testDuoSKey)
+		})
+	}
+}
+
+// testCACert is a self-signed CA certificate in PEM.
+func testCACert(t *testing.T) []byte {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"}, NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	require.NoError(t, err)
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }

@@ -89,7 +89,11 @@ type devFlags struct {
 // with code.
 func (a *app) parseDevFlags(args []string) (f devFlags, code int, ok bool) {
 	fs := flag.NewFlagSet("crm-mcp dev", flag.ContinueOnError)
-	fs.SetOutput(a.stderr)
+	// The flag package prints the usage itself when it meets -h or a bad
+	// flag; held here, it goes once, to stdout when asked for and to
+	// stderr with a mistake.
+	var parseOut bytes.Buffer
+	fs.SetOutput(&parseOut)
 	fs.StringVar(&f.addr, "addr", devDefaultAddr, "listen `address`, loopback only; port 0 picks a free port")
 	fs.StringVar(&f.dataDir, "data-dir", devDefaultDataDir, "`directory` for the CRM database and the Duo stand-in's CA certificate")
 	fs.StringVar(&f.autoLogin, "auto-login", "", "sign every authorization in as `user` (alice, bob or carol), without the login page")
@@ -97,13 +101,15 @@ func (a *app) parseDevFlags(args []string) (f devFlags, code int, ok bool) {
 		fmt.Fprint(fs.Output(), devUsage)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fs.SetOutput(a.stdout)
-			fs.Usage()
-			return f, 0, false
-		}
-		return f, 2, false // the flag package printed the problem and the usage
+	err := fs.Parse(args)
+	fs.SetOutput(a.stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		a.stdout.Write(parseOut.Bytes())
+		return f, 0, false
+	}
+	if err != nil {
+		a.stderr.Write(parseOut.Bytes()) // the problem and the usage
+		return f, 2, false
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(a.stderr, "crm-mcp dev: unexpected arguments %q\n\n", fs.Args())
@@ -182,7 +188,9 @@ func devListen(addr string) (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("-addr %q is not host:port, like %s or 127.0.0.1:0", truncate(addr), devDefaultAddr)
 	}
-	if !isLoopback(host) {
+	// Refused before listening, so that not even a moment is spent on an
+	// address other machines reach; "localhost" is checked after.
+	if ip := net.ParseIP(host); !strings.EqualFold(host, "localhost") && (ip == nil || !ip.IsLoopback()) {
 		return nil, &notLoopbackError{addr}
 	}
 	ln, err := net.Listen("tcp", addr)
@@ -341,6 +349,16 @@ func (s *devStack) snippets() (claude, vscode string) {
 	return string(c), string(v)
 }
 
+// inspectorCLI is the MCP Inspector CLI command line that lists the tools.
+// MCP_AUTO_OPEN_ENABLED=false keeps it from opening a browser, which a
+// headless machine has not got; the Inspector (2.x) needs Node >= 22.19,
+// so npx fetches node@22 beside it and the Inspector's "#!/usr/bin/env
+// node" finds that one first on the PATH.
+func (s *devStack) inspectorCLI() string {
+	return "MCP_AUTO_OPEN_ENABLED=false npx -y -p node@22 -p @modelcontextprotocol/inspector mcp-inspector --cli " +
+		s.mcpURL + " --transport http --method tools/list"
+}
+
 // banner is what dev prints on stdout once it serves. Its last line,
 // "crm-mcp dev ready: <MCP URL>", is a contract: test harnesses start the
 // binary and wait for it.
@@ -371,6 +389,9 @@ func (s *devStack) banner() string {
 	fmt.Fprintf(&b, "\nConnect a client:\n")
 	fmt.Fprintf(&b, "  MCP Inspector: run\n    npx @modelcontextprotocol/inspector\n")
 	fmt.Fprintf(&b, "  then choose Transport Type \"Streamable HTTP\", URL %s, and Connect.\n", s.mcpURL)
+	fmt.Fprintf(&b, "  MCP Inspector CLI, headless (it needs Node >= 22.19, which npx fetches here;\n")
+	fmt.Fprintf(&b, "  open the sign-in URL it prints, or start dev with -auto-login alice):\n")
+	fmt.Fprintf(&b, "    %s\n", s.inspectorCLI())
 	fmt.Fprintf(&b, "  Claude Desktop, through mcp-remote (claude_desktop_config.json):\n    %s\n", claude)
 	fmt.Fprintf(&b, "  VS Code (.vscode/mcp.json):\n    %s\n", vscode)
 

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -150,7 +151,8 @@ func (d *devServer) waitForPush(t *testing.T, seen map[string]bool) devPush {
 type devRecorder struct {
 	mu      sync.Mutex
 	seen    []devRecorded
-	secrets []string // bearer tokens, refresh tokens, client secrets
+	secrets []string   // bearer tokens, refresh tokens, client secrets
+	scopes  [][]string // the scope of every token issued, in order
 }
 
 type devRecorded struct {
@@ -181,9 +183,15 @@ func (r *devRecorder) RoundTrip(req *http.Request) (*http.Response, error) {
 			AccessToken  string `json:"access_token"`
 			RefreshToken string `json:"refresh_token"`
 			ClientSecret string `json:"client_secret"`
+			Scope        string `json:"scope"`
 		}
 		if json.Unmarshal(body, &creds) == nil {
 			r.keep(creds.AccessToken, creds.RefreshToken, creds.ClientSecret)
+			if creds.AccessToken != "" {
+				r.mu.Lock()
+				r.scopes = append(r.scopes, strings.Fields(creds.Scope))
+				r.mu.Unlock()
+			}
 		}
 		resp.Body = io.NopCloser(bytes.NewReader(body))
 	}
@@ -198,6 +206,13 @@ func (r *devRecorder) keep(secrets ...string) {
 			r.secrets = append(r.secrets, s)
 		}
 	}
+}
+
+// tokenScopes returns the scopes of every token issued, in order.
+func (r *devRecorder) tokenScopes() [][]string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.scopes)
 }
 
 // last returns the last devRecorded response with status, if any.
@@ -372,6 +387,7 @@ func TestDevEndToEnd(t *testing.T) {
 		assert.Contains(t, out, d.base+"/dev/push")
 		assert.Contains(t, out, d.base+"/oauth2/dev/admin")
 		assert.Contains(t, out, "npx @modelcontextprotocol/inspector")
+		assert.Contains(t, out, "MCP_AUTO_OPEN_ENABLED=false npx -y -p node@22 -p @modelcontextprotocol/inspector mcp-inspector --cli "+d.mcp+" --transport http", "the Inspector CLI line, headless")
 		assert.Contains(t, out, `{"mcpServers":{"crm":{"command":"npx","args":["mcp-remote","`+d.mcp+`"]}}}`)
 		assert.Contains(t, out, `{"servers":{"crm":{"type":"http","url":"`+d.mcp+`"}}}`)
 		for _, u := range rstest.DevUsers() {
@@ -419,7 +435,8 @@ func TestDevEndToEnd(t *testing.T) {
 	t.Run("log in: discovery, registration, PKCE, resource, token", func(t *testing.T) {
 		first, ok := alice.rec.last(http.StatusUnauthorized)
 		require.True(t, ok, "the first MCP request is refused")
-		assert.Equal(t, `Bearer resource_metadata="`+d.base+`/.well-known/oauth-protected-resource/mcp", scope="crm.contacts.read"`, first.challenge)
+		assert.Equal(t, `Bearer resource_metadata="`+d.base+`/.well-known/oauth-protected-resource/mcp", scope="crm.contacts.read crm.contacts.write crm.deals.read crm.deals.write"`, first.challenge,
+			"the challenge asks for every scope a tool needs")
 		assert.Equal(t, 1, alice.rec.count("/register"), "one dynamic registration")
 		assert.Equal(t, 1, alice.rec.count("/token"), "one code exchange")
 		auths := alice.authorizations()
@@ -431,7 +448,21 @@ func TestDevEndToEnd(t *testing.T) {
 		assert.Equal(t, "S256", q.Get("code_challenge_method"))
 		assert.Len(t, q.Get("code_challenge"), 43)
 		assert.Equal(t, []string{d.mcp}, q["resource"], "RFC 8707 resource")
-		assert.Equal(t, "crm.contacts.read", q.Get("scope"), "the scope of the 401 challenge")
+		assert.Equal(t, "crm.contacts.read crm.contacts.write crm.deals.read crm.deals.write", q.Get("scope"), "the scope of the 401 challenge")
+		// One sign-in covers every tool alice is granted: the first token
+		// carries the deals and write scopes too.
+		scopes := alice.rec.tokenScopes()
+		require.Len(t, scopes, 1)
+		assert.ElementsMatch(t, []string{"crm.contacts.read", "crm.contacts.write", "crm.deals.read", "crm.deals.write"}, scopes[0])
+	})
+
+	t.Run("the deals tools work without a second sign-in", func(t *testing.T) {
+		res, err := devCall(ctx, session, "list_deals", nil)
+		require.NoError(t, err)
+		require.False(t, res.IsError, devText(res))
+		assert.Len(t, alice.authorizations(), 1, "no second authorization")
+		_, forbidden := alice.rec.last(http.StatusForbidden)
+		assert.False(t, forbidden, "no insufficient_scope challenge")
 	})
 
 	t.Run("list contacts: the restricted one is withheld", func(t *testing.T) {
@@ -530,11 +561,12 @@ func TestDevEndToEnd(t *testing.T) {
 		ch, ok := bob.rec.last(http.StatusForbidden)
 		require.True(t, ok)
 		assert.Equal(t, "POST", ch.method)
-		assert.Equal(t, `Bearer error="insufficient_scope", scope="crm.contacts.read crm.deals.read", resource_metadata="`+d.base+`/.well-known/oauth-protected-resource/mcp", error_description="This call needs the scope crm.deals.read"`, ch.challenge)
+		// The scope the call needs plus those granted that stay relevant.
+		assert.Equal(t, `Bearer error="insufficient_scope", scope="crm.contacts.read crm.contacts.write crm.deals.read crm.deals.write", resource_metadata="`+d.base+`/.well-known/oauth-protected-resource/mcp", error_description="This call needs the scope crm.deals.read"`, ch.challenge)
 		auths := bob.authorizations()
 		require.Len(t, auths, 2, "go-sdk authorized again")
 		// go-sdk unions the granted and challenged scopes, in no fixed order.
-		assert.ElementsMatch(t, []string{"crm.contacts.read", "crm.deals.read"}, strings.Fields(auths[1].Query().Get("scope")), "with the challenged scope")
+		assert.ElementsMatch(t, []string{"crm.contacts.read", "crm.contacts.write", "crm.deals.read", "crm.deals.write"}, strings.Fields(auths[1].Query().Get("scope")), "with the challenged scope")
 		assert.Equal(t, []string{d.mcp}, auths[1].Query()["resource"])
 
 		// The administrator grants the scope; the same client authorizes
@@ -547,7 +579,7 @@ func TestDevEndToEnd(t *testing.T) {
 		assert.Contains(t, devText(res), "deal")
 		auths = bob.authorizations()
 		require.Len(t, auths, 3)
-		assert.ElementsMatch(t, []string{"crm.contacts.read", "crm.deals.read"}, strings.Fields(auths[2].Query().Get("scope")))
+		assert.ElementsMatch(t, []string{"crm.contacts.read", "crm.contacts.write", "crm.deals.read", "crm.deals.write"}, strings.Fields(auths[2].Query().Get("scope")))
 	})
 
 	t.Run("a revoked scope refuses the next call", func(t *testing.T) {
@@ -557,16 +589,25 @@ func TestDevEndToEnd(t *testing.T) {
 		res, err := devCall(ctx, s, "list_contacts", nil)
 		require.NoError(t, err)
 		require.False(t, res.IsError, devText(res))
+		// Asked for every scope, carol is issued what she holds, read-only,
+		// in one sign-in: no refusal.
+		require.Len(t, carol.authorizations(), 1)
+		require.Len(t, carol.rec.tokenScopes(), 1)
+		assert.ElementsMatch(t, []string{"crm.contacts.read", "crm.deals.read"}, carol.rec.tokenScopes()[0])
 
 		d.admin(t, http.MethodDelete, "carol", "crm.contacts.read")
 		// Same JWT, still signed and unexpired: introspection says the
-		// scope is gone. go-sdk asks for it again and carol is refused.
+		// scope is gone. go-sdk asks for it again, carol is issued what
+		// she still holds (crm.deals.read), and the retry is refused.
 		_, err = devCall(ctx, s, "list_contacts", nil)
 		require.Error(t, err)
-		assert.Contains(t, err.Error(), "access_denied")
+		assert.Contains(t, err.Error(), "Forbidden")
 		ch, ok := carol.rec.last(http.StatusForbidden)
 		require.True(t, ok)
-		assert.Contains(t, ch.challenge, `error="insufficient_scope", scope="crm.contacts.read"`)
+		assert.Contains(t, ch.challenge, `error="insufficient_scope", scope="crm.contacts.read crm.deals.read"`)
+		scopes := carol.rec.tokenScopes()
+		require.Len(t, scopes, 2)
+		assert.Equal(t, []string{"crm.deals.read"}, scopes[1])
 	})
 
 	t.Run("no token or secret in the output", func(t *testing.T) {
@@ -685,6 +726,7 @@ func TestDevFlags(t *testing.T) {
 	}{
 		{"help", []string{"-h"}, 0, "usage: crm-mcp dev [flags]", ""},
 		{"help lists the flags", []string{"--help"}, 0, "-data-dir", ""},
+		{"help, single dash", []string{"-help"}, 0, "-auto-login", ""},
 		{"unknown flag", []string{"--port", "1"}, 2, "", "flag provided but not defined: -port"},
 		{"argument", []string{"now"}, 2, "", `unexpected arguments ["now"]`},
 		{"not host:port", []string{"--addr", "8080"}, 1, "", `-addr "8080" is not host:port`},
@@ -698,6 +740,14 @@ func TestDevFlags(t *testing.T) {
 			assert.Equal(t, tt.code, code, stderr.String())
 			assert.Contains(t, stdout.String(), tt.inStdout)
 			assert.Contains(t, stderr.String(), tt.inStderr)
+			usages := strings.Count(stdout.String()+stderr.String(), "usage: crm-mcp dev")
+			if tt.code == 0 {
+				assert.Equal(t, 1, usages, "the usage, once")
+				assert.Empty(t, stderr.String(), "asked for, the usage goes to stdout only")
+			} else {
+				assert.LessOrEqual(t, usages, 1, "the usage at most once")
+				assert.Empty(t, stdout.String())
+			}
 		})
 	}
 }

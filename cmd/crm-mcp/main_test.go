@@ -138,3 +138,16 @@ func TestVCSInfo(t *testing.T) {
 func TestEnvironMap(t *testing.T) {
 	assert.Equal(t, map[string]string{"A": "1", "B": "x=y", "C": ""}, environMap([]string{"A=1", "B=x=y", "C=", "junk"}))
 }
+
+// assertGolden compares got with testdata/name; go test -update rewrites
+// the file.
+func assertGolden(t *testing.T, name, got string) {
+	t.Helper()
+	golden := filepath.Join("testdata", name)
+	if *updateDevGolden {
+		require.NoError(t, os.WriteFile(golden, []byte(got), 0o644))
+	}
+	want, err := os.ReadFile(golden)
+	require.NoError(t, err)
+	assert.Equal(t, string(want), got, "golden file %s (go test -update rewrites it)", golden)
+}

@@ -123,7 +123,7 @@ func (a *app) serveConfig(ctx context.Context, cfg config, opts serveOptions) in
 
 	rs, err := resourceserver.New(cfg.resourceServerConfig(log))
 	if err != nil {
-		fmt.Fprintf(a.stderr, "crm-mcp %s: invalid configuration:\n%s", command, formatConfigErrors(describeRSError(err)))
+		fmt.Fprintf(a.stderr, "crm-mcp %s: invalid configuration:\n%s", command, formatConfigErrors(nameFields(err)))
 		return 1
 	}
 	defer func() {

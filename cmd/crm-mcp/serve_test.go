@@ -155,8 +155,11 @@ func TestServeEndToEnd(t *testing.T) {
 			require.NoError(t, json.Unmarshal([]byte(body), &md))
 			assert.Equal(t, testResource, md["resource"], p)
 			assert.Equal(t, []any{as.Issuer()}, md["authorization_servers"], p)
-			assert.Equal(t, []any{"crm.contacts.read"}, md["scopes_supported"], p)
 			assert.Equal(t, "CRM (Duo protected)", md["resource_name"], p)
+			// Every scope a tool needs, so that one sign-in covers every
+			// tool the user is granted.
+			assert.Equal(t, []any{"crm.contacts.read", "crm.contacts.write", "crm.deals.read", "crm.deals.write"}, md["scopes_supported"], p)
+			assertGolden(t, "serve_metadata.json", strings.ReplaceAll(body, as.Issuer(), "ISSUER"))
 		}
 	})
 
@@ -167,8 +170,9 @@ func TestServeEndToEnd(t *testing.T) {
 		require.NoError(t, err)
 		resp.Body.Close()
 		assert.Equal(t, http.StatusUnauthorized, resp.StatusCode)
-		assert.Equal(t, `Bearer resource_metadata="http://127.0.0.1:18080/.well-known/oauth-protected-resource/mcp", scope="crm.contacts.read"`,
-			resp.Header.Get("WWW-Authenticate"))
+		assert.Equal(t, `Bearer resource_metadata="http://127.0.0.1:18080/.well-known/oauth-protected-resource/mcp", scope="crm.contacts.read crm.contacts.write crm.deals.read crm.deals.write"`,
+			resp.Header.Get("WWW-Authenticate"), "every scope a tool needs")
+		assertGolden(t, "serve_challenge_401.txt", resp.Header.Get("WWW-Authenticate")+"\n")
 	})
 
 	t.Run("only the exact MCP path", func(t *testing.T) {
@@ -296,7 +300,7 @@ func TestServeInvalidConfiguration(t *testing.T) {
 	}, io.Discard, &stderr)
 	assert.Equal(t, 1, code)
 	assert.Contains(t, stderr.String(), "invalid configuration")
-	assert.Contains(t, stderr.String(), "DUO_CLIENT_ID: required when AUTH_MODE is introspection")
+	assert.Contains(t, stderr.String(), "DUO_CLIENT_ID: required in mode introspection")
 	assert.Contains(t, stderr.String(), `MCP_STATELESS: "maybe" is not a boolean`)
 	assert.NotContains(t, stderr.String(), testSecret)
 }

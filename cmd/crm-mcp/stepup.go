@@ -1,13 +1,9 @@
 package main
 
 import (
-	"crypto/x509"
-	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -32,6 +28,8 @@ type StepUpSettings struct {
 	OnWrite      bool          `env:"STEPUP_ON_WRITE" envDefault:"true"`
 	Tools        []string      `env:"STEPUP_TOOLS"`
 	Terms        []string      `env:"SENSITIVE_QUERY_TERMS" envDefault:"defence,defense,classified,military,intelligence"`
+
+	duoCAPEM []byte // DUO_AUTH_CA_FILE's contents, read by loadConfig
 }
 
 // stepUpOn reports whether step-up is enabled (anything but STEPUP_MODE=off).
@@ -55,26 +53,14 @@ func (c *config) checkStepUp(check func(name string, err error)) {
 		check("STEPUP_MODE", varErrorf("STEPUP_MODE", "%q is not a mode: want duo or off", truncate(c.StepUpMode)))
 		return
 	}
-	const offHint = " (or set STEPUP_MODE=off to run without step-up, which is not recommended)"
-	if c.DuoIKey == "" {
-		check("DUO_AUTH_IKEY", varErrorf("DUO_AUTH_IKEY", "required: the integration key of the Duo Auth API application"+offHint))
-	}
-	if c.DuoSKey == "" {
-		check("DUO_AUTH_SKEY", varErrorf("DUO_AUTH_SKEY", "required: the secret key of the Duo Auth API application"+offHint))
-	}
-	if c.DuoHost == "" {
-		check("DUO_AUTH_HOST", varErrorf("DUO_AUTH_HOST", "required: the API hostname of the Duo Auth API application, like api-xxxxxxxx.duosecurity.com"+offHint))
-	} else if !validDuoHost(c.DuoHost) {
-		check("DUO_AUTH_HOST", varErrorf("DUO_AUTH_HOST", "%q must be a bare host[:port], like api-xxxxxxxx.duosecurity.com, without scheme, user or path", truncate(c.DuoHost)))
-	}
+	// The Duo keys, host and CA certificates are stepup's to judge
+	// (loadConfig runs stepup.Config.Validate); the file is ours to read.
 	if c.DuoCAFile != "" {
 		pem, err := os.ReadFile(c.DuoCAFile)
-		switch {
-		case err != nil:
+		if err != nil {
 			check("DUO_AUTH_CA_FILE", varErrorf("DUO_AUTH_CA_FILE", "cannot read %q: %v", truncate(c.DuoCAFile), err))
-		case !x509.NewCertPool().AppendCertsFromPEM(pem):
-			check("DUO_AUTH_CA_FILE", varErrorf("DUO_AUTH_CA_FILE", "%q holds no PEM certificate", truncate(c.DuoCAFile)))
 		}
+		c.duoCAPEM = pem
 	}
 	if strings.TrimSpace(c.UserClaim) == "" {
 		check("DUO_USERNAME_CLAIM", varErrorf("DUO_USERNAME_CLAIM", "must name a claim of the access token, such as sub or email"))
@@ -106,34 +92,30 @@ func (c *config) checkStepUp(check func(name string, err error)) {
 	}
 }
 
-// validDuoHost accepts host or host:port with the characters a DNS name or
-// an IP address uses.
-func validDuoHost(h string) bool {
-	host, port, err := net.SplitHostPort(h)
-	if err != nil {
-		host, port = h, ""
-	}
-	if host == "" || strings.Trim(host, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:[]") != "" {
-		return false
-	}
-	if port != "" {
-		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-			return false
-		}
-	}
-	return true
-}
-
 // stepUp builds the step-up configuration for the tools, or nil when
 // STEPUP_MODE=off.
 func (c config) stepUp(log *slog.Logger) (*tools.StepUp, error) {
 	if !c.stepUpOn() {
 		return nil, nil
 	}
+	guard, err := stepup.New(c.stepUpConfig(log))
+	if err != nil {
+		return nil, nameFields(err)
+	}
+	terms, err := stepup.NewTerms(c.Terms)
+	if err != nil {
+		return nil, varErrorf("SENSITIVE_QUERY_TERMS", "%v", err)
+	}
+	return &tools.StepUp{Guard: guard, Terms: terms, OnWrite: c.OnWrite, Tools: c.Tools, UsernameClaim: c.UserClaim}, nil
+}
+
+// stepUpConfig is the Guard's configuration; log may be nil.
+func (c config) stepUpConfig(log *slog.Logger) stepup.Config {
 	gcfg := stepup.Config{
 		IKey:         c.DuoIKey,
 		SKey:         c.DuoSKey.reveal(),
 		Host:         c.DuoHost,
+		CACertPEM:    c.duoCAPEM,
 		ServerName:   "crm-mcp",
 		UseUserID:    c.SendUserID,
 		Timeout:      c.Timeout,
@@ -145,22 +127,7 @@ func (c config) stepUp(log *slog.Logger) (*tools.StepUp, error) {
 	if c.GrantTTL == 0 {
 		gcfg.GrantTTL = stepup.NoGrants // 0 means every call pushes
 	}
-	if c.DuoCAFile != "" {
-		pem, err := os.ReadFile(c.DuoCAFile)
-		if err != nil {
-			return nil, varErrorf("DUO_AUTH_CA_FILE", "%v", err)
-		}
-		gcfg.CACertPEM = pem
-	}
-	guard, err := stepup.New(gcfg)
-	if err != nil {
-		return nil, fmt.Errorf("step-up: %w", err)
-	}
-	terms, err := stepup.NewTerms(c.Terms)
-	if err != nil {
-		return nil, varErrorf("SENSITIVE_QUERY_TERMS", "%v", err)
-	}
-	return &tools.StepUp{Guard: guard, Terms: terms, OnWrite: c.OnWrite, Tools: c.Tools, UsernameClaim: c.UserClaim}, nil
+	return gcfg
 }
 
 // stepUpLogAttrs is the step-up part of the start-up log line.
