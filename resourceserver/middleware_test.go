@@ -311,3 +311,65 @@ func TestOnRefuse(t *testing.T) {
 	h.ServeHTTP(httptest.NewRecorder(), r)
 	assert.Empty(t, heard, "an accepted request is no refusal")
 }
+
+// A page served by the MCP server itself sends its own origin: allowed
+// without being listed, with the CORS headers of any allowed origin. Every
+// other origin not listed is still refused, the same host on another
+// scheme or port included.
+func TestMiddlewareAllowsSameOrigin(t *testing.T) {
+	for _, tc := range []struct {
+		resource string
+		origin   string
+		allowed  bool
+	}{
+		{"http://127.0.0.1:9/mcp", "http://127.0.0.1:9", true},
+		{"https://CRM.Example.com/mcp", "https://crm.example.com", true},
+		{"https://crm.example.com:443/mcp", "https://crm.example.com", true},
+		{"https://crm.example.com:8443/mcp", "https://crm.example.com:8443", true},
+		{"http://[::1]:8080/mcp", "http://[::1]:8080", true},
+		{"http://127.0.0.1:9/mcp", "http://127.0.0.1:10", false},
+		{"http://127.0.0.1:9/mcp", "https://127.0.0.1:9", false},
+		{"http://127.0.0.1:9/mcp", "http://localhost:9", false},
+		{"https://crm.example.com/mcp", "https://crm.example.com:8443", false},
+		{"https://crm.example.com/mcp", "https://evil.crm.example.com", false},
+		{"https://crm.example.com/mcp", "null", false},
+	} {
+		t.Run(tc.resource+" "+tc.origin, func(t *testing.T) {
+			as := rstest.NewServer()
+			t.Cleanup(as.Close)
+			f := newFixtureFor(t, as, func(c *resourceserver.Config) { c.Resource = tc.resource })
+			f.resource = tc.resource
+			h, got := f.protected(t)
+			good := f.as.Mint(f.claims("crm.contacts.read"))
+
+			r := httptest.NewRequest("POST", "/mcp", nil)
+			r.Header.Set("Origin", tc.origin)
+			r.Header.Set("Authorization", "Bearer "+good)
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, r)
+			assert.Equal(t, "Origin", w.Header().Get("Vary"))
+
+			pre := httptest.NewRequest("OPTIONS", "/mcp", nil)
+			pre.Header.Set("Origin", tc.origin)
+			pre.Header.Set("Access-Control-Request-Method", "POST")
+			pw := httptest.NewRecorder()
+			h.ServeHTTP(pw, pre)
+
+			if !tc.allowed {
+				assert.Equal(t, http.StatusForbidden, w.Code)
+				assert.Equal(t, 0, got.calls)
+				assert.Empty(t, w.Header().Get("Access-Control-Allow-Origin"))
+				assert.Equal(t, http.StatusForbidden, pw.Code)
+				return
+			}
+			assert.Equal(t, http.StatusOK, w.Code, w.Body.String())
+			assert.Equal(t, 1, got.calls)
+			for _, resp := range []*httptest.ResponseRecorder{w, pw} {
+				assert.Equal(t, tc.origin, resp.Header().Get("Access-Control-Allow-Origin"))
+				assert.Equal(t, "WWW-Authenticate, Mcp-Session-Id", resp.Header().Get("Access-Control-Expose-Headers"))
+				assert.Contains(t, resp.Header().Get("Access-Control-Allow-Headers"), "Authorization")
+			}
+			assert.Equal(t, http.StatusNoContent, pw.Code)
+		})
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -70,6 +71,10 @@ func New(cfg Config) (*Server, error) {
 	}
 	for _, o := range cfg.AllowedOrigins {
 		s.origins[strings.ToLower(strings.TrimSuffix(o, "/"))] = true
+	}
+	if o := resourceOrigin(cfg.Resource); o != "" {
+		// A page served by this server itself (same origin) may call it.
+		s.origins[o] = true
 	}
 	for _, ic := range cfg.Issuers {
 		if strings.HasPrefix(ic.URL, "http://") {
@@ -241,3 +246,23 @@ func (s *Server) Ready() error {
 // ResourceMetadataURL is the URL of this resource's metadata document, as
 // put in every challenge's resource_metadata parameter.
 func (s *Server) ResourceMetadataURL() string { return s.metadataURL }
+
+// resourceOrigin is the origin of the resource URL as a browser serializes
+// it in the Origin header (RFC 6454 section 6.1): lower-case scheme and
+// host, the port only when it is not the scheme's default. "" if the URL
+// has no host.
+func resourceOrigin(resource string) string {
+	u, err := url.Parse(resource)
+	if err != nil || u.Host == "" {
+		return ""
+	}
+	scheme := strings.ToLower(u.Scheme)
+	host := strings.ToLower(u.Hostname())
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]" // IPv6
+	}
+	if p := u.Port(); p != "" && !(scheme == "https" && p == "443" || scheme == "http" && p == "80") {
+		host += ":" + p
+	}
+	return scheme + "://" + host
+}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -25,13 +26,26 @@ const headerRevision = "2026-07-28"
 // gate answers a tools/call whose token lacks the tool's scopes with an
 // HTTP 403 insufficient_scope challenge before the MCP handler sees it.
 // It runs after the front door, so the token is already verified.
+//
+// When the same user and client come back after such a challenge with a
+// newer token that still lacks the scope, re-authorizing has not helped:
+// the gate lets the call through, marked with explainHeader, and
+// explainRefusal answers it with a tool error that says so (refusals.go).
 type gate struct {
-	rs   *resourceserver.Server
-	cat  *catalog
-	next http.Handler
+	rs       *resourceserver.Server
+	cat      *catalog
+	refusals *refusals
+	log      *slog.Logger
+	next     http.Handler
 }
 
+// explainHeader marks a POST whose calls lacking a scope are to be
+// answered by explainRefusal. The gate deletes it from every request it
+// receives, so only the gate sets it.
+const explainHeader = "Crm-Mcp-Internal-Explain-Refusal"
+
 func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	r.Header.Del(explainHeader)
 	tok := resourceserver.TokenFromContext(r.Context())
 	info := infoFrom(r.Context())
 	if info != nil && tok != nil {
@@ -45,7 +59,7 @@ func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	var required []string
+	var required, held []string
 	for _, name := range names {
 		if info != nil {
 			info.tool = truncateName(name)
@@ -54,11 +68,24 @@ func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if sp == nil {
 			continue // unknown tool: go-sdk answers with a JSON-RPC error
 		}
-		for _, s := range missing(tok.Scopes, sp.scopes) {
-			required = appendNew(required, s)
+		for _, s := range sp.scopes {
+			if resourceserver.HasScope(tok.Scopes, s) {
+				held = appendNew(held, s)
+			} else {
+				required = appendNew(required, s)
+			}
 		}
 	}
+	g.refusals.forget(tok, held)
 	if len(required) > 0 {
+		if g.refusals.explains(tok, required) {
+			g.log.InfoContext(r.Context(), "refused a call as a tool error: a newer token of this user and client still lacks the scope",
+				"sub", tok.Subject, "client_id", tok.ClientID, "missing", required)
+			r.Header.Set(explainHeader, "1")
+			g.next.ServeHTTP(w, r)
+			return
+		}
+		g.refusals.remember(tok, required)
 		desc := "This call needs the scope " + required[0]
 		if len(required) > 1 {
 			desc = "This call needs more scopes than the access token grants"
@@ -79,17 +106,16 @@ func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g.next.ServeHTTP(w, r)
 }
 
-// toolNames returns the tools a POST calls. On a 2026-07-28 request the
-// Mcp-Method and Mcp-Name headers say it (go-sdk rejects a request whose
-// headers and body disagree); otherwise the body is read, within a limit,
-// and put back for the MCP handler. A body that is not JSON-RPC calls no
-// tool here; go-sdk answers it.
+// toolNames returns the tools a POST calls: those of its body, read as
+// go-sdk reads it (readCalls), and on a 2026-07-28 request also the one
+// its Mcp-Method and Mcp-Name headers name (go-sdk refuses a request whose
+// headers and body disagree). The body is read within a limit and put back
+// for the MCP handler. A body go-sdk might read otherwise than the gate is
+// answered 400 here.
 func (g *gate) toolNames(w http.ResponseWriter, r *http.Request) ([]string, bool) {
-	if r.Header.Get("MCP-Protocol-Version") >= headerRevision && r.Header.Get("Mcp-Method") != "" {
-		if r.Header.Get("Mcp-Method") == "tools/call" {
-			return []string{r.Header.Get("Mcp-Name")}, true
-		}
-		return nil, true
+	var names []string
+	if r.Header.Get("MCP-Protocol-Version") >= headerRevision && r.Header.Get("Mcp-Method") == "tools/call" {
+		names = append(names, r.Header.Get("Mcp-Name"))
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
 	if err != nil {
@@ -101,40 +127,17 @@ func (g *gate) toolNames(w http.ResponseWriter, r *http.Request) ([]string, bool
 		return nil, false
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
-	return callNames(body), true
-}
-
-// callNames finds the tools/call names in one JSON-RPC message or a batch.
-// Keys are matched exactly, as go-sdk reads them: encoding/json would also
-// take "NAME" for "name", and the gate must judge the tool go-sdk runs.
-func callNames(body []byte) []string {
-	body = bytes.TrimSpace(body)
-	var msgs []map[string]json.RawMessage
-	if len(body) > 0 && body[0] == '[' {
-		if json.Unmarshal(body, &msgs) != nil {
-			return nil
-		}
-	} else {
-		var m map[string]json.RawMessage
-		if json.Unmarshal(body, &m) != nil {
-			return nil
-		}
-		msgs = []map[string]json.RawMessage{m}
+	calls, err := readCalls(body)
+	if err != nil {
+		writeJSONError(w, http.StatusBadRequest, err.Error())
+		return nil, false
 	}
-	var names []string
-	for _, m := range msgs {
-		var method string
-		if json.Unmarshal(m["method"], &method) != nil || method != "tools/call" {
-			continue
+	for _, c := range calls {
+		if !slices.Contains(names, c) {
+			names = append(names, c)
 		}
-		var params map[string]json.RawMessage
-		var name string
-		if json.Unmarshal(m["params"], &params) == nil {
-			json.Unmarshal(params["name"], &name)
-		}
-		names = append(names, name)
 	}
-	return names
+	return names, true
 }
 
 // writeJSONError answers a malformed request; no challenge, since the

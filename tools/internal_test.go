@@ -56,12 +56,3 @@ func TestChallengeScopes(t *testing.T) {
 	assert.Equal(t, []string{"crm.contacts", "crm.deals.read"}, cat.challengeScopes([]string{"crm.contacts"}, []string{"crm.deals.read"}), "a granted parent scope stays relevant")
 	assert.Equal(t, []string{"crm.deals.write"}, cat.challengeScopes(nil, []string{"crm.deals.write"}))
 }
-
-func TestCallNames(t *testing.T) {
-	assert.Equal(t, []string{"list_deals"}, callNames([]byte(` {"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"list_deals"}}`)))
-	assert.Nil(t, callNames([]byte(`{"jsonrpc":"2.0","id":1,"method":"tools/list"}`)))
-	assert.Equal(t, []string{"a", "b"}, callNames([]byte(`[{"method":"tools/call","params":{"name":"a"}},{"method":"ping"},{"method":"tools/call","params":{"name":"b"}}]`)))
-	assert.Nil(t, callNames([]byte(`not json`)))
-	assert.Equal(t, []string{"list_deals"}, callNames([]byte(`{"method":"tools/call","params":{"name":"list_deals","NAME":"list_contacts"}}`)), "keys match exactly, as go-sdk reads them")
-	assert.Nil(t, callNames([]byte(`{"METHOD":"tools/call","params":{"name":"list_deals"}}`)))
-}

@@ -11,6 +11,7 @@
 package tools
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -58,6 +59,20 @@ type Config struct {
 	// StepUp asks for Duo Push approval before sensitive calls. Nil turns
 	// step-up off (STEPUP_MODE=off): the caller must say so loudly.
 	StepUp *StepUp
+
+	// Bounds on Streamable HTTP sessions (sessions.go); they do not apply
+	// when Stateless. Zero means the default; negative is an error.
+	//
+	// SessionIdleTimeout closes a session that has had no request for
+	// this long. Default DefaultSessionIdleTimeout.
+	SessionIdleTimeout time.Duration
+	// MaxSessionsPerUser bounds the sessions of one user: an initialize
+	// beyond it closes that user's least recently used idle session, or
+	// gets 429 if none is idle. Default DefaultMaxSessionsPerUser.
+	MaxSessionsPerUser int
+	// MaxSessions bounds the sessions of all users: an initialize beyond
+	// it gets 429 with Retry-After. Default DefaultMaxSessions.
+	MaxSessions int
 }
 
 // Handler is the MCP endpoint: front door, per-tool scope gate, request
@@ -117,16 +132,29 @@ func NewHandler(cfg Config) (*Handler, error) {
 	if cfg.Version == "" {
 		cfg.Version = "dev"
 	}
+	if cfg.SessionIdleTimeout < 0 || cfg.MaxSessionsPerUser < 0 || cfg.MaxSessions < 0 {
+		return nil, errors.New("tools: SessionIdleTimeout, MaxSessionsPerUser and MaxSessions must not be negative")
+	}
+	cfg.SessionIdleTimeout = cmp.Or(cfg.SessionIdleTimeout, DefaultSessionIdleTimeout)
+	cfg.MaxSessionsPerUser = cmp.Or(cfg.MaxSessionsPerUser, DefaultMaxSessionsPerUser)
+	cfg.MaxSessions = cmp.Or(cfg.MaxSessions, DefaultMaxSessions)
 	server, cat := newMCPServer(cfg)
-	streamable := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return server }, &mcp.StreamableHTTPOptions{
+	var streamable http.Handler = mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return server }, &mcp.StreamableHTTPOptions{
 		Stateless: cfg.Stateless,
 		Logger:    cfg.Logger,
 		// On 2026-07-28 requests the POST is the whole call: a client that
 		// disconnects cancels the tool, and so a wait for a Duo Push.
 		// Older revisions cancel with notifications/cancelled.
 		PropagateRequestCancellation: true,
+		SessionTimeout:               cfg.SessionIdleTimeout,
 	})
-	gate := &gate{rs: cfg.Auth, cat: cat, next: streamable}
+	if !cfg.Stateless {
+		limits := newSessionLimits(cfg.SessionIdleTimeout, cfg.MaxSessionsPerUser, cfg.MaxSessions, cfg.Logger, streamable)
+		server.AddReceivingMiddleware(limits.track)
+		streamable = limits
+	}
+	server.AddReceivingMiddleware(cat.explainRefusal)
+	gate := &gate{rs: cfg.Auth, cat: cat, refusals: newRefusals(nil), log: cfg.Logger, next: streamable}
 	h := &Handler{server: server}
 	h.Handler = requestLog(cfg.Logger, h.countPOSTs(cfg.Auth.Middleware(gate)))
 	return h, nil

@@ -172,16 +172,18 @@ func TestEachToolWithAndWithoutItsScope(t *testing.T) {
 			assert.NotEmpty(t, text(res))
 
 			// With every other scope but its own: HTTP 403 before the tool.
+			// A user of their own, whom no earlier 403 told about the scope
+			// (refusals.go).
 			others := slices.DeleteFunc(slices.Clone(allScopes), func(s string) bool { return s == tc.scope })
 			body, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": map[string]any{"name": tc.tool, "arguments": tc.args}})
-			resp := e.post(t, e.token("alice", others...), string(body))
+			resp := e.post(t, e.token("refused-"+tc.tool, others...), string(body))
 			assert.Equal(t, http.StatusForbidden, resp.StatusCode)
 			ch := resp.Header.Get("WWW-Authenticate")
 			assert.Contains(t, ch, `error="insufficient_scope"`)
 			assert.Contains(t, ch, tc.scope)
 
 			// The go-sdk client sees the refusal as an error.
-			cs2 := e.connect(t, e.token("alice", others...))
+			cs2 := e.connect(t, e.token("refused-again-"+tc.tool, others...))
 			_, err := cs2.CallTool(context.Background(), &mcp.CallToolParams{Name: tc.tool, Arguments: tc.args})
 			assert.Error(t, err)
 		})
@@ -215,7 +217,7 @@ func TestInsufficientScopeChallengeGolden(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			resp := e.post(t, e.token("alice", tt.granted...), tt.body, tt.headers...)
+			resp := e.post(t, e.token("user-"+tt.name, tt.granted...), tt.body, tt.headers...)
 			require.Equal(t, http.StatusForbidden, resp.StatusCode)
 			ch := resp.Header.Values("WWW-Authenticate")
 			require.Len(t, ch, 1)
@@ -263,12 +265,13 @@ func TestScopeHierarchy(t *testing.T) {
 					args = string(b)
 				}
 			}
-			resp := e.post(t, e.token("alice", tt.granted), callBody(tt.tool, args))
+			user := "user-" + tt.granted + "-" + tt.tool // no earlier 403 for this user
+			resp := e.post(t, e.token(user, tt.granted), callBody(tt.tool, args))
 			if tt.ok {
 				// Past the gate: go-sdk answers (a stateful server wants a
 				// session first), but not with 403.
 				assert.NotEqual(t, http.StatusForbidden, resp.StatusCode)
-				cs := e.connect(t, e.token("alice", tt.granted))
+				cs := e.connect(t, e.token(user, tt.granted))
 				var m map[string]any
 				require.NoError(t, json.Unmarshal([]byte(args), &m))
 				res := call(t, cs, tt.tool, m)

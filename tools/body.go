@@ -1,0 +1,148 @@
+package tools
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"unicode/utf8"
+
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+)
+
+// The scope gate must judge exactly the tools go-sdk runs, so it reads a
+// POST body as go-sdk's Streamable HTTP transport does (mcp/transport.go
+// readBatch, go-sdk v1.8): an array is a batch, anything else one message,
+// each decoded by jsonrpc.DecodeMessage with keys matched case-sensitively,
+// and a tools/call's name is params.name, matched the same way.
+//
+// go-sdk's decoder (segmentio/encoding, through its internal/json) reads
+// the first JSON value and ignores what follows, lets a repeated key
+// overwrite the first, and nests up to 1000 levels. encoding/json, which
+// the gate has, refuses trailing data and nests deeper. Rather than guess
+// at each difference, the gate accepts only bodies both read alike: one
+// JSON value, in valid UTF-8, with no key repeated in any object and at
+// most maxDepth levels. Anything else is refused with 400 before go-sdk
+// sees it. FuzzGateJudgesWhatGoSDKRuns holds the two readers together.
+
+// maxDepth is go-sdk's nesting limit (internal/json defaultMaxDepth).
+const maxDepth = 1000
+
+// bodyError is a body the gate will not pass on; its text is the reason
+// given to the client.
+type bodyError struct{ reason string }
+
+func (e *bodyError) Error() string { return e.reason }
+
+// readCalls returns the tool name of every tools/call request in a POST
+// body, in order, or a *bodyError when the body is not one the gate and
+// go-sdk read alike. Messages go-sdk cannot decode call nothing here: go-sdk
+// refuses the whole body for them, with the same decoder on the same bytes.
+func readCalls(body []byte) ([]string, error) {
+	if err := checkUnambiguous(body); err != nil {
+		return nil, err
+	}
+	raws := []json.RawMessage{body}
+	if b := bytes.TrimLeft(body, " \t\r\n"); len(b) > 0 && b[0] == '[' {
+		raws = nil
+		if json.Unmarshal(body, &raws) != nil {
+			return nil, nil // unreachable for a checked array; go-sdk answers
+		}
+	}
+	var names []string
+	for _, raw := range raws {
+		msg, err := jsonrpc.DecodeMessage(raw)
+		if err != nil {
+			continue
+		}
+		req, ok := msg.(*jsonrpc.Request)
+		if !ok || req.Method != "tools/call" {
+			continue
+		}
+		names = append(names, paramName(req.Params))
+	}
+	return names, nil
+}
+
+// paramName reads params.name with its key matched exactly, as go-sdk
+// decodes CallToolParamsRaw. A name that is not a string reads as "", an
+// unknown tool; go-sdk refuses such params.
+func paramName(params json.RawMessage) string {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(params, &m) != nil {
+		return ""
+	}
+	var name string
+	if json.Unmarshal(m["name"], &name) != nil {
+		return ""
+	}
+	return name
+}
+
+// checkUnambiguous reports why body is not exactly one JSON value in valid
+// UTF-8 without repeated keys and within maxDepth, or nil.
+func checkUnambiguous(body []byte) error {
+	if !utf8.Valid(body) {
+		return &bodyError{"the request body is not valid UTF-8"}
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber() // any number JSON allows, however large
+	// One frame per open object or array; an object's frame holds its keys
+	// so far, and whether its next token is a key.
+	type frame struct {
+		keys    map[string]bool // nil for an array
+		wantKey bool
+	}
+	var stack []frame
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF || errors.Is(err, io.ErrUnexpectedEOF) {
+			// A complete value returns below, so the body is empty or cut.
+			return &bodyError{"the request body is empty or ends before its JSON value does"}
+		}
+		if err != nil {
+			var syn *json.SyntaxError
+			if errors.As(err, &syn) {
+				return &bodyError{fmt.Sprintf("the request body is not valid JSON (at byte %d)", syn.Offset)}
+			}
+			return &bodyError{"the request body is not valid JSON"}
+		}
+		if n := len(stack); n > 0 && stack[n-1].keys != nil && stack[n-1].wantKey {
+			if key, ok := tok.(string); ok {
+				if stack[n-1].keys[key] {
+					return &bodyError{fmt.Sprintf("the request body repeats the key %q in one object", truncateName(key))}
+				}
+				stack[n-1].keys[key] = true
+				stack[n-1].wantKey = false
+				continue
+			}
+		}
+		switch tok {
+		case json.Delim('{'), json.Delim('['):
+			if len(stack) == maxDepth {
+				return &bodyError{fmt.Sprintf("the request body nests deeper than %d levels", maxDepth)}
+			}
+			f := frame{}
+			if tok == json.Delim('{') {
+				f = frame{keys: map[string]bool{}, wantKey: true}
+			}
+			stack = append(stack, f)
+			continue
+		case json.Delim('}'), json.Delim(']'):
+			stack = stack[:len(stack)-1]
+		}
+		// A value ended: its object wants a key next; at the top level,
+		// nothing may follow.
+		if n := len(stack); n > 0 {
+			if stack[n-1].keys != nil {
+				stack[n-1].wantKey = true
+			}
+			continue
+		}
+		if rest := bytes.TrimLeft(body[dec.InputOffset():], " \t\r\n"); len(rest) > 0 {
+			return &bodyError{"the request body holds data after the JSON-RPC message"}
+		}
+		return nil
+	}
+}

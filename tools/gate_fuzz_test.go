@@ -1,0 +1,187 @@
+package tools
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/crm-mcp/crm-mcp/resourceserver"
+	"github.com/crm-mcp/crm-mcp/resourceserver/rstest"
+)
+
+// sdkRecorder is a real go-sdk Streamable HTTP server with a tool under
+// every name of the catalog, recording the tools/call requests go-sdk
+// dispatches (seen by a receiving middleware, whatever the name) and the
+// tool handlers that run. It is stateless and answers in JSON, so that one
+// POST is one whole exchange, and speaks 2025-03-26, the last revision
+// with batches.
+type sdkRecorder struct {
+	http.Handler
+	mu         sync.Mutex
+	dispatched []string
+	ran        []string
+}
+
+func newSDKRecorder() *sdkRecorder {
+	rec := &sdkRecorder{}
+	server := mcp.NewServer(&mcp.Implementation{Name: "recorder"}, &mcp.ServerOptions{Logger: slog.New(slog.DiscardHandler)})
+	for _, sp := range newCatalog(&deps{}).specs {
+		server.AddTool(&mcp.Tool{Name: sp.name, InputSchema: json.RawMessage(`{"type":"object"}`)}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			rec.mu.Lock()
+			rec.ran = append(rec.ran, sp.name)
+			rec.mu.Unlock()
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "ran"}}}, nil
+		})
+	}
+	server.AddReceivingMiddleware(func(next mcp.MethodHandler) mcp.MethodHandler {
+		return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
+			if call, ok := req.(*mcp.CallToolRequest); ok && method == "tools/call" {
+				rec.mu.Lock()
+				rec.dispatched = append(rec.dispatched, call.Params.Name)
+				rec.mu.Unlock()
+			}
+			return next(ctx, method, req)
+		}
+	})
+	rec.Handler = mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return server }, &mcp.StreamableHTTPOptions{
+		Stateless: true, JSONResponse: true, Logger: slog.New(slog.DiscardHandler),
+	})
+	return rec
+}
+
+// post sends body through h with tok as the verified token and returns
+// the response and what go-sdk dispatched and ran meanwhile.
+func (rec *sdkRecorder) post(h http.Handler, tok *resourceserver.Token, body []byte) (*httptest.ResponseRecorder, []string, []string) {
+	rec.mu.Lock()
+	rec.dispatched, rec.ran = nil, nil
+	rec.mu.Unlock()
+	r := httptest.NewRequest(http.MethodPost, "http://127.0.0.1:9/mcp", bytes.NewReader(body))
+	r.Header.Set("Content-Type", "application/json")
+	r.Header.Set("Accept", "application/json, text/event-stream")
+	r.Header.Set("MCP-Protocol-Version", "2025-03-26")
+	if tok != nil {
+		r = r.WithContext(resourceserver.ContextWithToken(r.Context(), tok))
+	}
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	return w, slices.Clone(rec.dispatched), slices.Clone(rec.ran)
+}
+
+// jsonRPCErrors counts the error responses in a JSON answer of go-sdk.
+func jsonRPCErrors(body []byte) int {
+	var msgs []map[string]json.RawMessage
+	if json.Unmarshal(body, &msgs) != nil {
+		var m map[string]json.RawMessage
+		if json.Unmarshal(body, &m) != nil {
+			return 0
+		}
+		msgs = append(msgs, m)
+	}
+	n := 0
+	for _, m := range msgs {
+		if m["error"] != nil {
+			n++
+		}
+	}
+	return n
+}
+
+// fuzzSeeds are real cases: what clients send, and what an attacker tried.
+var fuzzSeeds = []string{
+	`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_contact","arguments":{"id":6}}}`,
+	`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_contact","arguments":{"id":6}}} x`,
+	`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_contact","arguments":{"id":6}}}{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"list_deals"}}`,
+	`[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"list_deals"}},{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"update_deal_stage","arguments":{"id":1,"stage":"won"}}}]`,
+	`[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"list_deals"}}] x`,
+	`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"list_contacts","NAME":"get_contact"}}`,
+	`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"NAME":"get_contact"}}`,
+	`{"jsonrpc":"2.0","id":1,"METHOD":"tools/call","method":"tools/list","params":{"name":"get_contact"}}`,
+	`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"list_contacts","name":"get_contact"}}`,
+	`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"n\u0061me":"get\u005fcontact"}}`,
+	`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_contact\ud800"}}`,
+	`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_contact","_meta":1}}`,
+	`{"jsonrpc":"2.0","method":"tools/call","params":{"name":"get_contact"}}`,
+	`{"jsonrpc":"2.0","id":null,"method":"tools/call","params":{"name":"get_contact"}}`,
+	`{"jsonrpc":"2.0","id":1,"method":"tools/call"}`,
+	`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":null}`,
+	`{"jsonrpc":"2.0","id":1,"method":"tools/list"}`,
+	`{"jsonrpc":"2.0","method":"notifications/initialized"}`,
+	`[]`,
+	`[1,{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_contact"}}]`,
+	"  \n" + `{"jsonrpc":"2.0","id":"a","method":"tools/call","params":{"name":"create_contact","arguments":{"name":"x","email":"x@example.com"}}}` + "\r\n",
+	"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"get_contact\xff\"}}",
+	strings.Repeat("[", 1001) + strings.Repeat("]", 1001),
+}
+
+// FuzzGateJudgesWhatGoSDKRuns holds the scope gate's reading of a POST
+// body to go-sdk's, for any body:
+//   - behind the gate, a token holding no scope runs no tool;
+//   - every tools/call go-sdk dispatches was judged by the gate under the
+//     same name, and every call the gate judged was dispatched, unless
+//     go-sdk refused it (an HTTP error for the body, or a JSON-RPC error).
+func FuzzGateJudgesWhatGoSDKRuns(f *testing.F) {
+	for _, s := range fuzzSeeds {
+		f.Add([]byte(s))
+	}
+	as := rstest.NewServer()
+	f.Cleanup(as.Close)
+	rs, err := resourceserver.New(resourceserver.Config{
+		Resource: "http://127.0.0.1:9/mcp",
+		Issuers:  []resourceserver.Issuer{{URL: as.Issuer()}},
+		Logger:   slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(rs.Close)
+	rec := newSDKRecorder()
+	g := &gate{rs: rs, cat: newCatalog(&deps{}), refusals: newRefusals(nil), log: slog.New(slog.DiscardHandler), next: rec}
+	token := func(scopes ...string) *resourceserver.Token {
+		return &resourceserver.Token{Issuer: as.Issuer(), Subject: "mallory", ClientID: "c", JTI: "j", Scopes: scopes,
+			Expiry: time.Now().Add(time.Hour), Claims: map[string]any{"iat": float64(time.Now().Unix())}}
+	}
+	none, every := token(), token("crm")
+
+	f.Fuzz(func(t *testing.T, body []byte) {
+		judged, err := readCalls(body)
+
+		w, _, ran := rec.post(g, none, body)
+		if len(ran) > 0 {
+			t.Fatalf("a token without scopes ran %v (gate answered %d, judged %q, %v)", ran, w.Code, judged, err)
+		}
+
+		w, dispatched, _ := rec.post(g, every, body)
+		if err != nil {
+			if w.Code != http.StatusBadRequest || len(dispatched) > 0 {
+				t.Fatalf("refused body (%v) answered %d and dispatched %q", err, w.Code, dispatched)
+			}
+			return
+		}
+		left := slices.Clone(judged)
+		for _, d := range dispatched {
+			i := slices.Index(left, d)
+			if i < 0 {
+				t.Fatalf("go-sdk dispatched %q, which the gate did not judge (judged %q)", d, judged)
+			}
+			left = slices.Delete(left, i, i+1)
+		}
+		if len(left) == 0 {
+			return
+		}
+		if w.Code < 300 && len(left) > jsonRPCErrors(w.Body.Bytes()) {
+			t.Fatalf("the gate judged %q that go-sdk neither dispatched nor refused (answer %d %s)", left, w.Code, w.Body)
+		}
+	})
+}
