@@ -310,3 +310,14 @@ func trimURLError(err error) string {
 	}
 	return err.Error()
 }
+
+// Ping opens a session at url with token and closes it again: whether the
+// server is up and accepts the token.
+func Ping(ctx context.Context, url, token string) error {
+	tr := &http.Transport{DisableCompression: true}
+	defer tr.CloseIdleConnections()
+	cl := &client{http: &http.Client{Transport: tr}, url: url}
+	sessions, err := cl.open(ctx, Config{Sessions: 1, Tokens: []string{token}, ProtocolVersion: DefaultProtocolVersion})
+	cl.closeAll(sessions)
+	return err
+}
