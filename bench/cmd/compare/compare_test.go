@@ -4,8 +4,12 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/crm-mcp/crm-mcp/bench/load"
+	"github.com/crm-mcp/crm-mcp/resourceserver/rstest"
 )
 
 // skipTSEnv leaves the TypeScript peer out of TestCompareSmoke, for
@@ -71,4 +75,46 @@ func TestMedian(t *testing.T) {
 	require.Equal(t, 2.0, median([]float64{3, 1, 2}))
 	require.Equal(t, 2.5, median([]float64{4, 1, 2, 3}))
 	require.Equal(t, 0.0, median(nil))
+}
+
+// TestServersRefuseBadTokens holds every server in the comparison to the
+// same front door: a token from another issuer, for another audience,
+// expired, without expiry or with a forged signature opens no session.
+// A peer that skipped a check would be measured doing less work.
+func TestServersRefuseBadTokens(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs three servers; not in -short")
+	}
+	names := serverNames
+	if os.Getenv(skipTSEnv) == "1" {
+		names = []string{crmMCP, goSDK}
+	} else if err := checkNodeModules("../../peers/typescript"); err != nil {
+		t.Fatalf("%v\n(set %s=1 to run without the TypeScript peer)", err, skipTSEnv)
+	}
+	var stderr strings.Builder
+	rg, err := startRig(t.Context(), names, 1, &stderr)
+	defer func() { rg.close(t.Failed(), &stderr); t.Log(stderr.String()) }()
+	require.NoError(t, err)
+
+	other := rstest.NewAuthServer("http://127.0.0.1:1/oauth2/other")
+	for _, s := range rg.servers {
+		as := rg.as
+		claims := func(edit func(map[string]any)) map[string]any {
+			c := as.Claims("mallory", s.url, scopes...)
+			edit(c)
+			return c
+		}
+		for name, token := range map[string]string{
+			"other issuer":   as.Mint(claims(func(c map[string]any) { c["iss"] = other.Issuer() })),
+			"other audience": as.Mint(claims(func(c map[string]any) { c["aud"] = "http://127.0.0.1:1/mcp" })),
+			"expired":        as.Mint(claims(func(c map[string]any) { c["exp"] = time.Now().Add(-10 * time.Minute).Unix() })),
+			"no expiry":      as.Mint(claims(func(c map[string]any) { delete(c, "exp") })),
+			"forged":         as.Mint(claims(func(map[string]any) {}), rstest.WithTamperedSignature()),
+			"unknown key":    other.Mint(claims(func(map[string]any) {})),
+		} {
+			err := load.Ping(t.Context(), s.url, token)
+			require.ErrorContains(t, err, "HTTP 401 Unauthorized", "%s accepted a token with %s", s.name, name)
+		}
+		require.NoError(t, load.Ping(t.Context(), s.url, s.tokens[0]), "%s refused a good token", s.name)
+	}
 }

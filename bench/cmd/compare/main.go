@@ -26,7 +26,6 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -35,8 +34,6 @@ import (
 	"time"
 
 	"github.com/crm-mcp/crm-mcp/bench/load"
-	"github.com/crm-mcp/crm-mcp/resourceserver/rstest"
-	"github.com/crm-mcp/crm-mcp/stepup/duotest"
 )
 
 func main() {
@@ -142,93 +139,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 }
 
 func compare(ctx context.Context, o options, stdout, stderr io.Writer) (err error) {
-	root, err := moduleRoot(ctx)
+	rg, err := startRig(ctx, o.servers, slices.Max(o.concurrency), stderr)
+	defer func() { rg.close(err != nil || o.keep, stderr) }()
 	if err != nil {
 		return err
 	}
-	tsDir := filepath.Join(root, "bench", "peers", "typescript")
-	if slices.Contains(o.servers, typeScript) {
-		if err := checkNodeModules(tsDir); err != nil {
-			return err
-		}
-	}
-	work, err := os.MkdirTemp("", "crm-mcp-bench-")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil || o.keep {
-			fmt.Fprintf(stderr, "compare: binaries, database and server logs are in %s\n", work)
-			return
-		}
-		os.RemoveAll(work)
-	}()
-
-	fmt.Fprintln(stderr, "compare: building crm-mcp and the go-sdk peer")
-	for pkg, bin := range map[string]string{"./cmd/crm-mcp": crmMCP, "./bench/peers/gosdk": goSDK} {
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(work, bin), pkg)
-		cmd.Dir = root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
-		}
-	}
-
-	as := rstest.NewServer()
-	defer as.Close()
-	as.KID("RS256") // the signing key exists before the first JWKS fetch
-	duo := duotest.NewServer()
-	defer duo.Close()
-	duo.SetDefault(duotest.Approve) // a write in a custom mix is approved at once
-	caFile := filepath.Join(work, "duo-ca.pem")
-	if err := os.WriteFile(caFile, duo.CACertPEM(), 0o600); err != nil {
-		return err
-	}
-
-	maxC := slices.Max(o.concurrency)
-	var servers []*server
-	defer func() {
-		for _, s := range servers {
-			s.stop()
-		}
-	}()
-	for _, name := range o.servers {
-		port, err := freePort()
-		if err != nil {
-			return err
-		}
-		addr := "127.0.0.1:" + strconv.Itoa(port)
-		s := &server{name: name, url: "http://" + addr + "/mcp", log: filepath.Join(work, name+".log")}
-		switch name {
-		case crmMCP:
-			s.cmd = exec.Command(filepath.Join(work, crmMCP), "serve")
-			s.cmd.Env = append(baseEnv(),
-				"MCP_LISTEN_ADDR="+addr,
-				"MCP_RESOURCE_URL="+s.url,
-				"DUO_ISSUER="+as.Issuer(),
-				"AUTH_MODE=jwt",
-				"STEPUP_MODE=duo",
-				"DUO_AUTH_IKEY="+duo.IKey(),
-				"DUO_AUTH_SKEY="+duo.SKey(),
-				"DUO_AUTH_HOST="+duo.Host(),
-				"DUO_AUTH_CA_FILE="+caFile,
-				"CRM_DB_PATH="+filepath.Join(work, "crm.db"),
-			)
-		case goSDK:
-			s.cmd = exec.Command(filepath.Join(work, goSDK), "-addr", addr, "-issuer", as.Issuer(), "-jwks-url", as.JWKSURL())
-			s.cmd.Env = baseEnv()
-		case typeScript:
-			s.cmd = exec.Command("node", "server.mjs", "--addr", addr, "--issuer", as.Issuer(), "--jwks-url", as.JWKSURL())
-			s.cmd.Dir = tsDir
-			s.cmd.Env = append(baseEnv(), "NODE_ENV=production")
-		}
-		for i := range maxC {
-			s.tokens = append(s.tokens, as.Mint(as.Claims(fmt.Sprintf("bench-user-%d", i+1), s.url, scopes...)))
-		}
-		if err := s.start(ctx); err != nil {
-			return err
-		}
-		servers = append(servers, s)
-	}
+	servers := rg.servers
 
 	results := map[string]map[int][]*load.Result{}
 	for _, s := range servers {
@@ -283,31 +199,6 @@ func compare(ctx context.Context, o options, stdout, stderr io.Writer) (err erro
 	return nil
 }
 
-// moduleRoot is the directory of the go.mod of the working directory.
-func moduleRoot(ctx context.Context) (string, error) {
-	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %v", err)
-	}
-	mod := strings.TrimSpace(string(out))
-	if mod == "" || mod == os.DevNull {
-		return "", errors.New("run compare inside the crm-mcp module (go run ./bench/cmd/compare)")
-	}
-	return filepath.Dir(mod), nil
-}
-
-// checkNodeModules says how to install the TypeScript peer's packages when
-// they are missing.
-func checkNodeModules(dir string) error {
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "@modelcontextprotocol", "sdk", "package.json")); err != nil {
-		return fmt.Errorf("the TypeScript peer's packages are not installed: run npm ci --prefix %s (or leave the peer out with -servers crm-mcp,gosdk)", dir)
-	}
-	if _, err := exec.LookPath("node"); err != nil {
-		return errors.New("the TypeScript peer needs node (20 or later) on PATH (or leave the peer out with -servers crm-mcp,gosdk)")
-	}
-	return nil
-}
-
 // baseEnv is the environment every server starts from: enough to run,
 // nothing of ours that crm-mcp would read (it reports unknown MCP_, DUO_,
 // ... variables), plus the Go runtime's knobs for experiments.
@@ -343,7 +234,15 @@ func describeRun(ctx context.Context, o options) string {
 	if out, err := exec.CommandContext(ctx, "node", "--version").Output(); err == nil {
 		node = "node " + strings.TrimSpace(string(out))
 	}
+	// The machine's load says how far to trust the figures: on a shared
+	// machine other processes take CPU from the servers.
+	loadavg := ""
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		if f := strings.Fields(string(b)); len(f) >= 3 {
+			loadavg = fmt.Sprintf(", load average %s %s %s at the end", f[0], f[1], f[2])
+		}
+	}
 	return fmt.Sprintf("Authenticated tools/call (%s) over Streamable HTTP, one session per worker, %d round(s) interleaved, %s per cell after %s warmup; "+
-		"req/s and p99 are the medians of the rounds. %s, %s, %d CPUs.",
-		strings.Join(calls, ", "), o.rounds, o.duration, o.warmup, runtime.Version(), node, runtime.NumCPU())
+		"req/s and p99 are the medians of the rounds. %s, %s, %d CPUs%s.",
+		strings.Join(calls, ", "), o.rounds, o.duration, o.warmup, runtime.Version(), node, runtime.NumCPU(), loadavg)
 }
