@@ -404,7 +404,7 @@ func (g *Guard) admit(ctx context.Context, req Request, subject string) (*flight
 		us.flight = &flightRecord{ID: id, Key: key, Once: req.Once, Deadline: dl}
 		started = true
 	})
-	if !started {
+	if !started || err != nil {
 		g.disown(id)
 	}
 	switch {

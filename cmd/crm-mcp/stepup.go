@@ -141,6 +141,7 @@ func (c config) stepUp(log *slog.Logger) (*tools.StepUp, error) {
 		MaxPushes:    c.MaxPushes,
 		DenyCooldown: c.DenyCooldown,
 		Logger:       log,
+		State:        c.stepUpState,
 	}
 	if c.GrantTTL == 0 {
 		gcfg.GrantTTL = stepup.NoGrants // 0 means every call pushes
