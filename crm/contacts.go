@@ -21,7 +21,7 @@ func (s *Store) ListContacts(ctx context.Context, f ContactFilter) ([]Contact, e
 	if err := checkOffset(f.Offset); err != nil {
 		return nil, err
 	}
-	where, args, err := contactWhere(f.Query)
+	where, args, err := s.contactWhere(f.Query)
 	if err != nil {
 		return nil, err
 	}
@@ -30,7 +30,7 @@ func (s *Store) ListContacts(ctx context.Context, f ContactFilter) ([]Contact, e
 		args = append(args, string(Restricted))
 	}
 	q := `SELECT ` + contactColumns + ` FROM contacts` + whereClause(where) + ` ORDER BY id LIMIT ? OFFSET ?`
-	rows, err := s.db.QueryContext(ctx, q, append(args, limit, f.Offset)...)
+	rows, err := s.q.QueryContext(ctx, q, append(args, limit, f.Offset)...)
 	if err != nil {
 		return nil, fmt.Errorf("crm: list contacts: %w", err)
 	}
@@ -54,14 +54,14 @@ func (s *Store) ListContacts(ctx context.Context, f ContactFilter) ([]Contact, e
 // IncludeRestricted, the number it withheld ("2 restricted records
 // withheld").
 func (s *Store) CountRestricted(ctx context.Context, f ContactFilter) (int, error) {
-	where, args, err := contactWhere(f.Query)
+	where, args, err := s.contactWhere(f.Query)
 	if err != nil {
 		return 0, err
 	}
 	where = append(where, "classification = ?")
 	args = append(args, string(Restricted))
 	var n int
-	if err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM contacts`+whereClause(where), args...).Scan(&n); err != nil {
+	if err := s.q.QueryRowContext(ctx, `SELECT count(*) FROM contacts`+whereClause(where), args...).Scan(&n); err != nil {
 		return 0, fmt.Errorf("crm: count restricted contacts: %w", err)
 	}
 	return n, nil
@@ -72,7 +72,7 @@ func (s *Store) CountRestricted(ctx context.Context, f ContactFilter) (int, erro
 // IncludeRestricted would touch a restricted record, so the caller can ask
 // for step-up before running it rather than after.
 func (s *Store) MatchesRestricted(ctx context.Context, f ContactFilter) (bool, error) {
-	where, args, err := contactWhere(f.Query)
+	where, args, err := s.contactWhere(f.Query)
 	if err != nil {
 		return false, err
 	}
@@ -80,21 +80,27 @@ func (s *Store) MatchesRestricted(ctx context.Context, f ContactFilter) (bool, e
 	args = append(args, string(Restricted))
 	var ok bool
 	q := `SELECT EXISTS (SELECT 1 FROM contacts` + whereClause(where) + `)`
-	if err := s.db.QueryRowContext(ctx, q, args...).Scan(&ok); err != nil {
+	if err := s.q.QueryRowContext(ctx, q, args...).Scan(&ok); err != nil {
 		return false, fmt.Errorf("crm: match restricted contacts: %w", err)
 	}
 	return ok, nil
 }
 
-// contactWhere returns the condition for a contact query, if any.
-func contactWhere(query string) ([]string, []any, error) {
+// contactWhere returns the condition for a contact query, if any. SQLite's
+// LIKE ignores the case of ASCII letters; Postgres's ILIKE that of every
+// letter.
+func (s *Store) contactWhere(query string) ([]string, []any, error) {
 	query, err := checkQuery(query)
 	if err != nil || query == "" {
 		return nil, nil, err
 	}
+	like := "LIKE"
+	if s.pg {
+		like = "ILIKE"
+	}
 	p := "%" + escapeLike(query) + "%"
-	return []string{`(name LIKE ? ESCAPE '\' OR email LIKE ? ESCAPE '\' OR company LIKE ? ESCAPE '\' OR sector LIKE ? ESCAPE '\')`},
-		[]any{p, p, p, p}, nil
+	cond := fmt.Sprintf(`(name %[1]s ? ESCAPE '\' OR email %[1]s ? ESCAPE '\' OR company %[1]s ? ESCAPE '\' OR sector %[1]s ? ESCAPE '\')`, like)
+	return []string{cond}, []any{p, p, p, p}, nil
 }
 
 // escapeLike makes s match itself in a LIKE pattern with ESCAPE '\'.
@@ -111,7 +117,7 @@ func whereClause(conds []string) string {
 // caller checks Classification. An unknown id is an error wrapping
 // [ErrNotFound].
 func (s *Store) GetContact(ctx context.Context, id int64) (Contact, error) {
-	row := s.db.QueryRowContext(ctx, `SELECT `+contactColumns+` FROM contacts WHERE id = ?`, id)
+	row := s.q.QueryRowContext(ctx, `SELECT `+contactColumns+` FROM contacts WHERE id = ?`, id)
 	c, err := scanContact(row)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Contact{}, notFound("contact", id)
@@ -128,7 +134,7 @@ func (s *Store) CreateContact(ctx context.Context, c NewContact) (Contact, error
 	if err != nil {
 		return Contact{}, err
 	}
-	created, err := insertContact(ctx, s.db, c, formatTime(s.now()))
+	created, err := s.insertContact(ctx, s.q, c, s.stamp())
 	if err != nil {
 		return Contact{}, fmt.Errorf("crm: create contact: %w", err)
 	}
@@ -136,7 +142,7 @@ func (s *Store) CreateContact(ctx context.Context, c NewContact) (Contact, error
 }
 
 // insertContact stores a validated contact.
-func insertContact(ctx context.Context, q querier, c NewContact, now string) (Contact, error) {
+func (s *Store) insertContact(ctx context.Context, q querier, c NewContact, now any) (Contact, error) {
 	return scanContact(q.QueryRowContext(ctx, `INSERT INTO contacts
 		(name, email, phone, company, sector, classification, owner, created_at, updated_at)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -170,7 +176,7 @@ func (s *Store) UpdateContact(ctx context.Context, id int64, u ContactUpdate) (C
 	if err != nil {
 		return Contact{}, err
 	}
-	row := s.db.QueryRowContext(ctx, updateContactSQL, append(args, formatTime(s.now()), id)...)
+	row := s.q.QueryRowContext(ctx, updateContactSQL, append(args, s.stamp(), id)...)
 	c, err := scanContact(row)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Contact{}, notFound("contact", id)

@@ -39,7 +39,7 @@ func (s *Store) ListDeals(ctx context.Context, f DealFilter) ([]Deal, error) {
 		args = append(args, string(Restricted))
 	}
 	q := `SELECT ` + dealColumns + ` FROM deals` + whereClause(where) + ` ORDER BY id LIMIT ?`
-	rows, err := s.db.QueryContext(ctx, q, append(args, limit)...)
+	rows, err := s.q.QueryContext(ctx, q, append(args, limit)...)
 	if err != nil {
 		return nil, fmt.Errorf("crm: list deals: %w", err)
 	}
@@ -62,7 +62,7 @@ func (s *Store) ListDeals(ctx context.Context, f DealFilter) ([]Deal, error) {
 // classification; the caller checks the contact. An unknown id is an error
 // wrapping [ErrNotFound].
 func (s *Store) GetDeal(ctx context.Context, id int64) (Deal, error) {
-	d, err := scanDeal(s.db.QueryRowContext(ctx, `SELECT `+dealColumns+` FROM deals WHERE id = ?`, id))
+	d, err := scanDeal(s.q.QueryRowContext(ctx, `SELECT `+dealColumns+` FROM deals WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Deal{}, notFound("deal", id)
 	}
@@ -79,7 +79,7 @@ func (s *Store) CreateDeal(ctx context.Context, d NewDeal) (Deal, error) {
 	if err != nil {
 		return Deal{}, err
 	}
-	created, err := insertDeal(ctx, s.db, d, formatTime(s.now()))
+	created, err := s.insertDeal(ctx, s.q, d, s.stamp())
 	if errors.Is(err, sql.ErrNoRows) {
 		return Deal{}, invalid("contact_id", "no contact has id %d", d.ContactID)
 	}
@@ -92,11 +92,16 @@ func (s *Store) CreateDeal(ctx context.Context, d NewDeal) (Deal, error) {
 // insertDeal stores a validated deal, or returns sql.ErrNoRows if its
 // contact does not exist. Checking in the INSERT itself, rather than reading
 // first, leaves no gap between the check and the write and spares the caller
-// SQLite's bare "FOREIGN KEY constraint failed".
-func insertDeal(ctx context.Context, q querier, d NewDeal, now string) (Deal, error) {
+// SQLite's bare "FOREIGN KEY constraint failed". The casts tell Postgres
+// the types of parameters it cannot infer from a SELECT list.
+func (s *Store) insertDeal(ctx context.Context, q querier, d NewDeal, now any) (Deal, error) {
+	ts := "?"
+	if s.pg {
+		ts = "CAST(? AS timestamptz)"
+	}
 	return scanDeal(q.QueryRowContext(ctx, `INSERT INTO deals
 		(contact_id, title, amount, currency, stage, created_at, updated_at)
-		SELECT id, ?, ?, ?, ?, ?, ? FROM contacts WHERE id = ?
+		SELECT id, CAST(? AS TEXT), CAST(? AS BIGINT), CAST(? AS TEXT), CAST(? AS TEXT), `+ts+`, `+ts+` FROM contacts WHERE id = ?
 		RETURNING `+dealColumns,
 		d.Title, d.Amount, d.Currency, string(d.Stage), now, now, d.ContactID))
 }
@@ -110,9 +115,9 @@ func (s *Store) UpdateDealStage(ctx context.Context, id int64, stage Stage) (Dea
 	if err != nil {
 		return Deal{}, err
 	}
-	d, err := scanDeal(s.db.QueryRowContext(ctx,
+	d, err := scanDeal(s.q.QueryRowContext(ctx,
 		`UPDATE deals SET stage = ?, updated_at = ? WHERE id = ? RETURNING `+dealColumns,
-		string(st), formatTime(s.now()), id))
+		string(st), s.stamp(), id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Deal{}, notFound("deal", id)
 	}

@@ -23,43 +23,45 @@ func jsonKeys(t *testing.T, v any) []string {
 }
 
 func TestListDeals(t *testing.T) {
-	s, _ := openTest(t)
-	ctx := t.Context()
-	r := riley(t, s)
+	forEngines(t, func(t *testing.T, e engine) {
+		s, _ := e.open(t)
+		ctx := t.Context()
+		r := riley(t, s)
 
-	all := allDeals(t, s)
-	var rileyDeals, otherDeals []Deal
-	for _, d := range all {
-		if d.ContactID == r.ID {
-			rileyDeals = append(rileyDeals, d)
-		} else {
-			otherDeals = append(otherDeals, d)
+		all := allDeals(t, s)
+		var rileyDeals, otherDeals []Deal
+		for _, d := range all {
+			if d.ContactID == r.ID {
+				rileyDeals = append(rileyDeals, d)
+			} else {
+				otherDeals = append(otherDeals, d)
+			}
 		}
-	}
-	require.NotEmpty(t, rileyDeals)
+		require.NotEmpty(t, rileyDeals)
 
-	tests := []struct {
-		name string
-		f    DealFilter
-		want []Deal
-	}{
-		{"restricted contacts' deals left out by default", DealFilter{}, otherDeals},
-		{"include restricted", DealFilter{IncludeRestricted: true}, all},
-		{"restricted contact without the flag", DealFilter{ContactID: r.ID}, []Deal{}},
-		{"restricted contact with the flag", DealFilter{ContactID: r.ID, IncludeRestricted: true}, rileyDeals},
-		{"stage", DealFilter{Stage: StageWon}, filterDeals(otherDeals, func(d Deal) bool { return d.Stage == StageWon })},
-		{"stage any case", DealFilter{Stage: " WON"}, filterDeals(otherDeals, func(d Deal) bool { return d.Stage == StageWon })},
-		{"stage of the restricted deal", DealFilter{Stage: rileyDeals[0].Stage}, filterDeals(otherDeals, func(d Deal) bool { return d.Stage == rileyDeals[0].Stage })},
-		{"unknown contact", DealFilter{ContactID: 9999}, []Deal{}},
-		{"limit", DealFilter{Limit: 2}, otherDeals[:2]},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got, err := s.ListDeals(ctx, tt.f)
-			require.NoError(t, err)
-			assert.Equal(t, tt.want, got)
-		})
-	}
+		tests := []struct {
+			name string
+			f    DealFilter
+			want []Deal
+		}{
+			{"restricted contacts' deals left out by default", DealFilter{}, otherDeals},
+			{"include restricted", DealFilter{IncludeRestricted: true}, all},
+			{"restricted contact without the flag", DealFilter{ContactID: r.ID}, []Deal{}},
+			{"restricted contact with the flag", DealFilter{ContactID: r.ID, IncludeRestricted: true}, rileyDeals},
+			{"stage", DealFilter{Stage: StageWon}, filterDeals(otherDeals, func(d Deal) bool { return d.Stage == StageWon })},
+			{"stage any case", DealFilter{Stage: " WON"}, filterDeals(otherDeals, func(d Deal) bool { return d.Stage == StageWon })},
+			{"stage of the restricted deal", DealFilter{Stage: rileyDeals[0].Stage}, filterDeals(otherDeals, func(d Deal) bool { return d.Stage == rileyDeals[0].Stage })},
+			{"unknown contact", DealFilter{ContactID: 9999}, []Deal{}},
+			{"limit", DealFilter{Limit: 2}, otherDeals[:2]},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				got, err := s.ListDeals(ctx, tt.f)
+				require.NoError(t, err)
+				assert.Equal(t, tt.want, got)
+			})
+		}
+	})
 }
 
 func filterDeals(ds []Deal, keep func(Deal) bool) []Deal {
@@ -73,63 +75,69 @@ func filterDeals(ds []Deal, keep func(Deal) bool) []Deal {
 }
 
 func TestCreateDeal(t *testing.T) {
-	s, _ := openTest(t)
-	ctx := t.Context()
-	at := time.Date(2031, 2, 3, 4, 5, 6, 7, time.UTC)
-	s.now = func() time.Time { return at }
+	forEngines(t, func(t *testing.T, e engine) {
+		s, _ := e.open(t)
+		ctx := t.Context()
+		at := time.Date(2031, 2, 3, 4, 5, 6, 7_000, time.UTC)
+		s.now = func() time.Time { return at }
 
-	d, err := s.CreateDeal(ctx, NewDeal{ContactID: 1, Title: " Expansion ", Amount: 0, Currency: "JPY"})
-	require.NoError(t, err)
-	assert.Equal(t, Deal{ID: d.ID, ContactID: 1, Title: "Expansion", Amount: 0, Currency: "JPY", Stage: StageLead, CreatedAt: at, UpdatedAt: at}, d)
+		d, err := s.CreateDeal(ctx, NewDeal{ContactID: 1, Title: " Expansion ", Amount: 0, Currency: "JPY"})
+		require.NoError(t, err)
+		assert.Equal(t, Deal{ID: d.ID, ContactID: 1, Title: "Expansion", Amount: 0, Currency: "JPY", Stage: StageLead, CreatedAt: at, UpdatedAt: at}, d)
 
-	got, err := s.GetDeal(ctx, d.ID)
-	require.NoError(t, err)
-	assert.Equal(t, d, got)
+		got, err := s.GetDeal(ctx, d.ID)
+		require.NoError(t, err)
+		assert.Equal(t, d, got)
 
-	// A deal on the restricted contact is the caller's policy question, not
-	// the store's.
-	rd, err := s.CreateDeal(ctx, NewDeal{ContactID: riley(t, s).ID, Title: "Restricted extension", Amount: 1, Currency: "GBP", Stage: StageQualified})
-	require.NoError(t, err)
-	assert.Equal(t, StageQualified, rd.Stage)
+		// A deal on the restricted contact is the caller's policy question, not
+		// the store's.
+		rd, err := s.CreateDeal(ctx, NewDeal{ContactID: riley(t, s).ID, Title: "Restricted extension", Amount: 1, Currency: "GBP", Stage: StageQualified})
+		require.NoError(t, err)
+		assert.Equal(t, StageQualified, rd.Stage)
+	})
 }
 
 func TestUpdateDealStage(t *testing.T) {
-	s, _ := openTest(t)
-	ctx := t.Context()
-	d, err := s.CreateDeal(ctx, NewDeal{ContactID: 1, Title: "Moving", Amount: 5, Currency: "USD"})
-	require.NoError(t, err)
-
-	later := d.UpdatedAt.Add(time.Minute)
-	s.now = func() time.Time { return later }
-	for _, st := range Stages() {
-		got, err := s.UpdateDealStage(ctx, d.ID, st)
+	forEngines(t, func(t *testing.T, e engine) {
+		s, _ := e.open(t)
+		ctx := t.Context()
+		d, err := s.CreateDeal(ctx, NewDeal{ContactID: 1, Title: "Moving", Amount: 5, Currency: "USD"})
 		require.NoError(t, err)
-		assert.Equal(t, st, got.Stage)
-		assert.Equal(t, later, got.UpdatedAt)
-		assert.Equal(t, d.CreatedAt, got.CreatedAt)
-	}
-	got, err := s.UpdateDealStage(ctx, d.ID, "Negotiation")
-	require.NoError(t, err)
-	assert.Equal(t, StageNegotiation, got.Stage)
 
-	_, err = s.UpdateDealStage(ctx, d.ID, "closed")
-	require.Error(t, err)
-	stored, err := s.GetDeal(ctx, d.ID)
-	require.NoError(t, err)
-	assert.Equal(t, StageNegotiation, stored.Stage, "a rejected stage changes nothing")
+		later := d.UpdatedAt.Add(time.Minute)
+		s.now = func() time.Time { return later }
+		for _, st := range Stages() {
+			got, err := s.UpdateDealStage(ctx, d.ID, st)
+			require.NoError(t, err)
+			assert.Equal(t, st, got.Stage)
+			assert.Equal(t, later, got.UpdatedAt)
+			assert.Equal(t, d.CreatedAt, got.CreatedAt)
+		}
+		got, err := s.UpdateDealStage(ctx, d.ID, "Negotiation")
+		require.NoError(t, err)
+		assert.Equal(t, StageNegotiation, got.Stage)
+
+		_, err = s.UpdateDealStage(ctx, d.ID, "closed")
+		require.Error(t, err)
+		stored, err := s.GetDeal(ctx, d.ID)
+		require.NoError(t, err)
+		assert.Equal(t, StageNegotiation, stored.Stage, "a rejected stage changes nothing")
+	})
 }
 
 func TestDealNotFound(t *testing.T) {
-	s, _ := openTest(t)
-	ctx := t.Context()
-	for _, id := range []int64{0, -3, 9999} {
-		_, err := s.GetDeal(ctx, id)
-		assert.ErrorIs(t, err, ErrNotFound, "GetDeal(%d)", id)
-		_, err = s.UpdateDealStage(ctx, id, StageWon)
-		assert.ErrorIs(t, err, ErrNotFound, "UpdateDealStage(%d)", id)
-	}
-	_, err := s.GetDeal(ctx, 9999)
-	assert.EqualError(t, err, "deal 9999: not found")
+	forEngines(t, func(t *testing.T, e engine) {
+		s, _ := e.open(t)
+		ctx := t.Context()
+		for _, id := range []int64{0, -3, 9999} {
+			_, err := s.GetDeal(ctx, id)
+			assert.ErrorIs(t, err, ErrNotFound, "GetDeal(%d)", id)
+			_, err = s.UpdateDealStage(ctx, id, StageWon)
+			assert.ErrorIs(t, err, ErrNotFound, "UpdateDealStage(%d)", id)
+		}
+		_, err := s.GetDeal(ctx, 9999)
+		assert.EqualError(t, err, "deal 9999: not found")
+	})
 }
 
 func TestStages(t *testing.T) {

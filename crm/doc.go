@@ -1,5 +1,8 @@
 // Package crm is the demo CRM the MCP server exposes: contacts, the deals
-// made with them, and the SQLite file that keeps both.
+// made with them, and the database that keeps both: an embedded SQLite file
+// for one machine ([Open]), or Postgres for several replicas sharing one
+// CRM ([OpenPostgres]). Both engines give the same results, validation and
+// errors.
 //
 // The store knows nothing of OAuth scopes or step-up. It marks contacts with
 // a [Classification] and leaves one decision to its callers: who may see or
@@ -28,7 +31,8 @@
 // to fix; a missing record as an error wrapping [ErrNotFound]. Both are safe
 // to show to the user as they stand.
 //
-// On first start, [Open] fills an empty database with a dozen fictional
+// On first start, [Open] and [OpenPostgres] fill an empty database, once
+// even when several processes start together, with a dozen fictional
 // contacts and a few deals, among them exactly one restricted contact: Riley
 // Vance of Aegis Defence Systems, the only contact in the defence sector.
 package crm

@@ -174,7 +174,8 @@ const (
 // [Store.CountRestricted] and [Store.MatchesRestricted].
 type ContactFilter struct {
 	// Query, if not empty, keeps contacts whose name, email, company or sector
-	// contains it, ignoring case (ASCII letters only, as SQLite's LIKE does).
+	// contains it, ignoring case (on SQLite, of ASCII letters only, as its
+	// LIKE does; on Postgres, of every letter).
 	// % and _ are ordinary characters here, not wildcards.
 	Query string
 	// Limit caps the number of contacts returned: 0 means DefaultLimit,

@@ -2,7 +2,6 @@ package crm
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 )
 
@@ -41,15 +40,15 @@ var seedDeals = []struct {
 }
 
 // seed fills an empty database with the demo data, all or nothing. The
-// emptiness check is repeated inside the write transaction, so two processes
-// opening a new file at once seed it once; the check before it spares every
-// later start the write lock.
+// emptiness check is repeated inside the write transaction, which holds the
+// write lock (see inTx), so two processes opening a new database at once
+// seed it once; the check before it spares every later start the lock.
 func (s *Store) seed(ctx context.Context) error {
-	if empty, err := contactsEmpty(ctx, s.db); err != nil || !empty {
+	if empty, err := contactsEmpty(ctx, s.q); err != nil || !empty {
 		return err
 	}
-	now := formatTime(s.now())
-	return s.inTx(ctx, func(tx *sql.Tx) error {
+	now := s.stamp()
+	return s.inTx(ctx, func(tx querier) error {
 		if empty, err := contactsEmpty(ctx, tx); err != nil || !empty {
 			return err
 		}
@@ -59,7 +58,7 @@ func (s *Store) seed(ctx context.Context) error {
 			if err != nil {
 				return fmt.Errorf("seed contact %d: %w", i, err)
 			}
-			created, err := insertContact(ctx, tx, c, now)
+			created, err := s.insertContact(ctx, tx, c, now)
 			if err != nil {
 				return fmt.Errorf("seed contact %d: %w", i, err)
 			}
@@ -72,7 +71,7 @@ func (s *Store) seed(ctx context.Context) error {
 			if err != nil {
 				return fmt.Errorf("seed deal %d: %w", i, err)
 			}
-			if _, err := insertDeal(ctx, tx, d, now); err != nil {
+			if _, err := s.insertDeal(ctx, tx, d, now); err != nil {
 				return fmt.Errorf("seed deal %d: %w", i, err)
 			}
 		}

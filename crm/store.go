@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 )
 
@@ -26,13 +28,25 @@ const maxOpenConns = 4
 const busyTimeout = 5 * time.Second
 
 // timeLayout is RFC 3339 in UTC with a fixed nine-digit fraction, so stored
-// times sort as text and round-trip to the nanosecond.
+// times sort as text. The store keeps times to the microsecond, as Postgres
+// does, so that both engines return the same times.
 const timeLayout = "2006-01-02T15:04:05.000000000Z07:00"
 
-// Store is the CRM database. It is safe for concurrent use; SQLite serializes
-// the writes, and every write is durable once its method returns.
+// pgMaxOpenConns bounds the connection pool on Postgres, which runs
+// statements in parallel: enough for the tool calls of one replica, few
+// enough that several replicas stay well inside the server's default
+// max_connections of 100.
+const pgMaxOpenConns = 10
+
+// Store is the CRM database, kept in a SQLite file ([Open]) or in Postgres
+// ([OpenPostgres]); both behave the same, down to the validation and the
+// errors. It is safe for concurrent use, also by several processes (or
+// replicas, on Postgres) sharing the database, and every write is durable
+// once its method returns.
 type Store struct {
 	db  *sql.DB
+	q   querier          // db, with placeholders rewritten for the engine
+	pg  bool             // Postgres rather than SQLite
 	now func() time.Time // a field so tests can control updated_at
 }
 
@@ -70,7 +84,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	}
 	db.SetMaxOpenConns(maxOpenConns)
 	db.SetMaxIdleConns(maxOpenConns) // keep page caches warm instead of reopening
-	s := &Store{db: db, now: time.Now}
+	s := &Store{db: db, q: db, now: time.Now}
 	if err := s.start(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("crm: open %s: %w", path, err)
@@ -107,8 +121,57 @@ func dsn(abs string) string {
 	return u.String()
 }
 
+// OpenPostgres opens the CRM database in Postgres at dbURL
+// ("postgres://user:password@host:5432/crm?sslmode=verify-full", or any
+// other form pgx accepts after the scheme), brings its schema up to date
+// and, if it has no contacts yet, fills it with the demo data, as [Open]
+// does for SQLite. It writes no local file. Several processes may open the
+// same database at once: the schema is migrated, and the demo data
+// written, exactly once.
+//
+// Errors never contain the password. ctx bounds the start-up work; it is
+// not kept.
+func OpenPostgres(ctx context.Context, dbURL string) (*Store, error) {
+	cfg, err := parsePostgresURL(dbURL)
+	if err != nil {
+		return nil, err
+	}
+	db := stdlib.OpenDB(*cfg)
+	db.SetMaxOpenConns(pgMaxOpenConns)
+	db.SetMaxIdleConns(pgMaxOpenConns)
+	s := &Store{db: db, q: rebinder{db}, pg: true, now: time.Now}
+	if err := s.start(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("crm: open postgres database %s on %s: %w", cfg.Database, cfg.Host, err)
+	}
+	return s, nil
+}
+
+// parsePostgresURL checks that url is a postgres:// URL pgx can use. Its
+// errors name the problem without repeating the URL, which may hold a
+// password.
+func parsePostgresURL(raw string) (*pgx.ConnConfig, error) {
+	scheme, _, _ := strings.Cut(raw, "://")
+	if scheme != "postgres" && scheme != "postgresql" {
+		return nil, errors.New("crm: open: the database URL must start with postgres:// or postgresql://")
+	}
+	cfg, err := pgx.ParseConfig(raw)
+	if _, uerr := url.Parse(raw); err != nil || uerr != nil {
+		// pgx redacts the password in its message, but say nothing of
+		// the URL's parts to be sure.
+		return nil, errors.New("crm: open: the Postgres URL is not valid: check its host, port and parameters")
+	}
+	return cfg, nil
+}
+
 // start checks the connection settings took, migrates and seeds.
 func (s *Store) start(ctx context.Context) error {
+	if s.pg {
+		if err := s.migrate(ctx); err != nil {
+			return err
+		}
+		return s.seed(ctx)
+	}
 	var mode string
 	if err := s.db.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
 		return err
@@ -137,29 +200,92 @@ func (s *Store) Ping(ctx context.Context) error {
 	return nil
 }
 
-// inTx runs fn in a write transaction and commits if fn succeeds.
-func (s *Store) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
+// schemaLock is the key of the Postgres advisory lock that start-up
+// transactions hold: it makes concurrent replicas migrate and seed one
+// after the other, as SQLite's write lock does for processes sharing a
+// file. The value is arbitrary; it only has to differ from other programs'
+// keys in the same database.
+const schemaLock = 0x63726d2d6d6370 // "crm-mcp"
+
+// inTx runs fn in a write transaction and commits if fn succeeds. The
+// transaction holds the write lock from its start: SQLite's, through
+// _txlock=immediate, or on Postgres the schemaLock advisory lock, released
+// at commit.
+func (s *Store) inTx(ctx context.Context, fn func(querier) error) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback() // no-op after Commit
-	if err := fn(tx); err != nil {
+	var q querier = tx
+	if s.pg {
+		q = rebinder{tx}
+		if _, err := q.ExecContext(ctx, `SELECT pg_advisory_xact_lock(?)`, int64(schemaLock)); err != nil {
+			return err
+		}
+	}
+	if err := fn(q); err != nil {
 		return err
 	}
 	return tx.Commit()
 }
 
 // querier is what *sql.DB and *sql.Tx share, so the insert helpers serve
-// both the public methods and seeding.
+// both the public methods and seeding. Queries are written with SQLite's ?
+// placeholders; on Postgres, rebinder numbers them.
 type querier interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+// rebinder turns the ? placeholders of a query into Postgres's $1, $2...
+// The store's queries hold no ? in a string literal, so every ? is a
+// placeholder.
+type rebinder struct{ q querier }
+
+func (r rebinder) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	return r.q.QueryRowContext(ctx, rebind(query), args...)
+}
+
+func (r rebinder) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	return r.q.QueryContext(ctx, rebind(query), args...)
+}
+
+func (r rebinder) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	return r.q.ExecContext(ctx, rebind(query), args...)
+}
+
+func rebind(query string) string {
+	var b strings.Builder
+	n := 0
+	for _, r := range query {
+		if r == '?' {
+			n++
+			fmt.Fprintf(&b, "$%d", n)
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// stamp returns now, to the microsecond, as the engine stores times: text
+// that sorts in time order on SQLite, a timestamptz on Postgres.
+func (s *Store) stamp() any {
+	t := s.now().UTC().Truncate(time.Microsecond)
+	if s.pg {
+		return t
+	}
+	return formatTime(t)
 }
 
 func formatTime(t time.Time) string {
 	return t.UTC().Format(timeLayout)
 }
 
+// parseTime reads a stored time. database/sql hands a Postgres timestamptz
+// to a *string in RFC 3339 too, so one parser serves both engines.
 func parseTime(s string) (time.Time, error) {
 	t, err := time.Parse(time.RFC3339Nano, s)
 	if err != nil {

@@ -27,9 +27,18 @@ func required(field, s string, max int) (string, error) {
 	return optional(field, s, max)
 }
 
-// optional trims s and checks its length; empty is fine.
+// optional trims s and checks its length; empty is fine. Text that is not
+// UTF-8, or holds a NUL, is refused here rather than by the database:
+// Postgres cannot store either, and SQLite would store what no other
+// engine could return.
 func optional(field, s string, max int) (string, error) {
 	s = strings.TrimSpace(s)
+	if !utf8.ValidString(s) {
+		return "", invalid(field, "is not valid UTF-8 text")
+	}
+	if strings.IndexByte(s, 0) >= 0 {
+		return "", invalid(field, "must not contain NUL characters")
+	}
 	if n := utf8.RuneCountInString(s); n > max {
 		return "", invalid(field, "is %d characters long; at most %d are allowed", n, max)
 	}
@@ -102,14 +111,10 @@ func checkOffset(offset int) error {
 // checkQuery trims q. Control characters are refused because no stored field
 // holds one, so they can only be a mistake.
 func checkQuery(q string) (string, error) {
-	q, err := optional("query", q, maxQueryLen)
-	if err != nil {
-		return "", err
-	}
-	if strings.IndexFunc(q, unicode.IsControl) >= 0 {
+	if strings.IndexFunc(strings.TrimSpace(q), unicode.IsControl) >= 0 {
 		return "", invalid("query", "must not contain control characters such as newlines or tabs")
 	}
-	return q, nil
+	return optional("query", q, maxQueryLen)
 }
 
 // checkID rejects ids that cannot exist, so a caller passing 0 by mistake

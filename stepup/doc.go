@@ -14,7 +14,7 @@
 //			User:    user,
 //			Tool:    "list_contacts",
 //			Reason:  fmt.Sprintf("query mentions %q", term),
-//			Summary: summary,
+//			Action:  `Search contacts for "defence"`,
 //			Key:     stepup.CanonicalKey("list_contacts", args),
 //		}, notifyProgress)
 //		if err != nil {
@@ -57,5 +57,14 @@
 // (see duo.go), and Duo's 429 answers are handled here, honouring
 // Retry-After, instead of by the library's minute of blind retries.
 //
-// Grants, cooldowns and push counts are kept in memory, per replica.
+// # State
+//
+// Grants, cooldowns, push counts and the approvals in progress are kept in
+// a [State]: by default in the Guard's memory, for one process. Replicas
+// behind a load balancer share one State in Postgres (stepup/pgstate) and
+// then act as one Guard: steps 1 to 4 and 8 hold across all of them, and
+// identical calls arriving at different replicas share one push, which the
+// replica that started it sends and polls while the others wait for its
+// outcome. If that replica dies, its waiters fail closed by their deadline;
+// no other replica sends a second push for the same call.
 package stepup

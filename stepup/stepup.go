@@ -38,6 +38,10 @@ const progressEvery = 5 * time.Second
 // sweepEvery is how often state of users who went quiet is dropped.
 const sweepEvery = time.Minute
 
+// landTimeout bounds recording a flight's outcome in the State, which
+// happens after the flight's own deadline may have passed.
+const landTimeout = 10 * time.Second
+
 // Request describes one call that needs approval.
 type Request struct {
 	// User is the Duo username (or user_id, see Config.UseUserID). The
@@ -128,43 +132,46 @@ type Config struct {
 
 	// Now is the clock for grants, cooldowns and the push cap. Nil means
 	// time.Now. Waits and deadlines use the runtime's timers; tests fake
-	// both with testing/synctest.
+	// both with testing/synctest. Guards sharing a State compare times
+	// written by each other, so their clocks must agree (NTP), as Duo's
+	// signatures already require.
 	Now func() time.Time
+
+	// State keeps grants, cooldowns, push counts and the approvals in
+	// progress. Nil means a NewMemoryState of this Guard's own. Give the
+	// Guards of several replicas one shared State (see stepup/pgstate) so
+	// that they act as one.
+	State State
 }
 
 // Guard asks Duo for approval of sensitive calls. It is safe for
 // concurrent use.
 //
-// Grants, cooldowns and push counts live in the Guard's memory: each
-// replica of the server keeps its own, and a restart forgets them (which
-// only ever means an extra push).
+// Grants, cooldowns, push counts and approvals in progress live in its
+// State: by default in the Guard's memory, where a restart forgets them
+// (which only ever means an extra push); or shared by several replicas.
 type Guard struct {
-	cfg Config
-	duo *duoClient
-	log *slog.Logger
+	cfg   Config
+	duo   *duoClient
+	log   *slog.Logger
+	state State
 
 	mu        sync.Mutex
-	users     map[string]*userState
+	flights   map[string]*flight // the flights this Guard owns, by id
 	lastSweep time.Time
 }
 
-// userState is what the Guard remembers about one user. Guarded by
-// Guard.mu.
-type userState struct {
-	grants    map[string]time.Time // Key -> expiry
-	coolUntil time.Time
-	pushes    []time.Time // pushes sent in the last pushWindow, oldest first
-	flight    *flight     // the approval in progress; at most one per user
-}
-
-// flight is one approval in progress: preauth, push and wait. Callers with
-// the same Key wait for its result; callers with another Key wait for it to
-// end and then try again.
+// flight is one approval in progress, as its waiters in this process see
+// it: preauth, push and wait, run by this Guard (the owner) or by another
+// Guard sharing the State. Callers with the same Key wait for its result;
+// callers with another Key wait for it to end and then try again.
 type flight struct {
-	key      string
-	deadline time.Time     // of the flight's context
-	done     chan struct{} // closed after err is set
-	err      error
+	done chan struct{} // closed after err and lost are set
+	err  error
+	// For a flight another Guard owns: lost says its owner did not land
+	// it by its deadline (plus staleAfter); stop ends the wait for it.
+	lost bool
+	stop func()
 }
 
 // FieldError is a problem with one field of Config, in the manner of
@@ -257,7 +264,11 @@ func New(cfg Config) (*Guard, error) {
 		log.Warn("stepup: trusting the configured CA certificates instead of Duo's pinned CA bundle", "host", cfg.Host)
 	}
 	cfg.SKey = "" // the Duo client has it; nothing else needs it
-	return &Guard{cfg: cfg, duo: duo, log: log, users: make(map[string]*userState)}, nil
+	state := cfg.State
+	if state == nil {
+		state = NewMemoryState()
+	}
+	return &Guard{cfg: cfg, duo: duo, log: log, state: state, flights: make(map[string]*flight)}, nil
 }
 
 // checkHost accepts a bare host or host:port, as duo_api_golang wants it.
@@ -348,8 +359,23 @@ func (g *Guard) Approve(ctx context.Context, req Request, progress func(msg stri
 		if !own {
 			msg = fmt.Sprintf("Waiting for an earlier Duo Push to finish before asking about %s", subject)
 		}
-		if err := wait(ctx, f, progress, msg); err != nil {
+		err = wait(ctx, f, progress, msg)
+		if f.stop != nil {
+			f.stop()
+		}
+		if err != nil {
 			return callerGone(err, subject)
+		}
+		if f.lost {
+			if err := ctx.Err(); err != nil {
+				return callerGone(err, subject)
+			}
+			if own {
+				g.log.Warn("stepup: the Guard that sent a push did not record its outcome in time", "user", req.User, "tool", req.Tool)
+				return newError(TimedOut, context.DeadlineExceeded,
+					"The server that sent the Duo Push for %s stopped before it recorded the answer, so the call was not run. Retry.", subject)
+			}
+			continue // the flight no longer holds this user up: look again
 		}
 		if own {
 			return f.err
@@ -380,84 +406,177 @@ func (r Request) validate() error {
 	return nil
 }
 
-// admit decides, under the lock, what a caller does next. It returns a nil
-// flight with the final answer (nil for a live grant), or the flight to wait
-// for and whether its result is the caller's own (same Key).
+// admit decides, in one Update of the user's record, what a caller does
+// next. It returns a nil flight with the final answer (nil for a live
+// grant), or the flight to wait for and whether its result is the caller's
+// own (same Key).
 func (g *Guard) admit(ctx context.Context, req Request, subject string) (*flight, bool, error) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
 	now := g.cfg.Now()
-	g.sweep(now)
-	us := g.users[req.User]
-	if us == nil {
-		us = &userState{grants: make(map[string]time.Time)}
-		g.users[req.User] = us
-	}
-	if exp, ok := us.grants[req.Key]; ok && !req.Once {
-		if now.Before(exp) {
-			g.log.Info("stepup: approved by grant", "user", req.User, "tool", req.Tool, "client", req.ClientID)
-			return nil, false, nil
+	g.sweep(ctx, now)
+	key := hashKey(req.Key)
+	dl, _ := ctx.Deadline() // always set: Approve added Timeout
+
+	// The flight this caller would start, registered before it is recorded
+	// so that no caller of this Guard takes it for another Guard's.
+	id := newFlightID()
+	mine := &flight{done: make(chan struct{})}
+	g.mu.Lock()
+	g.flights[id] = mine
+	g.mu.Unlock()
+
+	var (
+		granted bool
+		refusal error
+		join    *flightRecord
+		started bool
+	)
+	err := g.state.Update(ctx, req.User, func(us *UserState) {
+		granted, refusal, join, started = false, nil, nil, false
+		us.prune(now, g.owns)
+		if exp, ok := us.grants[key]; ok && !req.Once && now.Before(exp) {
+			granted = true
+			return
 		}
-		delete(us.grants, req.Key)
+		if now.Before(us.coolUntil) {
+			refusal = newError(CoolingDown, nil,
+				"A Duo Push for this user was denied a moment ago, so sensitive calls are refused without a new push until %s; %s was not run.",
+				until(now, us.coolUntil), subject)
+			return
+		}
+		if f := us.flight; f != nil {
+			j := *f
+			join = &j
+			return
+		}
+		if len(us.pushes) >= g.cfg.MaxPushes {
+			refusal = newError(TooManyPushes, nil,
+				"Too many Duo Pushes for this user: %d in the last 10 minutes, the most allowed, so %s was not run. Try again after %s.",
+				len(us.pushes), subject, until(now, us.pushes[0].Add(pushWindow)))
+			return
+		}
+		us.flight = &flightRecord{ID: id, Key: key, Once: req.Once, Deadline: dl}
+		started = true
+	})
+	if !started || err != nil {
+		g.disown(id)
 	}
-	if now.Before(us.coolUntil) {
+	switch {
+	case err != nil:
+		return nil, false, g.stateFailed(ctx, err, subject)
+	case granted:
+		g.log.Info("stepup: approved by grant", "user", req.User, "tool", req.Tool, "client", req.ClientID)
+		return nil, false, nil
+	case IsOutcome(refusal, CoolingDown):
 		g.log.Info("stepup: refused during cooldown", "user", req.User, "tool", req.Tool)
-		return nil, false, newError(CoolingDown, nil,
-			"A Duo Push for this user was denied a moment ago, so sensitive calls are refused without a new push until %s; %s was not run.",
-			until(now, us.coolUntil), subject)
-	}
-	if f := us.flight; f != nil {
+		return nil, false, refusal
+	case refusal != nil:
+		g.log.Warn("stepup: push cap reached", "user", req.User, "tool", req.Tool, "max", g.cfg.MaxPushes)
+		return nil, false, refusal
+	case join != nil:
 		// A flight past its deadline is only finishing: its answer is
 		// TimedOut, which must not be handed to a caller who just came.
 		// (Read from the runtime clock, like the deadline itself: the
 		// context's own timer may not have fired yet.)
-		return f, f.key == req.Key && !req.Once && time.Now().Before(f.deadline), nil
-	}
-	us.prunePushes(now)
-	if len(us.pushes) >= g.cfg.MaxPushes {
-		next := us.pushes[0].Add(pushWindow)
-		g.log.Warn("stepup: push cap reached", "user", req.User, "tool", req.Tool, "max", g.cfg.MaxPushes)
-		return nil, false, newError(TooManyPushes, nil,
-			"Too many Duo Pushes for this user: %d in the last 10 minutes, the most allowed, so %s was not run. Try again after %s.",
-			len(us.pushes), subject, until(now, next))
+		own := join.Key == key && !join.Once && !req.Once && time.Now().Before(join.Deadline)
+		if f := g.owned(join.ID); f != nil {
+			return f, own, nil
+		}
+		return g.await(ctx, *join), own, nil
 	}
 	// The flight must outlive a caller who goes away (see Approve), but not
 	// the first caller's deadline; it keeps the context's values.
-	dl, _ := ctx.Deadline() // always set: Approve added Timeout
 	fctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), dl)
-	f := &flight{key: req.Key, deadline: dl, done: make(chan struct{})}
-	us.flight = f
 	go func() {
 		defer cancel()
-		how, err := g.obtain(fctx, req, us)
-		g.land(us, f, req, how, err)
+		how, err := g.obtain(fctx, req)
+		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), landTimeout)
+		defer cancel()
+		g.land(lctx, mine, id, key, req, how, err)
 	}()
-	return f, true, nil
+	return mine, true, nil
 }
 
-// Blocked returns the refusal a sensitive call of user would get right now
-// without a push (a cooldown after a denial, or the push cap), or nil.
-// Callers whose need for approval depends on the data a call touches ask
-// it first, so that while no push can be sent, their refusals do not tell
-// which records are sensitive.
-func (g *Guard) Blocked(user string) error {
+// owns reports whether this Guard runs flight id.
+func (g *Guard) owns(id string) bool {
+	return g.owned(id) != nil
+}
+
+func (g *Guard) owned(id string) *flight {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	return g.flights[id]
+}
+
+func (g *Guard) disown(id string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	delete(g.flights, id)
+}
+
+// await follows a flight another Guard owns, until it lands or, if its
+// owner is gone, until staleAfter past its deadline (lost).
+func (g *Guard) await(ctx context.Context, rec flightRecord) *flight {
+	f := &flight{done: make(chan struct{})}
+	actx, cancel := context.WithDeadline(ctx, rec.Deadline.Add(staleAfter))
+	f.stop = cancel
+	go func() {
+		defer close(f.done)
+		r, err := g.state.Await(actx, rec.ID)
+		switch {
+		case err == nil:
+			f.err = r.err()
+		case actx.Err() != nil:
+			f.lost = true // the caller's deadline or the owner's: Approve tells
+		default:
+			f.err = g.stateFailed(actx, err, "the call")
+		}
+	}()
+	return f
+}
+
+// stateFailed maps a failure of the State: the call fails closed.
+func (g *Guard) stateFailed(ctx context.Context, err error, subject string) error {
+	if cerr := ctx.Err(); cerr != nil {
+		return callerGone(cerr, subject)
+	}
+	g.log.Error("stepup: the step-up state failed", "error", err)
+	return newError(Unavailable, err,
+		"The step-up state could not be read or written, so %s was not run. Retry later; if it persists, the administrator should check the step-up state database.", subject)
+}
+
+// Blocked is BlockedContext for callers without a context; Config.Timeout
+// bounds it.
+func (g *Guard) Blocked(user string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), g.cfg.Timeout)
+	defer cancel()
+	return g.BlockedContext(ctx, user)
+}
+
+// BlockedContext returns the refusal a sensitive call of user would get
+// right now without a push (a cooldown after a denial, or the push cap),
+// or nil. Callers whose need for approval depends on the data a call
+// touches ask it first, so that while no push can be sent, their refusals
+// do not tell which records are sensitive. If the State fails, so does
+// BlockedContext (Unavailable): the call must not run.
+func (g *Guard) BlockedContext(ctx context.Context, user string) error {
 	now := g.cfg.Now()
-	us := g.users[user]
-	if us == nil {
-		return nil
+	var refusal error
+	err := g.state.Update(ctx, user, func(us *UserState) {
+		refusal = nil
+		us.prune(now, g.owns)
+		switch {
+		case now.Before(us.coolUntil):
+			refusal = newError(CoolingDown, nil,
+				"A Duo Push for this user was denied a moment ago, so calls that name a record are refused until %s.", until(now, us.coolUntil))
+		case len(us.pushes) >= g.cfg.MaxPushes:
+			refusal = newError(TooManyPushes, nil,
+				"Too many Duo Pushes for this user in the last 10 minutes, so calls that name a record are refused until %s.", until(now, us.pushes[0].Add(pushWindow)))
+		}
+	})
+	if err != nil {
+		return g.stateFailed(ctx, err, "the call")
 	}
-	if now.Before(us.coolUntil) {
-		return newError(CoolingDown, nil,
-			"A Duo Push for this user was denied a moment ago, so calls that name a record are refused until %s.", until(now, us.coolUntil))
-	}
-	us.prunePushes(now)
-	if len(us.pushes) >= g.cfg.MaxPushes {
-		return newError(TooManyPushes, nil,
-			"Too many Duo Pushes for this user in the last 10 minutes, so calls that name a record are refused until %s.", until(now, us.pushes[0].Add(pushWindow)))
-	}
-	return nil
+	return refusal
 }
 
 // wait blocks until f is done or ctx ends, reporting progress meanwhile.
@@ -495,7 +614,7 @@ const (
 
 // obtain runs one flight: preauth, push, wait. It returns how the call was
 // approved, or an *Error.
-func (g *Guard) obtain(ctx context.Context, req Request, us *userState) (string, error) {
+func (g *Guard) obtain(ctx context.Context, req Request) (string, error) {
 	subject := "tool " + req.Tool
 	pre, err := g.duo.preauth(ctx, req, subject)
 	if err != nil {
@@ -521,10 +640,16 @@ func (g *Guard) obtain(ctx context.Context, req Request, us *userState) (string,
 	}
 
 	// Counted before sending: a push whose answer we never read (a
-	// network failure, say) may still have reached the phone.
-	g.mu.Lock()
-	us.pushes = append(us.pushes, g.cfg.Now())
-	g.mu.Unlock()
+	// network failure, say) may still have reached the phone. A push that
+	// cannot be counted is not sent.
+	if err := g.state.Update(ctx, req.User, func(us *UserState) {
+		us.pushes = append(us.pushes, g.cfg.Now())
+	}); err != nil {
+		if ctx.Err() != nil {
+			return "", g.beforePush(ctx.Err(), subject)
+		}
+		return "", g.stateFailed(ctx, err, subject)
+	}
 
 	info, err := pushInfo(g.cfg.ServerName, req) // checked by Approve
 	if err != nil {
@@ -626,25 +751,38 @@ func (g *Guard) pushExpired(err error, subject string) error {
 // (a bypass is Duo's decision to make afresh each time). A plain denial
 // leaves the user's other grants alone: it refuses one call, not the
 // session. Fraud and lock-out revoke them all.
-func (g *Guard) land(us *userState, f *flight, req Request, how string, err error) {
-	g.mu.Lock()
+//
+// If the State cannot record the result, this Guard's waiters still get
+// it; other Guards' waiters fail closed at the flight's deadline.
+func (g *Guard) land(ctx context.Context, f *flight, id, key string, req Request, how string, err error) {
 	now := g.cfg.Now()
-	switch {
-	case err == nil && how == byPush && g.cfg.GrantTTL > 0 && !req.Once:
-		us.grants[req.Key] = now.Add(g.cfg.GrantTTL)
-	case IsOutcome(err, Denied) || IsOutcome(err, Fraud):
-		// TimedOut starts no cooldown: an unanswered phone is not a
-		// refusal, and the push cap already limits retries.
-		us.coolUntil = now.Add(g.cfg.DenyCooldown)
+	lerr := g.state.Land(ctx, req.User, id, resultOf(err), func(us *UserState) {
+		switch {
+		case err == nil && how == byPush && g.cfg.GrantTTL > 0 && !req.Once:
+			if us.grants == nil {
+				us.grants = make(map[string]time.Time)
+			}
+			us.grants[key] = now.Add(g.cfg.GrantTTL)
+		case IsOutcome(err, Denied) || IsOutcome(err, Fraud):
+			// TimedOut starts no cooldown: an unanswered phone is not a
+			// refusal, and the push cap already limits retries.
+			us.coolUntil = now.Add(g.cfg.DenyCooldown)
+		}
+		if IsOutcome(err, Fraud) || IsOutcome(err, LockedOut) {
+			// The user says someone else is at work, or Duo stopped
+			// trusting the account: earlier approvals no longer stand
+			// either.
+			clear(us.grants)
+		}
+		if us.flight != nil && us.flight.ID == id {
+			us.flight = nil
+		}
+	})
+	if lerr != nil {
+		g.log.Error("stepup: could not record the outcome of an approval in the step-up state", "user", req.User, "tool", req.Tool, "error", lerr)
 	}
-	if IsOutcome(err, Fraud) || IsOutcome(err, LockedOut) {
-		// The user says someone else is at work, or Duo stopped trusting
-		// the account: earlier approvals no longer stand either.
-		clear(us.grants)
-	}
-	us.flight = nil
+	g.disown(id)
 	f.err = err
-	g.mu.Unlock()
 	// Waiters are released after the log line, so it precedes whatever
 	// the approved call does.
 	defer close(f.done)
@@ -667,31 +805,20 @@ func (g *Guard) land(us *userState, f *flight, req Request, how string, err erro
 	}
 }
 
-func (us *userState) prunePushes(now time.Time) {
-	i := 0
-	for i < len(us.pushes) && !now.Before(us.pushes[i].Add(pushWindow)) {
-		i++
+// sweep asks the State, at most once per sweepEvery, to drop what has
+// expired, so that storage follows the active users. A failure is logged:
+// it costs space, not safety.
+func (g *Guard) sweep(ctx context.Context, now time.Time) {
+	g.mu.Lock()
+	due := g.lastSweep.IsZero() || now.Sub(g.lastSweep) >= sweepEvery
+	if due {
+		g.lastSweep = now
 	}
-	us.pushes = us.pushes[i:]
-}
-
-// sweep drops, at most once per sweepEvery, expired grants and users with
-// nothing left to remember, so memory follows the active users. The caller
-// holds g.mu.
-func (g *Guard) sweep(now time.Time) {
-	if now.Sub(g.lastSweep) < sweepEvery && !g.lastSweep.IsZero() {
+	g.mu.Unlock()
+	if !due {
 		return
 	}
-	g.lastSweep = now
-	for name, us := range g.users {
-		for k, exp := range us.grants {
-			if !now.Before(exp) {
-				delete(us.grants, k)
-			}
-		}
-		us.prunePushes(now)
-		if us.flight == nil && len(us.grants) == 0 && len(us.pushes) == 0 && !now.Before(us.coolUntil) {
-			delete(g.users, name)
-		}
+	if err := g.state.Sweep(ctx, now); err != nil && ctx.Err() == nil {
+		g.log.Warn("stepup: could not sweep expired step-up state", "error", err)
 	}
 }

@@ -52,16 +52,20 @@ type config struct {
 
 	StepUpSettings
 
-	DBPath    string `env:"CRM_DB_PATH" envDefault:"./data/crm.db"`
-	LogLevel  string `env:"LOG_LEVEL" envDefault:"info"`
-	LogFormat string `env:"LOG_FORMAT" envDefault:"json"`
+	DBPath string `env:"CRM_DB_PATH" envDefault:"./data/crm.db"`
+	// DatabaseURL, when set, selects Postgres for the CRM and the shared
+	// step-up state instead of the SQLite file (see database.go).
+	DatabaseURL secret `env:"CRM_DATABASE_URL"`
+	LogLevel    string `env:"LOG_LEVEL" envDefault:"info"`
+	LogFormat   string `env:"LOG_FORMAT" envDefault:"json"`
 
 	// Derived by loadConfig; env skips unexported fields.
-	mode     resourceserver.Mode
-	level    slog.Level
-	mcpPath  string   // the resource URL's path, where MCP is served
-	unknown  []string // variables with our prefixes that nothing reads (typos?)
-	warnings []string // accepted but probably not meant
+	stepUpState stepup.State // the shared step-up state, once opened (database.go)
+	mode        resourceserver.Mode
+	level       slog.Level
+	mcpPath     string   // the resource URL's path, where MCP is served
+	unknown     []string // variables with our prefixes that nothing reads (typos?)
+	warnings    []string // accepted but probably not meant
 }
 
 // secret holds a credential. Every way of printing it says "set" or
@@ -213,6 +217,7 @@ func loadConfig(environ map[string]string) (config, error) {
 	if strings.TrimSpace(c.DBPath) == "" {
 		check("CRM_DB_PATH", varErrorf("CRM_DB_PATH", "must not be blank"))
 	}
+	c.checkDatabase(check)
 	if !failed["LOG_LEVEL"] {
 		if err := c.level.UnmarshalText([]byte(strings.TrimSpace(c.LogLevel))); err != nil || strings.ContainsAny(c.LogLevel, "+-") {
 			// slog also takes "info+2"; keep the contract to four words.
@@ -539,8 +544,8 @@ func (c config) logAttrs() []any {
 		"AUTH_INTROSPECTION_CACHE_TTL", c.IntrospectionCacheTTL.String(),
 	}
 	attrs = append(attrs, c.stepUpLogAttrs()...)
+	attrs = append(attrs, c.databaseLogAttrs()...)
 	return append(attrs,
-		"CRM_DB_PATH", c.DBPath,
 		"LOG_LEVEL", c.level.String(),
 		"LOG_FORMAT", c.LogFormat,
 	)

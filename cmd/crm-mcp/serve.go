@@ -13,8 +13,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/crm-mcp/crm-mcp/crm"
 	"github.com/crm-mcp/crm-mcp/resourceserver"
+	"github.com/crm-mcp/crm-mcp/stepup/pgstate"
 	"github.com/crm-mcp/crm-mcp/tools"
 )
 
@@ -103,15 +103,32 @@ func (a *app) serveConfig(ctx context.Context, cfg config, opts serveOptions) in
 	}
 
 	openCtx, cancel := context.WithTimeout(ctx, openTimeout)
-	store, err := crm.Open(openCtx, cfg.DBPath)
+	store, err := cfg.openStore(openCtx)
+	var state *pgstate.State
+	if err == nil {
+		state, err = cfg.openStepUpState(openCtx)
+		if err != nil {
+			store.Close()
+		}
+	}
 	cancel()
 	if err != nil {
 		if ctx.Err() != nil {
 			log.Info("interrupted during start-up")
 			return 0
 		}
-		log.Error("cannot open the CRM database (CRM_DB_PATH)", "path", cfg.DBPath, "error", err.Error())
+		log.Error("cannot open the CRM database ("+cfg.databaseVar()+")", append(cfg.databaseLogAttrs(), "error", err.Error())...)
 		return 1
+	}
+	if state != nil {
+		defer state.Close()
+		// The Guard built above checked the configuration; this one keeps
+		// its state in Postgres, shared with the other replicas.
+		cfg.stepUpState = state
+		if stepUp, err = cfg.stepUp(log); err != nil {
+			fmt.Fprintf(a.stderr, "crm-mcp %s: invalid configuration:\n%s", command, formatConfigErrors(err))
+			return 1
+		}
 	}
 	defer func() {
 		if err := store.Close(); err != nil {

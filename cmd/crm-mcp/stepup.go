@@ -123,6 +123,7 @@ func (c config) stepUpConfig(log *slog.Logger) stepup.Config {
 		MaxPushes:    c.MaxPushes,
 		DenyCooldown: c.DenyCooldown,
 		Logger:       log,
+		State:        c.stepUpState,
 	}
 	if c.GrantTTL == 0 {
 		gcfg.GrantTTL = stepup.NoGrants // 0 means every call pushes
