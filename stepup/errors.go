@@ -60,6 +60,9 @@ type Error struct {
 	// Field is, for Unshowable, the Detail.Key (or "action") that cannot
 	// be shown; empty when the request as a whole is too large.
 	Field string
+	// TxID is the Duo transaction id of the push that was denied, timed
+	// out or failed, when one was sent: for the audit trail.
+	TxID string
 	err   error // cause, for errors.Is (context.Canceled, a net error...)
 }
 

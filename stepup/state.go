@@ -62,6 +62,10 @@ type Result struct {
 	Outcome Outcome `json:"outcome,omitempty"`
 	// Msg is the *Error's message, safe to show to the MCP client.
 	Msg string `json:"msg,omitempty"`
+	// By is how an approval came about (see Approval.By); TxID names the
+	// Duo Push, when one was sent, approved or not.
+	By   string `json:"by,omitempty"`
+	TxID string `json:"txid,omitempty"`
 }
 
 // resultOf turns the end of a flight into a Result.
@@ -90,7 +94,7 @@ func (r Result) err() error {
 	case Cancelled:
 		cause = context.Canceled
 	}
-	return &Error{Outcome: r.Outcome, Msg: r.Msg, err: cause}
+	return &Error{Outcome: r.Outcome, Msg: r.Msg, TxID: r.TxID, err: cause}
 }
 
 // UserState is what a Guard remembers about one user. Its contents are the

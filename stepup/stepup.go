@@ -166,6 +166,7 @@ type Guard struct {
 // Guard sharing the State. Callers with the same Key wait for its result;
 // callers with another Key wait for it to end and then try again.
 type flight struct {
+	by, txid string // how it was approved; the push sent, if any
 	done chan struct{} // closed after err and lost are set
 	err  error
 	// For a flight another Guard owns: lost says its owner did not land
@@ -335,13 +336,31 @@ func (g *Guard) Check(ctx context.Context) error {
 // first caller, so at most Config.Timeout): an approval that arrives after
 // the client gave up still becomes a grant for the same call retried.
 func (g *Guard) Approve(ctx context.Context, req Request, progress func(msg string)) error {
+	_, err := g.Authorize(ctx, req, progress)
+	return err
+}
+
+// Approval says how Authorize approved a call.
+type Approval struct {
+	// By is "grant" (an earlier approval of the same call), "push" (the
+	// user approved a Duo Push) or "bypass" (Duo's policy let the user
+	// through without one).
+	By string
+	// TxID is the Duo transaction id of the push, when one was sent.
+	TxID string
+}
+
+// Authorize is Approve, telling also how the call was approved: for an
+// audit trail. A refusal's *Error carries the push's TxID, if one was
+// sent.
+func (g *Guard) Authorize(ctx context.Context, req Request, progress func(msg string)) (Approval, error) {
 	if err := req.validate(); err != nil {
-		return err
+		return Approval{}, err
 	}
 	// A request that cannot be shown whole is refused before anything
 	// else: the approver sees the truth, or there is no push.
 	if _, err := pushInfo(g.cfg.ServerName, req); err != nil {
-		return err
+		return Approval{}, err
 	}
 	// The whole wait for one approval, queueing included, is bounded.
 	ctx, cancel := context.WithTimeout(ctx, g.cfg.Timeout)
@@ -349,11 +368,14 @@ func (g *Guard) Approve(ctx context.Context, req Request, progress func(msg stri
 	subject := "tool " + req.Tool
 	for {
 		if err := ctx.Err(); err != nil {
-			return callerGone(err, subject)
+			return Approval{}, callerGone(err, subject)
 		}
 		f, own, err := g.admit(ctx, req, subject)
 		if f == nil {
-			return err // a grant (nil) or an immediate refusal
+			if err == nil {
+				return Approval{By: byGrant}, nil
+			}
+			return Approval{}, err // an immediate refusal
 		}
 		msg := fmt.Sprintf("Waiting for Duo Push approval on your phone (%s)", subject)
 		if !own {
@@ -364,21 +386,24 @@ func (g *Guard) Approve(ctx context.Context, req Request, progress func(msg stri
 			f.stop()
 		}
 		if err != nil {
-			return callerGone(err, subject)
+			return Approval{}, callerGone(err, subject)
 		}
 		if f.lost {
 			if err := ctx.Err(); err != nil {
-				return callerGone(err, subject)
+				return Approval{}, callerGone(err, subject)
 			}
 			if own {
 				g.log.Warn("stepup: the Guard that sent a push did not record its outcome in time", "user", req.User, "tool", req.Tool)
-				return newError(TimedOut, context.DeadlineExceeded,
+				return Approval{}, newError(TimedOut, context.DeadlineExceeded,
 					"The server that sent the Duo Push for %s stopped before it recorded the answer, so the call was not run. Retry.", subject)
 			}
 			continue // the flight no longer holds this user up: look again
 		}
 		if own {
-			return f.err
+			if f.err != nil {
+				return Approval{}, f.err
+			}
+			return Approval{By: f.by, TxID: f.txid}, nil
 		}
 		// Another Key's push ended: it may have left a cooldown, or used
 		// up the cap. Look again.
@@ -488,10 +513,11 @@ func (g *Guard) admit(ctx context.Context, req Request, subject string) (*flight
 	fctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), dl)
 	go func() {
 		defer cancel()
-		how, err := g.obtain(fctx, req)
+		var txid string
+		how, err := g.obtain(fctx, req, &txid)
 		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), landTimeout)
 		defer cancel()
-		g.land(lctx, mine, id, key, req, how, err)
+		g.land(lctx, mine, id, key, req, how, txid, err)
 	}()
 	return mine, true, nil
 }
@@ -524,7 +550,7 @@ func (g *Guard) await(ctx context.Context, rec flightRecord) *flight {
 		r, err := g.state.Await(actx, rec.ID)
 		switch {
 		case err == nil:
-			f.err = r.err()
+			f.err, f.by, f.txid = r.err(), r.By, r.TxID
 		case actx.Err() != nil:
 			f.lost = true // the caller's deadline or the owner's: Approve tells
 		default:
@@ -610,11 +636,12 @@ func wait(ctx context.Context, f *flight, progress func(string), msg string) err
 const (
 	byPush   = "push"
 	byBypass = "bypass"
+	byGrant  = "grant"
 )
 
 // obtain runs one flight: preauth, push, wait. It returns how the call was
-// approved, or an *Error.
-func (g *Guard) obtain(ctx context.Context, req Request) (string, error) {
+// approved, or an *Error, and sets *txid once a push is sent.
+func (g *Guard) obtain(ctx context.Context, req Request, txid *string) (string, error) {
 	subject := "tool " + req.Tool
 	pre, err := g.duo.preauth(ctx, req, subject)
 	if err != nil {
@@ -667,6 +694,7 @@ func (g *Guard) obtain(ctx context.Context, req Request) (string, error) {
 		}
 		return "", newError(Unavailable, nil, "Duo answered the push request without a transaction id, so %s was not run.", subject)
 	}
+	*txid = ans.txid
 	g.log.Info("stepup: Duo Push sent", "user", req.User, "tool", req.Tool, "client", req.ClientID, "txid", ans.txid)
 
 	for {
@@ -754,9 +782,18 @@ func (g *Guard) pushExpired(err error, subject string) error {
 //
 // If the State cannot record the result, this Guard's waiters still get
 // it; other Guards' waiters fail closed at the flight's deadline.
-func (g *Guard) land(ctx context.Context, f *flight, id, key string, req Request, how string, err error) {
+func (g *Guard) land(ctx context.Context, f *flight, id, key string, req Request, how, txid string, err error) {
 	now := g.cfg.Now()
-	lerr := g.state.Land(ctx, req.User, id, resultOf(err), func(us *UserState) {
+	var e0 *Error
+	if errors.As(err, &e0) {
+		e0.TxID = txid
+	}
+	res := resultOf(err)
+	res.TxID = txid
+	if err == nil {
+		res.By = how
+	}
+	lerr := g.state.Land(ctx, req.User, id, res, func(us *UserState) {
 		switch {
 		case err == nil && how == byPush && g.cfg.GrantTTL > 0 && !req.Once:
 			if us.grants == nil {
@@ -782,7 +819,7 @@ func (g *Guard) land(ctx context.Context, f *flight, id, key string, req Request
 		g.log.Error("stepup: could not record the outcome of an approval in the step-up state", "user", req.User, "tool", req.Tool, "error", lerr)
 	}
 	g.disown(id)
-	f.err = err
+	f.err, f.by, f.txid = err, res.By, txid
 	// Waiters are released after the log line, so it precedes whatever
 	// the approved call does.
 	defer close(f.done)

@@ -609,3 +609,32 @@ func TestHangingAnswer(t *testing.T) {
 		}
 	}
 }
+
+// TestAuthorizeTellsHowAndWhichPush: for the audit trail, an approval says
+// whether a push, a grant or a bypass let the call through and names the
+// push; a refusal names the push it refused.
+func TestAuthorizeTellsHowAndWhichPush(t *testing.T) {
+	env := newTLS(t, stepup.Config{})
+	env.srv.Script("alice", duotest.Approve, duotest.Times(1))
+	env.srv.Script("alice", duotest.Deny)
+	req := request("alice")
+	a, err := env.guard.Authorize(t.Context(), req, nil)
+	require.NoError(t, err)
+	pushes := env.srv.Pushes()
+	require.Len(t, pushes, 1)
+	assert.Equal(t, stepup.Approval{By: "push", TxID: pushes[0].TxID}, a)
+
+	a, err = env.guard.Authorize(t.Context(), req, nil)
+	require.NoError(t, err)
+	assert.Equal(t, stepup.Approval{By: "grant"}, a, "the same call again rides the grant")
+
+	other := request("alice")
+	other.Key = "another call"
+	_, err = env.guard.Authorize(t.Context(), other, nil)
+	var e *stepup.Error
+	require.ErrorAs(t, err, &e)
+	assert.Equal(t, stepup.Denied, e.Outcome)
+	pushes = env.srv.Pushes()
+	require.Len(t, pushes, 2)
+	assert.Equal(t, pushes[1].TxID, e.TxID)
+}
