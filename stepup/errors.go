@@ -63,7 +63,7 @@ type Error struct {
 	// TxID is the Duo transaction id of the push that was denied, timed
 	// out or failed, when one was sent: for the audit trail.
 	TxID string
-	err   error // cause, for errors.Is (context.Canceled, a net error...)
+	err  error // cause, for errors.Is (context.Canceled, a net error...)
 }
 
 func (e *Error) Error() string { return e.Msg }

@@ -166,9 +166,9 @@ type Guard struct {
 // Guard sharing the State. Callers with the same Key wait for its result;
 // callers with another Key wait for it to end and then try again.
 type flight struct {
-	by, txid string // how it was approved; the push sent, if any
-	done chan struct{} // closed after err and lost are set
-	err  error
+	by, txid string        // how it was approved; the push sent, if any
+	done     chan struct{} // closed after err and lost are set
+	err      error
 	// For a flight another Guard owns: lost says its owner did not land
 	// it by its deadline (plus staleAfter); stop ends the wait for it.
 	lost bool
