@@ -5,6 +5,8 @@
 //	crm-mcp check     validate the configuration and reach the authorization server
 //	crm-mcp dev       run the whole flow on this machine, against stand-ins for Duo
 //	crm-mcp version   print the version
+//	crm-mcp healthcheck         ask a running server for /healthz (the image's HEALTHCHECK)
+//	crm-mcp audit verify FILE   check an audit log's hash chain
 //
 // All configuration of serve and check comes from environment variables
 // (see the README); MCP_RESOURCE_URL and DUO_ISSUER are required. dev
@@ -72,6 +74,11 @@ commands:
   dev       run the whole flow on this machine, with stand-ins for Duo
             (flags, see crm-mcp dev -h; never in production)
   version   print the version
+  healthcheck
+            GET /healthz of a running server, exit 0 when healthy
+            (flags, see crm-mcp healthcheck -h)
+  audit verify FILE
+            check the hash chain of an audit log, naming the first bad line
 
 serve and check take their configuration from environment variables only;
 MCP_RESOURCE_URL and DUO_ISSUER are required. See the README for the full
@@ -93,8 +100,12 @@ func (a *app) run(ctx context.Context, args []string) int {
 	case "version":
 		fn = a.version
 	case "dev":
-		// The one command with arguments: flags, not the environment.
+		// The commands with arguments: flags, not the environment.
 		return a.dev(ctx, rest)
+	case "healthcheck":
+		return a.healthcheck(ctx, rest)
+	case "audit":
+		return a.audit(ctx, rest)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(a.stdout, usage)
 		return 0

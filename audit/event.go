@@ -1,0 +1,233 @@
+package audit
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+)
+
+// Kind is what an event records.
+type Kind string
+
+// The events of the audit trail. Each names one decision of the request
+// path, in the order a call meets them.
+const (
+	// AuthFailed: the front door refused a token (Reason says why, such as
+	// expired or wrong audience).
+	AuthFailed Kind = "auth.failed"
+	// ScopeDenied: a valid token lacks the scope a tool needs.
+	ScopeDenied Kind = "scope.denied"
+	// StepUpRequested: a Duo Push was sent (DuoTxID names it).
+	StepUpRequested Kind = "stepup.requested"
+	// StepUpApproved: the user approved the push, or a recent approval
+	// covers the call (Reason says which).
+	StepUpApproved Kind = "stepup.approved"
+	// StepUpDenied: the user denied the push or reported fraud.
+	StepUpDenied Kind = "stepup.denied"
+	// StepUpFailed: no approval could be had. Reason says why: timeout,
+	// duo_error, cooldown, cap (too many pushes), cancelled...
+	StepUpFailed Kind = "stepup.failed"
+	// ToolCalled: a tool ran; Outcome and Duration say how it went.
+	ToolCalled Kind = "tool.called"
+	// Recovered is written by Open only, after it removed a torn final
+	// line left by a crash (Reason gives its size and SHA-256).
+	Recovered Kind = "audit.recovered"
+)
+
+// kinds maps each event a caller may record to the decision it implies
+// ("" when the event implies none).
+var kinds = map[Kind]string{
+	AuthFailed:      "deny",
+	ScopeDenied:     "deny",
+	StepUpRequested: "",
+	StepUpApproved:  "allow",
+	StepUpDenied:    "deny",
+	StepUpFailed:    "deny",
+	ToolCalled:      "",
+}
+
+// Event is one decision. Only Kind is always required; the rest is what
+// the caller knows at that point. Never put a token, an Authorization
+// header or a secret in any field: use [Fingerprint] for the token.
+type Event struct {
+	// Time of the decision; zero means when Record is called.
+	Time time.Time
+	Kind Kind
+
+	RequestID string // correlates the events of one HTTP request
+
+	// Who: from the access token.
+	Issuer           string
+	Subject          string
+	ClientID         string
+	JTI              string
+	TokenFingerprint string // Fingerprint(token)
+
+	// What: the tool and its arguments. Args is the JSON of the call's
+	// arguments; the log always holds the SHA-256 of their canonical form
+	// (args_sha256), and the arguments themselves only with
+	// Options.IncludeArgs.
+	Tool string
+	Args json.RawMessage
+
+	// Decision is allow or deny; empty takes the one the Kind implies
+	// (deny for auth.failed, scope.denied, stepup.denied and stepup.failed,
+	// allow for stepup.approved). A Decision contradicting the Kind is an
+	// error.
+	Decision string
+	Reason   string // required for auth.failed and stepup.failed
+	DuoTxID  string
+
+	// Outcome (required for tool.called) is how the tool call ended, such
+	// as ok or error; Duration how long it ran.
+	Outcome  string
+	Duration time.Duration
+}
+
+// line is an event as written: the JSON members in this order.
+type line struct {
+	Seq        uint64          `json:"seq"`
+	Prev       string          `json:"prev"`
+	Time       string          `json:"time"`
+	Event      Kind            `json:"event"`
+	RequestID  string          `json:"request_id,omitempty"`
+	Issuer     string          `json:"issuer,omitempty"`
+	Subject    string          `json:"subject,omitempty"`
+	ClientID   string          `json:"client_id,omitempty"`
+	JTI        string          `json:"jti,omitempty"`
+	TokenFP    string          `json:"token_fp,omitempty"`
+	Tool       string          `json:"tool,omitempty"`
+	ArgsHash   string          `json:"args_sha256,omitempty"`
+	Args       json.RawMessage `json:"args,omitempty"`
+	Decision   string          `json:"decision,omitempty"`
+	Reason     string          `json:"reason,omitempty"`
+	DuoTxID    string          `json:"duo_txid,omitempty"`
+	Outcome    string          `json:"outcome,omitempty"`
+	DurationMS *float64        `json:"duration_ms,omitempty"`
+}
+
+// FieldError is an Event that cannot be recorded, naming the field.
+type FieldError struct {
+	Kind  Kind
+	Field string
+	Msg   string
+}
+
+func (e *FieldError) Error() string {
+	return fmt.Sprintf("audit: event %q: %s %s", e.Kind, e.Field, e.Msg)
+}
+
+// toLine validates e and turns it into a line, without seq and prev.
+func toLine(e Event, includeArgs bool, now time.Time) (line, error) {
+	implied, ok := kinds[e.Kind]
+	if !ok {
+		msg := "is not an event kind"
+		if e.Kind == Recovered {
+			msg = "is written by Open only"
+		}
+		return line{}, &FieldError{Kind: e.Kind, Field: "Kind", Msg: msg}
+	}
+	switch e.Decision {
+	case "":
+		e.Decision = implied
+	case "allow", "deny":
+		if implied != "" && e.Decision != implied {
+			return line{}, &FieldError{Kind: e.Kind, Field: "Decision", Msg: fmt.Sprintf("%q contradicts the event, which is a %s", e.Decision, implied)}
+		}
+	default:
+		return line{}, &FieldError{Kind: e.Kind, Field: "Decision", Msg: fmt.Sprintf("%q is not allow or deny", e.Decision)}
+	}
+	if (e.Kind == AuthFailed || e.Kind == StepUpFailed) && e.Reason == "" {
+		return line{}, &FieldError{Kind: e.Kind, Field: "Reason", Msg: "is required"}
+	}
+	if e.Kind == ToolCalled {
+		if e.Tool == "" {
+			return line{}, &FieldError{Kind: e.Kind, Field: "Tool", Msg: "is required"}
+		}
+		if e.Outcome == "" {
+			return line{}, &FieldError{Kind: e.Kind, Field: "Outcome", Msg: "is required"}
+		}
+	}
+	if e.Duration < 0 {
+		return line{}, &FieldError{Kind: e.Kind, Field: "Duration", Msg: "is negative"}
+	}
+	t := e.Time
+	if t.IsZero() {
+		t = now
+	}
+	l := line{
+		Time:      t.UTC().Format(time.RFC3339Nano),
+		Event:     e.Kind,
+		RequestID: e.RequestID,
+		Issuer:    e.Issuer,
+		Subject:   e.Subject,
+		ClientID:  e.ClientID,
+		JTI:       e.JTI,
+		TokenFP:   e.TokenFingerprint,
+		Tool:      e.Tool,
+		Decision:  e.Decision,
+		Reason:    e.Reason,
+		DuoTxID:   e.DuoTxID,
+		Outcome:   e.Outcome,
+	}
+	if len(e.Args) > 0 {
+		canon, err := canonicalJSON(e.Args)
+		if err != nil {
+			return line{}, &FieldError{Kind: e.Kind, Field: "Args", Msg: "is not JSON: " + err.Error()}
+		}
+		l.ArgsHash = hashHex(canon)
+		if includeArgs {
+			l.Args = canon
+		}
+	}
+	if e.Kind == ToolCalled {
+		ms := float64(e.Duration.Microseconds()) / 1000
+		l.DurationMS = &ms
+	}
+	return l, nil
+}
+
+// Fingerprint identifies a token in the log without revealing it: the
+// first 16 hex digits of its SHA-256. An auditor holding a token can find
+// its events; the log's reader cannot recover the token. "" for "".
+func Fingerprint(token string) string {
+	if token == "" {
+		return ""
+	}
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:8])
+}
+
+// canonicalJSON re-encodes a JSON value so that equal arguments hash
+// equal whatever their spacing or member order: encoding/json's output
+// for the decoded value, with object members sorted by key, no
+// insignificant whitespace, no HTML escaping, and numbers exactly as
+// written.
+func canonicalJSON(raw []byte) ([]byte, error) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, err
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return nil, errors.New("data after the value")
+	}
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
+}
+
+func hashHex(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}

@@ -1,0 +1,284 @@
+package audit
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Options tune a Log. The zero value is the safe default.
+type Options struct {
+	// IncludeArgs writes each call's arguments (canonical JSON) next to
+	// their hash. Off by default: arguments can hold personal data that the
+	// readers of the audit trail are not entitled to see.
+	IncludeArgs bool
+}
+
+// ErrClosed is returned by Record after Close.
+var ErrClosed = errors.New("audit: log is closed")
+
+// maxLine bounds a line, so that Verify and Open never hold more than a
+// few lines in memory. Record refuses a longer event (fail closed)
+// rather than write a line Verify would reject.
+const maxLine = 16 << 20
+
+// genesis is the prev of a chain's first line.
+var genesis = strings.Repeat("0", 64)
+
+// Log appends events to the audit trail. It is safe for concurrent use:
+// Record calls are written one at a time, in the order they take the
+// lock, and each line chains to the one written before it.
+type Log struct {
+	opts Options
+	now  func() time.Time
+
+	mu     sync.Mutex
+	w      io.Writer
+	f      *os.File // nil when writing to a plain writer: no fsync
+	size   int64    // bytes of f known to be complete lines
+	seq    uint64   // of the last line written
+	prev   string   // hash of the last line written
+	failed error    // set by a failed write or by Close: every Record returns it
+}
+
+// New returns a Log writing to w (standard output, say), unsynced. Its
+// chain starts at seq 1. A failed write makes every later Record fail.
+func New(w io.Writer, opts Options) *Log {
+	return &Log{opts: opts, now: time.Now, w: w, prev: genesis}
+}
+
+// Open opens the audit log at path for appending, creating it (mode 0600)
+// if needed, and continues the chain from its last complete line. A torn
+// final line left by a crash is truncated away and recorded as a
+// Recovered event (see the package documentation). Open refuses a file
+// whose last complete line is not an audit record, and a file another
+// Log holds open (an advisory lock, so that two servers never interleave
+// their lines). An empty path means standard output: New(os.Stdout, opts).
+func Open(path string, opts Options) (*Log, error) {
+	if path == "" {
+		return New(os.Stdout, opts), nil
+	}
+	created := true
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		created = false
+		f, err = os.OpenFile(path, os.O_RDWR|os.O_APPEND, 0)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("audit: %w", err)
+	}
+	l, err := open(f, path, created, opts)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+func open(f *os.File, path string, created bool, opts Options) (*Log, error) {
+	if err := lockFile(f); err != nil {
+		return nil, fmt.Errorf("audit: %s is in use by another process (cannot lock it: %w)", path, err)
+	}
+	if created {
+		// The new directory entry must survive a crash as well as the
+		// lines written to it.
+		if err := syncDir(filepath.Dir(path)); err != nil {
+			return nil, fmt.Errorf("audit: %w", err)
+		}
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("audit: %w", err)
+	}
+	last, torn, err := readTail(f, fi.Size())
+	if err != nil {
+		return nil, fmt.Errorf("audit: %s: %w", path, err)
+	}
+	l := &Log{opts: opts, now: time.Now, w: f, f: f, size: fi.Size(), prev: genesis}
+	if last != nil {
+		var h header
+		if err := json.Unmarshal(last, &h); err != nil || h.Seq == nil || *h.Seq == 0 || h.Prev == nil || len(*h.Prev) != len(genesis) {
+			return nil, fmt.Errorf("audit: %s: its last complete line is not an audit record; refusing to append to it (check it with crm-mcp audit verify)", path)
+		}
+		l.seq = *h.Seq
+		l.prev = hashHex(last)
+	}
+	if len(torn) > 0 {
+		l.size -= int64(len(torn))
+		if err := f.Truncate(l.size); err != nil {
+			return nil, fmt.Errorf("audit: %s: removing a torn final line: %w", path, err)
+		}
+		if err := f.Sync(); err != nil {
+			return nil, fmt.Errorf("audit: %s: %w", path, err)
+		}
+		reason := fmt.Sprintf("removed a torn final line of %d bytes (sha256 %s) left by a crash during a write", len(torn), hashHex(torn))
+		if err := l.append(line{Time: l.now().UTC().Format(time.RFC3339Nano), Event: Recovered, Reason: reason}); err != nil {
+			return nil, err
+		}
+	}
+	return l, nil
+}
+
+// Record writes e as one line and, for a file, fsyncs it before
+// returning. An error means the event is not on record: the caller must
+// not act on the decision (fail closed). After a failed write every later
+// Record fails too, until the file is opened again.
+//
+// Record does not give up when ctx is done: an event about a cancelled
+// call must still be recorded, and a write cannot be undone halfway.
+func (l *Log) Record(ctx context.Context, e Event) error {
+	ln, err := toLine(e, l.opts.IncludeArgs, l.now())
+	if err != nil {
+		return err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.append(ln)
+}
+
+// append chains ln to the last line and writes it; l.mu is held (or l is
+// not shared yet).
+func (l *Log) append(ln line) error {
+	if l.failed != nil {
+		return l.failed
+	}
+	ln.Seq = l.seq + 1
+	ln.Prev = l.prev
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(ln); err != nil { // Encode ends the line with "\n"
+		return fmt.Errorf("audit: encoding event %q: %w", ln.Event, err)
+	}
+	if b.Len() > maxLine {
+		return &FieldError{Kind: ln.Event, Field: "Args", Msg: fmt.Sprintf("make the line %d bytes long, over the limit of %d", b.Len(), maxLine)}
+	}
+	if err := l.write(b.Bytes()); err != nil {
+		l.failed = fmt.Errorf("audit: writing the log failed, every later event is refused: %w", err)
+		return l.failed
+	}
+	l.seq = ln.Seq
+	l.prev = hashHex(b.Bytes()[:b.Len()-1])
+	return nil
+}
+
+func (l *Log) write(b []byte) error {
+	n, err := l.w.Write(b)
+	if err == nil && n < len(b) {
+		err = io.ErrShortWrite
+	}
+	if l.f == nil {
+		return err
+	}
+	if err != nil {
+		// Best effort: take back a partial line, so that the file ends
+		// with a complete one. Open repairs it if this fails too.
+		if n > 0 {
+			l.f.Truncate(l.size)
+		}
+		return err
+	}
+	if err := l.f.Sync(); err != nil {
+		// After a failed fsync the kernel may have dropped the dirty
+		// pages: whether the line is on disk is unknown.
+		return err
+	}
+	l.size += int64(len(b))
+	return nil
+}
+
+// Close syncs and closes the file (a writer is left open). Record
+// returns ErrClosed afterwards.
+func (l *Log) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.failed == ErrClosed {
+		return nil
+	}
+	l.failed = ErrClosed
+	if l.f == nil {
+		return nil
+	}
+	err := l.f.Sync()
+	if cerr := l.f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("audit: %w", err)
+	}
+	return nil
+}
+
+// readTail returns the last complete line of the file (without its "\n";
+// nil when there is none) and the bytes after it, a torn final line. It
+// reads backwards from the end, looking at each byte once, until it has
+// seen the newline that ends the last line and the one before it, or the
+// start of the file.
+func readTail(r io.ReaderAt, size int64) (last, torn []byte, err error) {
+	const chunk = 64 << 10
+	end := int64(-1)  // offset of the last "\n"
+	start := int64(0) // offset of the last line
+	off := size
+scan:
+	for off > 0 {
+		if size-off > 2*maxLine {
+			return nil, nil, fmt.Errorf("its last %d bytes hold no complete line: not an audit log, or damaged (check it with crm-mcp audit verify)", size-off)
+		}
+		n := min(int64(chunk), off)
+		off -= n
+		p := make([]byte, n)
+		if err := readAt(r, p, off); err != nil {
+			return nil, nil, err
+		}
+		for i := len(p) - 1; i >= 0; i-- {
+			switch {
+			case p[i] != '\n':
+			case end < 0:
+				end = off + int64(i)
+			default:
+				start = off + int64(i) + 1
+				break scan
+			}
+		}
+	}
+	from := start
+	if end < 0 {
+		from = 0
+	}
+	b := make([]byte, size-from)
+	if err := readAt(r, b, from); err != nil {
+		return nil, nil, err
+	}
+	if end < 0 {
+		return nil, b, nil
+	}
+	return b[:end-start], b[end-start+1:], nil
+}
+
+// readAt fills p from r at off; io.ReaderAt may report io.EOF along
+// with a full read at the end of the file.
+func readAt(r io.ReaderAt, p []byte, off int64) error {
+	n, err := r.ReadAt(p, off)
+	if n == len(p) {
+		return nil
+	}
+	return err
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
