@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"net/url"
 	"reflect"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -62,7 +64,7 @@ func (a *app) healthcheck(ctx context.Context, args []string) int {
 			return 1
 		}
 	} else if p, err := url.Parse(u); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
-		fmt.Fprintf(a.stderr, "crm-mcp healthcheck: -url %s is not an absolute http(s) URL\n", quoteURL(u))
+		fmt.Fprintf(a.stderr, "crm-mcp healthcheck: -url %s is not an absolute http(s) URL\n", shownURL(u))
 		return 2
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
@@ -121,4 +123,14 @@ func getHealth(ctx context.Context, u string) error {
 		return fmt.Errorf("GET %s: %s, want 200 OK", u, resp.Status)
 	}
 	return nil
+}
+
+// shownURL quotes a URL for an error message, any password hidden.
+func shownURL(s string) string {
+	if u, err := url.Parse(s); err == nil && u.User != nil {
+		s = u.Redacted()
+	} else if err != nil && strings.Contains(s, "@") {
+		s = "(unparsable URL with '@', not shown)"
+	}
+	return strconv.Quote(s)
 }
