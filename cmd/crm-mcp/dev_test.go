@@ -387,7 +387,7 @@ func TestDevEndToEnd(t *testing.T) {
 		assert.Contains(t, out, d.base+"/dev/push")
 		assert.Contains(t, out, d.base+"/oauth2/dev/admin")
 		assert.Contains(t, out, "npx @modelcontextprotocol/inspector")
-		assert.Contains(t, out, "MCP_AUTO_OPEN_ENABLED=false npx -y -p node@22 -p @modelcontextprotocol/inspector mcp-inspector --cli "+d.mcp+" --transport http", "the Inspector CLI line, headless")
+		assert.Contains(t, out, "MCP_AUTO_OPEN_ENABLED=false npx -y -p node@22 -p @modelcontextprotocol/inspector@2 mcp-inspector --cli "+d.mcp+" --transport http", "the Inspector CLI line, headless")
 		assert.Contains(t, out, `{"mcpServers":{"crm":{"command":"npx","args":["mcp-remote","`+d.mcp+`"]}}}`)
 		assert.Contains(t, out, `{"servers":{"crm":{"type":"http","url":"`+d.mcp+`"}}}`)
 		for _, u := range rstest.DevUsers() {
