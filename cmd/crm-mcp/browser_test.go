@@ -155,7 +155,7 @@ func browserChromiumPath(t *testing.T) string {
 		if os.Getenv("CRM_MCP_SKIP_E2E") == "1" {
 			t.Skipf("CRM_MCP_SKIP_E2E=1: skipping the browser test (no Chromium at %q)", path)
 		}
-		t.Fatalf("no Chromium (CHROMIUM_PATH=%q, none on PATH): install it (apt-get install chromium) or set CHROMIUM_PATH; ./test at the repository root finds or installs it; CRM_MCP_SKIP_E2E=1 skips this test", path)
+		t.Fatalf("no Chromium found (CHROMIUM_PATH %q, else chromium on PATH): install it (apt-get install chromium) or set CHROMIUM_PATH; ./test at the repository root finds or installs it; CRM_MCP_SKIP_E2E=1 skips this test", path)
 	}
 	return path
 }

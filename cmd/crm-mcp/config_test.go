@@ -449,3 +449,10 @@ func testCACert(t *testing.T) []byte {
 	require.NoError(t, err)
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
+
+func TestLibraryVarsAreVariables(t *testing.T) {
+	known := knownVariables()
+	for field, name := range libraryVars {
+		assert.Contains(t, known, name, "libraryVars[%q]", field)
+	}
+}

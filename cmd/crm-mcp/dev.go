@@ -350,12 +350,16 @@ func (s *devStack) snippets() (claude, vscode string) {
 }
 
 // inspectorCLI is the MCP Inspector CLI command line that lists the tools.
-// MCP_AUTO_OPEN_ENABLED=false keeps it from opening a browser, which a
-// headless machine has not got; the Inspector (2.x) needs Node >= 22.19,
-// so npx fetches node@22 beside it and the Inspector's "#!/usr/bin/env
-// node" finds that one first on the PATH.
+// MCP_AUTO_OPEN_ENABLED=false makes it print the sign-in URL instead of
+// opening a browser the machine may not have (it then needs a terminal for
+// the prompt). The Inspector 2.x needs Node >= 22.19, so npx fetches
+// node@22 beside it, whose node comes first on the PATH the Inspector's
+// "#!/usr/bin/env node" searches. "@2" because npm on an older Node
+// otherwise picks the newest Inspector that Node supports, the 0.x one,
+// which does not sign in. Tried with Inspector 2.12.0 against dev: one
+// sign-in, then tools/list and list_deals.
 func (s *devStack) inspectorCLI() string {
-	return "MCP_AUTO_OPEN_ENABLED=false npx -y -p node@22 -p @modelcontextprotocol/inspector mcp-inspector --cli " +
+	return "MCP_AUTO_OPEN_ENABLED=false npx -y -p node@22 -p @modelcontextprotocol/inspector@2 mcp-inspector --cli " +
 		s.mcpURL + " --transport http --method tools/list"
 }
 
@@ -389,8 +393,8 @@ func (s *devStack) banner() string {
 	fmt.Fprintf(&b, "\nConnect a client:\n")
 	fmt.Fprintf(&b, "  MCP Inspector: run\n    npx @modelcontextprotocol/inspector\n")
 	fmt.Fprintf(&b, "  then choose Transport Type \"Streamable HTTP\", URL %s, and Connect.\n", s.mcpURL)
-	fmt.Fprintf(&b, "  MCP Inspector CLI, headless (it needs Node >= 22.19, which npx fetches here;\n")
-	fmt.Fprintf(&b, "  open the sign-in URL it prints, or start dev with -auto-login alice):\n")
+	fmt.Fprintf(&b, "  MCP Inspector CLI, in a terminal without a browser (it needs Node >= 22.19,\n")
+	fmt.Fprintf(&b, "  which npx fetches here; open the sign-in URL it prints in any browser):\n")
 	fmt.Fprintf(&b, "    %s\n", s.inspectorCLI())
 	fmt.Fprintf(&b, "  Claude Desktop, through mcp-remote (claude_desktop_config.json):\n    %s\n", claude)
 	fmt.Fprintf(&b, "  VS Code (.vscode/mcp.json):\n    %s\n", vscode)
