@@ -33,6 +33,11 @@ const DefaultProtocolVersion = "2025-06-18"
 // maxErrorKinds caps the distinct error messages a Result keeps.
 const maxErrorKinds = 10
 
+// callTimeout is how long a call may still run after the measurement has
+// ended: a server that stops answering ends the run, as failed calls,
+// instead of hanging it.
+const callTimeout = 30 * time.Second
+
 // Call is one tools/call of the mix.
 type Call struct {
 	Tool string
@@ -120,6 +125,10 @@ type Config struct {
 	ProgressInterval time.Duration
 	// Label starts every progress line.
 	Label string
+	// Window, if set, is called when the measurement starts (false) and
+	// when it ends (true), for measuring the server alongside, such as the
+	// CPU time it used.
+	Window func(end bool)
 }
 
 func (c *Config) check() error {
@@ -231,6 +240,8 @@ type worker struct {
 func drive(ctx context.Context, cfg Config, sessions []*session) *Result {
 	start := time.Now().Add(cfg.Warmup)
 	end := start.Add(cfg.Duration)
+	ctx, cancel := context.WithDeadline(ctx, end.Add(callTimeout))
+	defer cancel()
 	var done, failed atomic.Int64 // every call, warmup included, for progress
 	workers := make([]worker, cfg.Concurrency)
 	var wg sync.WaitGroup
@@ -279,6 +290,14 @@ func drive(ctx context.Context, cfg Config, sessions []*session) *Result {
 			report(cfg, start, end, &done, &failed, stop)
 		}()
 	}
+	if cfg.Window != nil {
+		// Called once each, here and not on a timer's goroutine, so that
+		// they are done when Run returns; early when ctx ends the run.
+		sleepUntil(ctx, start)
+		cfg.Window(false)
+		sleepUntil(ctx, end)
+		cfg.Window(true)
+	}
 	wg.Wait()
 	close(stop)
 	progress.Wait()
@@ -299,6 +318,16 @@ func drive(ctx context.Context, cfg Config, sessions []*session) *Result {
 	}
 	slices.Sort(r.latencies)
 	return r
+}
+
+// sleepUntil waits until t or until ctx ends.
+func sleepUntil(ctx context.Context, t time.Time) {
+	timer := time.NewTimer(time.Until(t))
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+	case <-ctx.Done():
+	}
 }
 
 // report prints a progress line per interval until stop is closed.

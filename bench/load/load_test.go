@@ -56,8 +56,10 @@ func TestRunCounts(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			url, served := newServer(t, tc.json)
 			var progress strings.Builder
+			var window []bool
 			r, err := Run(t.Context(), Config{
-				URL: url, Tokens: []string{"good"}, Concurrency: 4, Sessions: 8,
+				Window: func(end bool) { window = append(window, end) },
+				URL:    url, Tokens: []string{"good"}, Concurrency: 4, Sessions: 8,
 				Duration: 300 * time.Millisecond, Warmup: 150 * time.Millisecond,
 				Mix:      []Call{{Tool: "echo", Args: []byte(`{"id":7}`)}, {Tool: "echo"}},
 				Progress: &progress, ProgressInterval: 100 * time.Millisecond, Label: "test",
@@ -73,6 +75,7 @@ func TestRunCounts(t *testing.T) {
 			require.Positive(t, r.Percentile(50))
 			require.LessOrEqual(t, r.Percentile(50), r.Percentile(90))
 			require.LessOrEqual(t, r.Percentile(90), r.Percentile(99))
+			require.Equal(t, []bool{false, true}, window, "the window opens once and closes once")
 			require.Contains(t, progress.String(), "test  warmup")
 			require.Contains(t, progress.String(), "req/s  0 errors")
 		})

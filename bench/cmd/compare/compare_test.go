@@ -48,6 +48,8 @@ func TestCompareSmoke(t *testing.T) {
 		require.Contains(t, out, "| ratio crm-mcp / typescript | ")
 	}
 	require.NotContains(t, out, "| 0 |", "every server answered calls")
+	require.Contains(t, out, "| server | c=1 CPU/call | c=4 CPU/call |")
+	require.NotContains(t, out, "n/a", "CPU time is measured on Linux")
 	require.Contains(t, stderr.String(), "round 1/1  c=4")
 }
 

@@ -17,6 +17,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -146,9 +147,9 @@ func compare(ctx context.Context, o options, stdout, stderr io.Writer) (err erro
 	}
 	servers := rg.servers
 
-	results := map[string]map[int][]*load.Result{}
+	results := map[string]map[int][]cellResult{}
 	for _, s := range servers {
-		results[s.name] = map[int][]*load.Result{}
+		results[s.name] = map[int][]cellResult{}
 	}
 	cell := 0
 	for round := 1; round <= o.rounds; round++ {
@@ -164,6 +165,14 @@ func compare(ctx context.Context, o options, stdout, stderr io.Writer) (err erro
 				if o.verbose {
 					cfg.Progress, cfg.Label = stderr, fmt.Sprintf("round %d c=%d %s", round, c, s.name)
 				}
+				// The server's CPU time over the measured window.
+				var cpu [2]time.Duration
+				cpuErr := error(nil)
+				cfg.Window = func(end bool) {
+					t, err := cpuTime(s.cmd.Process.Pid)
+					cpuErr = cmp.Or(cpuErr, err)
+					cpu[boolIndex(end)] = t
+				}
 				r, err := load.Run(ctx, cfg)
 				if err != nil {
 					return fmt.Errorf("%s, c=%d: %w (server log: %s)", s.name, c, err, s.log)
@@ -171,9 +180,13 @@ func compare(ctx context.Context, o options, stdout, stderr io.Writer) (err erro
 				if err := s.exited(); err != nil {
 					return err
 				}
-				fmt.Fprintf(stderr, "round %d/%d  c=%-3d %-10s %8.0f req/s  p99 %6.2f ms  %d errors\n",
-					round, o.rounds, c, s.name, r.Throughput(), ms(r.Percentile(99)), r.Errors)
-				results[s.name][c] = append(results[s.name][c], r)
+				cr := cellResult{Result: r, cpuPerCall: -1}
+				if n := r.Calls + r.Errors; cpuErr == nil && n > 0 {
+					cr.cpuPerCall = (cpu[1] - cpu[0]) / time.Duration(n)
+				}
+				fmt.Fprintf(stderr, "round %d/%d  c=%-3d %-10s %8.0f req/s  p99 %7.2f ms  CPU/call %s  %d errors\n",
+					round, o.rounds, c, s.name, r.Throughput(), ms(r.Percentile(99)), cr.cpu(), r.Errors)
+				results[s.name][c] = append(results[s.name][c], cr)
 			}
 			cell++
 		}
@@ -197,6 +210,28 @@ func compare(ctx context.Context, o options, stdout, stderr io.Writer) (err erro
 		return fmt.Errorf("calls failed:\n  %s", strings.Join(failed, "\n  "))
 	}
 	return nil
+}
+
+// cellResult is one server at one concurrency in one round.
+type cellResult struct {
+	*load.Result
+	// cpuPerCall is the server's CPU time over the measured window divided
+	// by the calls in it; negative when it could not be measured.
+	cpuPerCall time.Duration
+}
+
+func (c cellResult) cpu() string {
+	if c.cpuPerCall < 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.0f µs", float64(c.cpuPerCall.Nanoseconds())/1000)
+}
+
+func boolIndex(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // baseEnv is the environment every server starts from: enough to run,
