@@ -70,7 +70,11 @@ func (a *app) serveConfig(ctx context.Context, cfg config, opts serveOptions) in
 
 	// Built first: it needs no network, and a bad key or CA file should
 	// fail before anything is listened on or created.
-	stepUp, err := cfg.stepUp(log)
+	stepUpLog := log
+	if cfg.DatabaseURL != "" {
+		stepUpLog = slog.New(slog.DiscardHandler) // built again below, with the shared state
+	}
+	stepUp, err := cfg.stepUp(stepUpLog)
 	if err != nil {
 		fmt.Fprintf(a.stderr, "crm-mcp %s: invalid configuration:\n%s", command, formatConfigErrors(err))
 		return 1

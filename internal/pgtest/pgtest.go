@@ -230,10 +230,13 @@ func (c *Cluster) logTail() string {
 	return string(b)
 }
 
+// binGlob is where Debian installs the server programs, off PATH.
+var binGlob = "/usr/lib/postgresql/*/bin"
+
 // findBin returns the directory of initdb and postgres: the newest
-// /usr/lib/postgresql/*/bin (Debian keeps them off PATH), else PATH.
+// binGlob, else PATH.
 func findBin() (string, error) {
-	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	dirs, _ := filepath.Glob(binGlob)
 	sort.Slice(dirs, func(i, j int) bool { return version(dirs[i]) > version(dirs[j]) })
 	for _, d := range dirs {
 		if _, err := os.Stat(filepath.Join(d, "initdb")); err == nil {

@@ -171,7 +171,9 @@ func (s *State) Update(ctx context.Context, user string, fn func(*stepup.UserSta
 // update runs fn on user's record inside tx, holding the user's lock.
 func update(ctx context.Context, tx pgx.Tx, user string, fn func(*stepup.UserState)) error {
 	// The lock, not a row lock, serializes the user's decisions: it holds
-	// whether or not the user has a row yet.
+	// whether or not the user has a row yet. It is a statement of its own:
+	// a statement reads with the snapshot taken when it began, so a read
+	// in the same statement could miss what the previous holder committed.
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('stepup user ' || $1, 0))`, user); err != nil {
 		return err
 	}

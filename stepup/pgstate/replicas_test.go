@@ -37,21 +37,21 @@ type backend struct {
 	name string
 	// states returns the two States, closed when the test ends; kill, if
 	// not nil, stops one abruptly.
-	states func(t *testing.T) (a, b stepup.State)
+	states func(t testing.TB) (a, b stepup.State)
 	kill   func(s stepup.State)
 }
 
 var backends = []backend{
 	{
 		name: "memory",
-		states: func(*testing.T) (stepup.State, stepup.State) {
+		states: func(testing.TB) (stepup.State, stepup.State) {
 			s := stepup.NewMemoryState()
 			return s, s
 		},
 	},
 	{
 		name: "postgres",
-		states: func(t *testing.T) (stepup.State, stepup.State) {
+		states: func(t testing.TB) (stepup.State, stepup.State) {
 			url := pgtest.NewDatabase(t)
 			open := func() stepup.State {
 				s, err := pgstate.Open(t.Context(), url)
@@ -87,7 +87,7 @@ func (d deadTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 
 // twoReplicas starts a fake Duo and two Guards, A and B, configured alike
 // from cfg and sharing their state through b.
-func twoReplicas(t *testing.T, b backend, cfg stepup.Config) (*duotest.Server, replica, replica) {
+func twoReplicas(t testing.TB, b backend, cfg stepup.Config) (*duotest.Server, replica, replica) {
 	t.Helper()
 	srv := duotest.NewServer()
 	t.Cleanup(srv.Close)
@@ -109,7 +109,7 @@ func twoReplicas(t *testing.T, b backend, cfg stepup.Config) (*duotest.Server, r
 }
 
 // tlsTransport trusts only srv.
-func tlsTransport(t *testing.T, srv *duotest.Server) *http.Transport {
+func tlsTransport(t testing.TB, srv *duotest.Server) *http.Transport {
 	t.Helper()
 	pool := x509.NewCertPool()
 	require.True(t, pool.AppendCertsFromPEM(srv.CACertPEM()))
