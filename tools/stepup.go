@@ -12,6 +12,7 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/crm-mcp/crm-mcp/audit"
 	"github.com/crm-mcp/crm-mcp/crm"
 	"github.com/crm-mcp/crm-mcp/resourceserver"
 	"github.com/crm-mcp/crm-mcp/stepup"
@@ -86,8 +87,11 @@ func decide[In, Out any](ctx context.Context, d *deps, req *mcp.CallToolRequest,
 			// While no push can be sent, every call that names a record is
 			// refused before the record is read, so the refusal does not
 			// tell which records are restricted.
-			if err := su.Guard.Blocked(user); err != nil {
+			if err := su.Guard.BlockedContext(ctx, user); err != nil {
 				d.log.InfoContext(ctx, "step-up blocked", "tool", name, "sub", c.tok.Subject, "error", err.Error())
+				if rerr := d.note(ctx, c.ev, stepUpOutcome(err)); rerr != nil {
+					return rerr
+				}
 				return &toolError{fmt.Sprintf("%s was not run. %s", name, err.Error())}
 			}
 		}
@@ -107,17 +111,26 @@ func decide[In, Out any](ctx context.Context, d *deps, req *mcp.CallToolRequest,
 		if asks || c.target.restricted {
 			d.log.WarnContext(ctx, "STEP-UP IS OFF: restricted records move without Duo approval (STEPUP_MODE=off)", "tool", name)
 		}
+		if err := d.note(ctx, c.ev, audit.Event{Kind: audit.StepUpApproved, Reason: "step-up is off (STEPUP_MODE=off)"}); err != nil {
+			return err
+		}
 		c.approved = true
 		return nil
 	}
 
 	action, details, err := td.describe(c)
 	if err != nil {
+		if rerr := d.note(ctx, c.ev, audit.Event{Kind: audit.StepUpFailed, Reason: string(stepup.Unshowable)}); rerr != nil {
+			return rerr
+		}
 		return err
 	}
 	reason := strings.Join(all, "; ")
 	d.log.InfoContext(ctx, "step-up required", "tool", name, "sub", c.tok.Subject, "reason", reason)
-	err = su.Guard.Approve(ctx, stepup.Request{
+	if err := d.note(ctx, c.ev, audit.Event{Kind: audit.StepUpRequested, Reason: reason}); err != nil {
+		return err
+	}
+	approval, err := su.Guard.Authorize(ctx, stepup.Request{
 		User:     user,
 		Tool:     name,
 		Action:   action,
@@ -132,6 +145,9 @@ func decide[In, Out any](ctx context.Context, d *deps, req *mcp.CallToolRequest,
 	}, progress(ctx, req, name))
 	if err != nil {
 		d.log.WarnContext(ctx, "step-up refused", "tool", name, "sub", c.tok.Subject, "error", err.Error())
+		if rerr := d.note(ctx, c.ev, stepUpOutcome(err)); rerr != nil {
+			return rerr
+		}
 		var se *stepup.Error
 		if errors.As(err, &se) && se.Outcome == stepup.Unshowable {
 			return &toolError{fmt.Sprintf("%s was not run, and no approval was asked for. %s", name, err.Error())}
@@ -144,9 +160,39 @@ func decide[In, Out any](ctx context.Context, d *deps, req *mcp.CallToolRequest,
 		}
 		return &toolError{fmt.Sprintf("%s needs approval on your phone (Duo Push)%s. %s", name, why, err.Error())}
 	}
-	d.log.InfoContext(ctx, "step-up approved", "tool", name, "sub", c.tok.Subject)
+	d.log.InfoContext(ctx, "step-up approved", "tool", name, "sub", c.tok.Subject, "by", approval.By)
+	// On record before the call runs.
+	if err := d.note(ctx, c.ev, audit.Event{Kind: audit.StepUpApproved, Reason: approval.By, DuoTxID: approval.TxID}); err != nil {
+		return err
+	}
 	c.approved = true
 	return nil
+}
+
+// stepUpOutcome is the audit line for a refusal by the guard: denied by
+// the person (stepup.denied), or no approval to be had (stepup.failed),
+// with a short reason and the push's txid when one was sent.
+func stepUpOutcome(err error) audit.Event {
+	var se *stepup.Error
+	if !errors.As(err, &se) {
+		return audit.Event{Kind: audit.StepUpFailed, Reason: "error"}
+	}
+	ev := audit.Event{Kind: audit.StepUpFailed, DuoTxID: se.TxID}
+	switch se.Outcome {
+	case stepup.Denied, stepup.Fraud:
+		ev.Kind, ev.Reason = audit.StepUpDenied, string(se.Outcome)
+	case stepup.TimedOut:
+		ev.Reason = "timeout"
+	case stepup.CoolingDown:
+		ev.Reason = "cooldown"
+	case stepup.TooManyPushes:
+		ev.Reason = "cap"
+	case stepup.Unavailable, stepup.Misconfigured, stepup.RateLimited:
+		ev.Reason = "duo_error: " + string(se.Outcome)
+	default:
+		ev.Reason = string(se.Outcome) // locked_out, enroll, preauth_denied, cancelled, unshowable
+	}
+	return ev
 }
 
 // duoUser reads the Duo user from the verified token, never from the

@@ -13,6 +13,9 @@ package tools
 import (
 	"cmp"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -25,6 +28,7 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/crm-mcp/crm-mcp/audit"
 	"github.com/crm-mcp/crm-mcp/crm"
 	"github.com/crm-mcp/crm-mcp/resourceserver"
 	"github.com/crm-mcp/crm-mcp/stepup"
@@ -59,6 +63,13 @@ type Config struct {
 	// StepUp asks for Duo Push approval before sensitive calls. Nil turns
 	// step-up off (STEPUP_MODE=off): the caller must say so loudly.
 	StepUp *StepUp
+	// Record, when set, hears every decision on a tool call before the
+	// server acts on it: scope.denied (the in-MCP check), stepup.requested,
+	// stepup.approved, stepup.denied, stepup.failed, and tool.called (a
+	// write's "started" line before it runs, then every call's outcome).
+	// It is the audit trail (and metrics): an error from it fails the call
+	// closed, since a decision that is not on record must not be acted on.
+	Record func(ctx context.Context, e audit.Event) error
 
 	// Bounds on Streamable HTTP sessions (sessions.go); they do not apply
 	// when Stateless. Zero means the default; negative is an error.
@@ -162,7 +173,7 @@ func NewHandler(cfg Config) (*Handler, error) {
 
 // newMCPServer builds the MCP server with every tool registered.
 func newMCPServer(cfg Config) (*mcp.Server, *catalog) {
-	cat := newCatalog(&deps{store: cfg.Store, log: cfg.Logger, stepUp: cfg.StepUp})
+	cat := newCatalog(&deps{store: cfg.Store, log: cfg.Logger, stepUp: cfg.StepUp, record: cfg.Record})
 	server := mcp.NewServer(&mcp.Implementation{Name: "crm-mcp", Title: "CRM (Duo protected)", Version: cfg.Version}, &mcp.ServerOptions{
 		Instructions: "CRM tools. Each tool needs a Duo scope; calls without it are refused with an insufficient_scope challenge naming the scopes to request.",
 		Logger:       cfg.Logger,
@@ -197,7 +208,8 @@ func Scopes() []string {
 type deps struct {
 	store  *crm.Store
 	log    *slog.Logger
-	stepUp *StepUp // nil when step-up is off
+	stepUp *StepUp                                  // nil when step-up is off
+	record func(context.Context, audit.Event) error // nil: no audit trail
 }
 
 // spec is one tool and its policy.
@@ -345,6 +357,48 @@ type call[In any] struct {
 	// so it may return the restricted records it matches. A call that
 	// needed none returns none.
 	approved bool
+	// ev is the audit trail's view of the call (who, what), nil without
+	// one.
+	ev *audit.Event
+}
+
+// newEvent starts the audit trail's view of a call: who (from the call's
+// own token, by fingerprint), which tool, the decoded arguments, and a
+// request id shared by every line of the call.
+func newEvent(tool string, tok *resourceserver.Token, in any) *audit.Event {
+	args, _ := json.Marshal(in)
+	return &audit.Event{
+		RequestID:        newRequestID(),
+		Issuer:           tok.Issuer,
+		Subject:          tok.Subject,
+		ClientID:         tok.ClientID,
+		JTI:              tok.JTI,
+		TokenFingerprint: tok.Fingerprint,
+		Tool:             tool,
+		Args:             args,
+	}
+}
+
+// note records one decision about the call ev describes; nil without an
+// audit trail. Its error is what the caller sees: the call was not run.
+func (d *deps) note(ctx context.Context, ev *audit.Event, e audit.Event) error {
+	if d.record == nil || ev == nil {
+		return nil
+	}
+	full := *ev
+	full.Kind, full.Decision, full.Reason, full.DuoTxID, full.Outcome, full.Duration = e.Kind, e.Decision, e.Reason, e.DuoTxID, e.Outcome, e.Duration
+	if err := d.record(ctx, full); err != nil {
+		d.log.ErrorContext(ctx, "the audit trail refused a line: failing the call closed", "tool", ev.Tool, "event", string(e.Kind), "error", err.Error())
+		return &toolError{ev.Tool + " was not run: the server could not write its audit trail; try again later"}
+	}
+	return nil
+}
+
+// newRequestID names one tool call in the audit trail.
+func newRequestID() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // target is the record a call names, as read before the decision.
@@ -379,13 +433,35 @@ func define[In, Out any](d *deps, td toolDef[In, Out]) spec {
 				}
 				if lacking := missing(tok.Scopes, td.scopes); len(lacking) > 0 {
 					d.log.WarnContext(ctx, "tool call without scope reached the MCP layer", "tool", t.Name, "missing", lacking)
+					if d.record != nil {
+						d.note(ctx, newEvent(t.Name, tok, in), audit.Event{Kind: audit.ScopeDenied, Reason: "missing " + strings.Join(lacking, " ")})
+					}
 					return nil, zero, errScope(t.Name, lacking)
 				}
 				c := &call[In]{in: in, tok: tok}
+				if d.record != nil {
+					c.ev = newEvent(t.Name, tok, in)
+				}
 				if err := decide(ctx, d, req, &td, c); err != nil {
 					return nil, zero, d.userError(ctx, t.Name, err)
 				}
+				if td.writes {
+					// A write is on record before it happens.
+					if err := d.note(ctx, c.ev, audit.Event{Kind: audit.ToolCalled, Outcome: "started"}); err != nil {
+						return nil, zero, err
+					}
+				}
+				start := time.Now()
 				text, out, err := td.run(ctx, c)
+				outcome := "ok"
+				if err != nil {
+					outcome = "error"
+				}
+				if rerr := d.note(ctx, c.ev, audit.Event{Kind: audit.ToolCalled, Outcome: outcome, Duration: time.Since(start)}); rerr != nil && err == nil && !td.writes {
+					// A read whose outcome cannot be recorded returns
+					// nothing: its data must not move off the record.
+					return nil, zero, rerr
+				}
 				if err != nil {
 					return nil, zero, d.userError(ctx, t.Name, err)
 				}
