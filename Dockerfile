@@ -7,19 +7,17 @@
 #   docker build -t crm-mcp --build-arg VERSION=v1.2.3 .
 #
 # Offline (no registry to pull golang from), build the same root
-# filesystem on the host with the same script, then the image from it:
+# filesystem on the host with the same script, and hand it to the build in
+# place of the rootfs stage (BuildKit and buildah then skip the stages it
+# replaces):
 #
 #   sh build/rootfs.sh build/rootfs v1.2.3
-#   docker build -t crm-mcp --build-arg ROOTFS=host --build-arg VERSION=v1.2.3 .
-#
-# Only the stages the chosen ROOTFS needs are built (BuildKit, and buildah
-# with its default --skip-unused-stages).
+#   docker buildx build --build-context rootfs=build/rootfs \
+#     --build-arg VERSION=v1.2.3 -t crm-mcp .
 
-# source: compile in a golang stage; host: take build/rootfs from the context.
-ARG ROOTFS=source
 ARG GO_VERSION=1.26
 
-FROM golang:${GO_VERSION}-bookworm AS rootfs-source-build
+FROM golang:${GO_VERSION}-bookworm AS compile
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
@@ -27,13 +25,9 @@ COPY . .
 ARG VERSION=dev
 RUN sh build/rootfs.sh /rootfs "$VERSION"
 
-FROM scratch AS rootfs-source
-COPY --from=rootfs-source-build /rootfs/ /
-
-FROM scratch AS rootfs-host
-COPY build/rootfs/ /
-
-FROM rootfs-${ROOTFS} AS rootfs
+# The image's files, and nothing else: what build/rootfs.sh made.
+FROM scratch AS rootfs
+COPY --from=compile /rootfs/ /
 
 FROM scratch
 ARG VERSION=dev

@@ -4,9 +4,10 @@
 # user (65532, "nonroot"), and the /data and /tmp mount points (the
 # Dockerfile gives those two to the user).
 #
-# The Dockerfile's build stage runs it, and so does CI on the host when no
-# image registry is reachable (ROOTFS=host): one script, so that both
-# images hold a binary built the same way.
+# The Dockerfile's compile stage runs it, and so does CI on the host when
+# no image registry is reachable (the result then replaces the rootfs
+# stage: --build-context rootfs=OUTDIR): one script, so that both images
+# hold a binary built the same way.
 #
 #   sh build/rootfs.sh OUTDIR [VERSION]
 set -eu
