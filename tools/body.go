@@ -43,26 +43,34 @@ func readCalls(body []byte) ([]string, error) {
 	if err := checkUnambiguous(body); err != nil {
 		return nil, err
 	}
+	var names []string
+	for _, req := range requests(body) {
+		if req.Method == "tools/call" {
+			names = append(names, paramName(req.Params))
+		}
+	}
+	return names, nil
+}
+
+// requests decodes the JSON-RPC requests and notifications of a body that
+// checkUnambiguous accepted, as go-sdk does.
+func requests(body []byte) []*jsonrpc.Request {
 	raws := []json.RawMessage{body}
 	if b := bytes.TrimLeft(body, " \t\r\n"); len(b) > 0 && b[0] == '[' {
 		raws = nil
 		if json.Unmarshal(body, &raws) != nil {
-			return nil, nil // unreachable for a checked array; go-sdk answers
+			return nil // not an array after all; go-sdk refuses it
 		}
 	}
-	var names []string
+	var out []*jsonrpc.Request
 	for _, raw := range raws {
-		msg, err := jsonrpc.DecodeMessage(raw)
-		if err != nil {
-			continue
+		if msg, err := jsonrpc.DecodeMessage(raw); err == nil {
+			if req, ok := msg.(*jsonrpc.Request); ok {
+				out = append(out, req)
+			}
 		}
-		req, ok := msg.(*jsonrpc.Request)
-		if !ok || req.Method != "tools/call" {
-			continue
-		}
-		names = append(names, paramName(req.Params))
 	}
-	return names, nil
+	return out
 }
 
 // paramName reads params.name with its key matched exactly, as go-sdk

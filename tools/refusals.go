@@ -190,6 +190,6 @@ func refusalText(tool string, lacking []string) string {
 		noun = "scopes"
 	}
 	return fmt.Sprintf("%s needs the %s %s, which the identity provider has not granted to you: "+
-		"you signed in again after this server asked for it, and the new access token still lacks it. "+
+		"a new access token, issued after this server asked for it, still lacks it. "+
 		"Ask an administrator to grant you %s, then sign in again.", tool, noun, scopes, scopes)
 }
