@@ -44,7 +44,16 @@ func readCalls(body []byte) ([]string, error) {
 		return nil, err
 	}
 	var names []string
+	ids := map[jsonrpc.ID]bool{}
 	for _, req := range requests(body) {
+		// go-sdk answers one request per id and drops the others of a
+		// batch unanswered; refuse rather than guess which one runs.
+		if req.IsCall() {
+			if ids[req.ID] {
+				return nil, &bodyError{fmt.Sprintf("the request body repeats the JSON-RPC id %v", req.ID.Raw())}
+			}
+			ids[req.ID] = true
+		}
 		if req.Method == "tools/call" {
 			names = append(names, paramName(req.Params))
 		}

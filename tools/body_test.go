@@ -10,7 +10,7 @@ import (
 
 func TestReadCalls(t *testing.T) {
 	call := func(name string) string {
-		return `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"` + name + `"}}`
+		return `{"jsonrpc":"2.0","id":"` + name + `","method":"tools/call","params":{"name":"` + name + `"}}`
 	}
 	tests := []struct {
 		name string
@@ -52,6 +52,7 @@ func TestReadCallsRefusesAmbiguousBodies(t *testing.T) {
 		{"repeated method", `{"jsonrpc":"2.0","id":1,"method":"ping","method":"tools/call","params":{"name":"get_contact"}}`, `repeats the key "method"`},
 		{"repeated after unescaping", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"list_contacts","n\u0061me":"get_contact"}}`, `repeats the key "name"`},
 		{"repeated argument", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"update_contact","arguments":{"id":3,"email":"a@example.com","email":"b@example.com"}}}`, `repeats the key "email"`},
+		{"repeated id in a batch", "[" + call + "," + strings.Replace(call, "get_contact", "list_contacts", 1) + "]", "repeats the JSON-RPC id 1"},
 		{"invalid UTF-8", "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"get_contact\xff\"}}", "not valid UTF-8"},
 		{"not JSON", `not json`, "not valid JSON"},
 		{"cut short", call[:40], "ends before its JSON value does"},
