@@ -19,18 +19,24 @@ import (
 // scope too, a second 403 follows, and the client shows its user a
 // generic failure ("retry limit reached") that never names the scope.
 //
-// So the gate remembers, for each user and client, the scopes it
-// challenged and the token it challenged. A later call lacking one of those
-// scopes, made with another token issued after the challenge, shows that
-// signing in again did not help: it is answered with a tool error that
-// names the scope and says what to do, which clients show their user. The
-// first refusal stays the spec's 403, and so does any refusal once the
-// memory has lapsed (refusalTTL), or after the scope was seen granted to
-// that user and client again.
+// So the gate remembers, for each user and client (client_id), the scopes
+// it challenged and the token it challenged. Then, for a call lacking such
+// a scope:
+//
+//   - a token issued after the challenge shows that signing in again did
+//     not bring the scope: the call gets a tool error that names it and
+//     says to ask an administrator (explainRefusal), which clients show
+//     their user. That token keeps getting the tool error;
+//   - any other token gets the spec's 403 and is remembered in turn: the
+//     challenged token itself, and a yet newer token (signed in again
+//     after the explanation), which may now be granted the scope if the
+//     client asks for it, as the 403 tells it to.
+//
+// Nothing is remembered beyond refusalTTL, and a scope seen granted to
+// the user and client is forgotten, so the first refusal after either is
+// a 403 again.
 const (
-	// refusalTTL is how long a challenge is remembered. Within it, a user
-	// who was told to ask an administrator must sign in again once the
-	// scope is granted; after it, a 403 makes the client do that itself.
+	// refusalTTL is how long a challenge is remembered.
 	refusalTTL = 10 * time.Minute
 	// maxRefusals bounds the memory: entries (user, client, scope) beyond
 	// it push out the oldest.
@@ -61,10 +67,23 @@ type refusalKey struct {
 }
 
 type refusal struct {
-	key refusalKey
-	at  time.Time // when the 403 was sent
-	iat time.Time // of the challenged token; zero if it had none
-	jti string    // of the challenged token; "" if it had none
+	key        refusalKey
+	at         time.Time // when the 403 was sent
+	challenged tokenID
+	explained  *tokenID // the token told that signing in again did not help
+}
+
+// tokenID tells tokens apart: by jti when either has one, else by iat.
+type tokenID struct {
+	iat time.Time // zero if the token had none
+	jti string
+}
+
+func (a tokenID) same(b tokenID) bool {
+	if a.jti != "" || b.jti != "" {
+		return a.jti == b.jti
+	}
+	return a.iat.Equal(b.iat)
 }
 
 func newRefusals(now func() time.Time) *refusals {
@@ -78,19 +97,19 @@ func keyOf(tok *resourceserver.Token, scope string) refusalKey {
 	return refusalKey{user: tok.Issuer + " " + tok.Subject, client: tok.ClientID, scope: scope}
 }
 
-// issuedAt reads the token's iat claim (a number of seconds).
-func issuedAt(tok *resourceserver.Token) (time.Time, bool) {
-	f, ok := tok.Claims["iat"].(float64)
-	if !ok || f <= 0 {
-		return time.Time{}, false
+// idOf reads the token's jti and iat claim (a number of seconds).
+func idOf(tok *resourceserver.Token) tokenID {
+	id := tokenID{jti: tok.JTI}
+	if f, ok := tok.Claims["iat"].(float64); ok && f > 0 {
+		id.iat = time.Unix(int64(f), 0)
 	}
-	return time.Unix(int64(f), 0), true
+	return id
 }
 
 // remember records that tok was challenged for scopes just now.
 func (m *refusals) remember(tok *resourceserver.Token, scopes []string) {
 	now := m.now()
-	iat, _ := issuedAt(tok)
+	id := idOf(tok)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, s := range scopes {
@@ -98,7 +117,7 @@ func (m *refusals) remember(tok *resourceserver.Token, scopes []string) {
 		if e := m.byKey[k]; e != nil {
 			m.byAge.Remove(e)
 		}
-		m.byKey[k] = m.byAge.PushBack(&refusal{key: k, at: now, iat: iat, jti: tok.JTI})
+		m.byKey[k] = m.byAge.PushBack(&refusal{key: k, at: now, challenged: id})
 	}
 	// Drop what has lapsed, then the oldest beyond the bound.
 	for e := m.byAge.Front(); e != nil && (m.byAge.Len() > m.max || now.Sub(e.Value.(*refusal).at) >= m.ttl); e = m.byAge.Front() {
@@ -127,18 +146,19 @@ func (m *refusals) forget(tok *resourceserver.Token, scopes []string) {
 	}
 }
 
-// explains reports whether every scope in lacking was challenged to this
-// user and client within the TTL, with another token than tok, and tok was
-// issued after that challenge: signing in again did not bring the scope.
-// A token without iat never qualifies: nothing says when it was issued.
-func (m *refusals) explains(tok *resourceserver.Token, lacking []string) bool {
-	iat, ok := issuedAt(tok)
-	if !ok {
+// explain reports whether a call lacking the scopes in lacking is to be
+// answered with a tool error rather than a 403 (see the rules above), and
+// if so remembers tok as told. A token without iat never qualifies:
+// nothing says when it was issued.
+func (m *refusals) explain(tok *resourceserver.Token, lacking []string) bool {
+	id := idOf(tok)
+	if id.iat.IsZero() {
 		return false
 	}
 	now := m.now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	var rs []*refusal
 	for _, s := range lacking {
 		e := m.byKey[keyOf(tok, s)]
 		if e == nil {
@@ -148,14 +168,18 @@ func (m *refusals) explains(tok *resourceserver.Token, lacking []string) bool {
 		if now.Sub(r.at) >= m.ttl {
 			return false
 		}
-		// Another token: by jti when either has one, else by a later iat.
-		other := iat.After(r.iat)
-		if tok.JTI != "" || r.jti != "" {
-			other = tok.JTI != r.jti
-		}
-		if !other || iat.Before(r.iat) || iat.Before(r.at.Add(-m.skew)) {
+		switch {
+		case r.explained != nil:
+			if !id.same(*r.explained) {
+				return false
+			}
+		case id.same(r.challenged) || id.iat.Before(r.challenged.iat) || id.iat.Before(r.at.Add(-m.skew)):
 			return false
 		}
+		rs = append(rs, r)
+	}
+	for _, r := range rs {
+		r.explained = &id
 	}
 	return true
 }

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/stretchr/testify/assert"
@@ -24,7 +25,12 @@ func TestRefusalExplainsItself(t *testing.T) {
 		c["client_id"] = client
 		return e.as.Mint(c)
 	}
-	first := mint("agent", tools.ScopeContactsRead)
+	// Issued two minutes ago: well before the challenge, even at the
+	// whole seconds of iat.
+	c := e.as.Claims("alice", e.resource, tools.ScopeContactsRead)
+	c["client_id"] = "agent"
+	c["iat"] = time.Now().Add(-2 * time.Minute).Unix()
+	first := e.as.Mint(c)
 	resp := e.post(t, first, callBody("list_deals", `{}`))
 	require.Equal(t, http.StatusForbidden, resp.StatusCode, "the first refusal is a 403 challenge")
 	assert.Contains(t, resp.Header.Get("WWW-Authenticate"), `error="insufficient_scope", scope="crm.contacts.read crm.deals.read"`)
@@ -42,12 +48,17 @@ func TestRefusalExplainsItself(t *testing.T) {
 	assert.True(t, call(t, cs, "list_deals", nil).IsError, "and says so again")
 
 	t.Run("in a batch, every call lacking the scope", func(t *testing.T) {
-		resp := e.post(t, mint("agent", tools.ScopeContactsRead), "["+callBody("list_deals", `{}`)+","+strings.Replace(callBody("list_deals", `{"stage":"won"}`), `"id":1`, `"id":2`, 1)+"]",
+		resp := e.post(t, again, "["+callBody("list_deals", `{}`)+","+strings.Replace(callBody("list_deals", `{"stage":"won"}`), `"id":1`, `"id":2`, 1)+"]",
 			"MCP-Protocol-Version", "2025-03-26", "Mcp-Session-Id", cs.ID())
 		// The session belongs to alice; batches are 2025-03-26 only.
 		require.Equal(t, http.StatusOK, resp.StatusCode)
 		b, _ := io.ReadAll(resp.Body)
 		assert.Equal(t, 2, strings.Count(string(b), "has not granted"), "%s", b)
+	})
+
+	t.Run("signed in again after the explanation: a 403 first", func(t *testing.T) {
+		resp := e.post(t, mint("agent", tools.ScopeContactsRead), callBody("list_deals", `{}`))
+		assert.Equal(t, http.StatusForbidden, resp.StatusCode, "the client may ask for the scope now")
 	})
 
 	t.Run("the challenged token itself gets the 403 again", func(t *testing.T) {

@@ -35,7 +35,7 @@ func TestRefusalsMemory(t *testing.T) {
 
 	t.Run("the first refusal is a 403", func(t *testing.T) {
 		m := newRefusals(clock.Now)
-		assert.False(t, m.explains(tokenAt("alice", "agent", "j1", clock.unix(0)), []string{deals}))
+		assert.False(t, m.explain(tokenAt("alice", "agent", "j1", clock.unix(0)), []string{deals}))
 	})
 
 	tests := []struct {
@@ -65,30 +65,53 @@ func TestRefusalsMemory(t *testing.T) {
 			defer func() { clock.t = start }()
 			m, _ := challenged()
 			clock.add(tt.later)
-			assert.Equal(t, tt.want, m.explains(tt.tok, tt.lacking))
+			assert.Equal(t, tt.want, m.explain(tt.tok, tt.lacking))
 		})
 	}
+
+	t.Run("the token told keeps being told; a newer one gets a 403 first", func(t *testing.T) {
+		start := clock.t
+		defer func() { clock.t = start }()
+		m, _ := challenged()
+		told := tokenAt("alice", "agent", "j2", clock.unix(0))
+		assert.True(t, m.explain(told, []string{deals}))
+		clock.add(time.Minute)
+		assert.True(t, m.explain(told, []string{deals}), "nothing changed since")
+		newer := tokenAt("alice", "agent", "j3", clock.unix(0))
+		assert.False(t, m.explain(newer, []string{deals}), "signed in again since: maybe with the scope asked for")
+		m.remember(newer, []string{deals}) // the gate's 403
+		assert.False(t, m.explain(told, []string{deals}))
+		assert.True(t, m.explain(tokenAt("alice", "agent", "j4", clock.unix(0)), []string{deals}))
+	})
+
+	t.Run("all or nothing: told only when every scope qualifies", func(t *testing.T) {
+		m, _ := challenged()
+		tok := tokenAt("alice", "agent", "j2", clock.unix(0))
+		assert.False(t, m.explain(tok, []string{deals, ScopeDealsWrite}))
+		r := m.byKey[keyOf(tok, deals)].Value.(*refusal)
+		assert.Nil(t, r.explained, "not marked as told")
+	})
 
 	t.Run("without jti, a later iat tells tokens apart", func(t *testing.T) {
 		m := newRefusals(clock.Now)
 		m.remember(tokenAt("alice", "agent", "", clock.unix(-5*time.Second)), []string{deals})
-		assert.False(t, m.explains(tokenAt("alice", "agent", "", clock.unix(-5*time.Second)), []string{deals}), "same iat: maybe the same token")
-		assert.True(t, m.explains(tokenAt("alice", "agent", "", clock.unix(0)), []string{deals}))
+		assert.False(t, m.explain(tokenAt("alice", "agent", "", clock.unix(-5*time.Second)), []string{deals}), "same iat: maybe the same token")
+		assert.True(t, m.explain(tokenAt("alice", "agent", "", clock.unix(0)), []string{deals}))
 	})
 
 	t.Run("a scope seen granted is forgotten", func(t *testing.T) {
 		m, _ := challenged()
 		granted := tokenAt("alice", "agent", "j2", clock.unix(0))
 		m.forget(granted, []string{deals})
-		assert.False(t, m.explains(tokenAt("alice", "agent", "j3", clock.unix(0)), []string{deals}), "revoked again: a 403 first")
+		assert.False(t, m.explain(tokenAt("alice", "agent", "j3", clock.unix(0)), []string{deals}), "revoked again: a 403 first")
 	})
 
 	t.Run("a new challenge replaces the old", func(t *testing.T) {
 		m, _ := challenged()
 		second := tokenAt("alice", "agent", "j2", clock.unix(0))
 		m.remember(second, []string{deals})
-		assert.False(t, m.explains(second, []string{deals}), "the token challenged now")
-		assert.True(t, m.explains(tokenAt("alice", "agent", "j3", clock.unix(0)), []string{deals}))
+		assert.False(t, m.explain(second, []string{deals}), "the token challenged now")
+		assert.True(t, m.explain(tokenAt("alice", "agent", "j3", clock.unix(0)), []string{deals}))
 	})
 
 	t.Run("bounded: the oldest challenges go first", func(t *testing.T) {
@@ -103,7 +126,7 @@ func TestRefusalsMemory(t *testing.T) {
 		assert.Equal(t, 3, m.byAge.Len())
 		assert.Len(t, m.byKey, 3)
 		for i, want := range []bool{false, false, true, true, true} {
-			assert.Equal(t, want, m.explains(tokenAt(fmt.Sprint("user", i), "agent", "j2", clock.unix(0)), []string{deals}), "user%d", i)
+			assert.Equal(t, want, m.explain(tokenAt(fmt.Sprint("user", i), "agent", "j2", clock.unix(0)), []string{deals}), "user%d", i)
 		}
 	})
 
