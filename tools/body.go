@@ -50,7 +50,7 @@ func readCalls(body []byte) ([]string, error) {
 		// batch unanswered; refuse rather than guess which one runs.
 		if req.IsCall() {
 			if ids[req.ID] {
-				return nil, &bodyError{fmt.Sprintf("the request body repeats the JSON-RPC id %v", req.ID.Raw())}
+				return nil, &bodyError{fmt.Sprintf("the request body repeats the JSON-RPC id %s", truncateName(fmt.Sprint(req.ID.Raw())))}
 			}
 			ids[req.ID] = true
 		}
