@@ -20,21 +20,17 @@ import (
 // generic failure ("retry limit reached") that never names the scope.
 //
 // So the gate remembers, for each user and client (client_id), the scopes
-// it challenged and the token it challenged. Then, for a call lacking such
-// a scope:
-//
-//   - a token issued after the challenge shows that signing in again did
-//     not bring the scope: the call gets a tool error that names it and
-//     says to ask an administrator (explainRefusal), which clients show
-//     their user. That token keeps getting the tool error;
-//   - any other token gets the spec's 403 and is remembered in turn: the
-//     challenged token itself, and a yet newer token (signed in again
-//     after the explanation), which may now be granted the scope if the
-//     client asks for it, as the 403 tells it to.
-//
-// Nothing is remembered beyond refusalTTL, and a scope seen granted to
-// the user and client is forgotten, so the first refusal after either is
-// a 403 again.
+// it challenged and the token it challenged. A later call lacking such a
+// scope, made with another token issued after the challenge, shows that
+// signing in again (or refreshing) did not bring the scope: it gets a tool
+// error that names the scope and says to ask an administrator
+// (explainRefusal), which clients show their user. That answers the
+// challenge: it is forgotten, and the next refusal is the spec's 403
+// again, so the client re-authorizes and gets the scope once it is
+// granted. Anything else gets the 403 too: the challenged token itself, a
+// token without iat, another client, and any token once the memory has
+// lapsed (refusalTTL) or the scope has been seen granted to that user and
+// client.
 const (
 	// refusalTTL is how long a challenge is remembered.
 	refusalTTL = 10 * time.Minute
@@ -70,7 +66,6 @@ type refusal struct {
 	key        refusalKey
 	at         time.Time // when the 403 was sent
 	challenged tokenID
-	explained  *tokenID // the token told that signing in again did not help
 }
 
 // tokenID tells tokens apart: by jti when either has one, else by iat.
@@ -147,8 +142,10 @@ func (m *refusals) forget(tok *resourceserver.Token, scopes []string) {
 }
 
 // explain reports whether a call lacking the scopes in lacking is to be
-// answered with a tool error rather than a 403 (see the rules above), and
-// if so remembers tok as told. A token without iat never qualifies:
+// answered with a tool error rather than a 403 (see the rules above): every
+// one was challenged to this user and client within the TTL, with another
+// token, and tok was issued after that challenge. If so, the challenges
+// are answered and forgotten. A token without iat never qualifies:
 // nothing says when it was issued.
 func (m *refusals) explain(tok *resourceserver.Token, lacking []string) bool {
 	id := idOf(tok)
@@ -158,28 +155,22 @@ func (m *refusals) explain(tok *resourceserver.Token, lacking []string) bool {
 	now := m.now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var rs []*refusal
+	var answered []*list.Element
 	for _, s := range lacking {
 		e := m.byKey[keyOf(tok, s)]
 		if e == nil {
 			return false
 		}
 		r := e.Value.(*refusal)
-		if now.Sub(r.at) >= m.ttl {
+		if now.Sub(r.at) >= m.ttl || id.same(r.challenged) ||
+			id.iat.Before(r.challenged.iat) || id.iat.Before(r.at.Add(-m.skew)) {
 			return false
 		}
-		switch {
-		case r.explained != nil:
-			if !id.same(*r.explained) {
-				return false
-			}
-		case id.same(r.challenged) || id.iat.Before(r.challenged.iat) || id.iat.Before(r.at.Add(-m.skew)):
-			return false
-		}
-		rs = append(rs, r)
+		answered = append(answered, e)
 	}
-	for _, r := range rs {
-		r.explained = &id
+	for _, e := range answered {
+		m.byAge.Remove(e)
+		delete(m.byKey, e.Value.(*refusal).key)
 	}
 	return true
 }

@@ -69,27 +69,22 @@ func TestRefusalsMemory(t *testing.T) {
 		})
 	}
 
-	t.Run("the token told keeps being told; a newer one gets a 403 first", func(t *testing.T) {
-		start := clock.t
-		defer func() { clock.t = start }()
+	t.Run("told once: the next refusal is a 403 again", func(t *testing.T) {
 		m, _ := challenged()
 		told := tokenAt("alice", "agent", "j2", clock.unix(0))
 		assert.True(t, m.explain(told, []string{deals}))
-		clock.add(time.Minute)
-		assert.True(t, m.explain(told, []string{deals}), "nothing changed since")
-		newer := tokenAt("alice", "agent", "j3", clock.unix(0))
-		assert.False(t, m.explain(newer, []string{deals}), "signed in again since: maybe with the scope asked for")
-		m.remember(newer, []string{deals}) // the gate's 403
-		assert.False(t, m.explain(told, []string{deals}))
-		assert.True(t, m.explain(tokenAt("alice", "agent", "j4", clock.unix(0)), []string{deals}))
+		assert.False(t, m.explain(told, []string{deals}), "the challenge is answered: re-authorizing may help now")
+		assert.Empty(t, m.byKey)
+		m.remember(told, []string{deals}) // the gate's 403
+		assert.False(t, m.explain(told, []string{deals}), "the challenged token itself")
+		assert.True(t, m.explain(tokenAt("alice", "agent", "j3", clock.unix(0)), []string{deals}))
 	})
 
 	t.Run("all or nothing: told only when every scope qualifies", func(t *testing.T) {
 		m, _ := challenged()
 		tok := tokenAt("alice", "agent", "j2", clock.unix(0))
 		assert.False(t, m.explain(tok, []string{deals, ScopeDealsWrite}))
-		r := m.byKey[keyOf(tok, deals)].Value.(*refusal)
-		assert.Nil(t, r.explained, "not marked as told")
+		assert.True(t, m.explain(tok, []string{deals}), "the challenge was not used up")
 	})
 
 	t.Run("without jti, a later iat tells tokens apart", func(t *testing.T) {
