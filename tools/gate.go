@@ -78,7 +78,7 @@ func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	g.refusals.forget(tok, held)
 	if len(required) > 0 {
-		if g.refusals.explains(tok, required) {
+		if g.refusals.explain(tok, required) {
 			g.log.InfoContext(r.Context(), "refused a call as a tool error: a newer token of this user and client still lacks the scope",
 				"sub", tok.Subject, "client_id", tok.ClientID, "missing", required)
 			r.Header.Set(explainHeader, "1")

@@ -19,18 +19,20 @@ import (
 // scope too, a second 403 follows, and the client shows its user a
 // generic failure ("retry limit reached") that never names the scope.
 //
-// So the gate remembers, for each user and client, the scopes it
-// challenged and the token it challenged. A later call lacking one of those
-// scopes, made with another token issued after the challenge, shows that
-// signing in again did not help: it is answered with a tool error that
-// names the scope and says what to do, which clients show their user. The
-// first refusal stays the spec's 403, and so does any refusal once the
-// memory has lapsed (refusalTTL), or after the scope was seen granted to
-// that user and client again.
+// So the gate remembers, for each user and client (client_id), the scopes
+// it challenged and the token it challenged. A later call lacking such a
+// scope, made with another token issued after the challenge, shows that
+// signing in again (or refreshing) did not bring the scope: it gets a tool
+// error that names the scope and says to ask an administrator
+// (explainRefusal), which clients show their user. That answers the
+// challenge: it is forgotten, and the next refusal is the spec's 403
+// again, so the client re-authorizes and gets the scope once it is
+// granted. Anything else gets the 403 too: the challenged token itself, a
+// token without iat, another client, and any token once the memory has
+// lapsed (refusalTTL) or the scope has been seen granted to that user and
+// client.
 const (
-	// refusalTTL is how long a challenge is remembered. Within it, a user
-	// who was told to ask an administrator must sign in again once the
-	// scope is granted; after it, a 403 makes the client do that itself.
+	// refusalTTL is how long a challenge is remembered.
 	refusalTTL = 10 * time.Minute
 	// maxRefusals bounds the memory: entries (user, client, scope) beyond
 	// it push out the oldest.
@@ -61,10 +63,22 @@ type refusalKey struct {
 }
 
 type refusal struct {
-	key refusalKey
-	at  time.Time // when the 403 was sent
-	iat time.Time // of the challenged token; zero if it had none
-	jti string    // of the challenged token; "" if it had none
+	key        refusalKey
+	at         time.Time // when the 403 was sent
+	challenged tokenID
+}
+
+// tokenID tells tokens apart: by jti when either has one, else by iat.
+type tokenID struct {
+	iat time.Time // zero if the token had none
+	jti string
+}
+
+func (a tokenID) same(b tokenID) bool {
+	if a.jti != "" || b.jti != "" {
+		return a.jti == b.jti
+	}
+	return a.iat.Equal(b.iat)
 }
 
 func newRefusals(now func() time.Time) *refusals {
@@ -78,19 +92,19 @@ func keyOf(tok *resourceserver.Token, scope string) refusalKey {
 	return refusalKey{user: tok.Issuer + " " + tok.Subject, client: tok.ClientID, scope: scope}
 }
 
-// issuedAt reads the token's iat claim (a number of seconds).
-func issuedAt(tok *resourceserver.Token) (time.Time, bool) {
-	f, ok := tok.Claims["iat"].(float64)
-	if !ok || f <= 0 {
-		return time.Time{}, false
+// idOf reads the token's jti and iat claim (a number of seconds).
+func idOf(tok *resourceserver.Token) tokenID {
+	id := tokenID{jti: tok.JTI}
+	if f, ok := tok.Claims["iat"].(float64); ok && f > 0 {
+		id.iat = time.Unix(int64(f), 0)
 	}
-	return time.Unix(int64(f), 0), true
+	return id
 }
 
 // remember records that tok was challenged for scopes just now.
 func (m *refusals) remember(tok *resourceserver.Token, scopes []string) {
 	now := m.now()
-	iat, _ := issuedAt(tok)
+	id := idOf(tok)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, s := range scopes {
@@ -98,7 +112,7 @@ func (m *refusals) remember(tok *resourceserver.Token, scopes []string) {
 		if e := m.byKey[k]; e != nil {
 			m.byAge.Remove(e)
 		}
-		m.byKey[k] = m.byAge.PushBack(&refusal{key: k, at: now, iat: iat, jti: tok.JTI})
+		m.byKey[k] = m.byAge.PushBack(&refusal{key: k, at: now, challenged: id})
 	}
 	// Drop what has lapsed, then the oldest beyond the bound.
 	for e := m.byAge.Front(); e != nil && (m.byAge.Len() > m.max || now.Sub(e.Value.(*refusal).at) >= m.ttl); e = m.byAge.Front() {
@@ -127,35 +141,36 @@ func (m *refusals) forget(tok *resourceserver.Token, scopes []string) {
 	}
 }
 
-// explains reports whether every scope in lacking was challenged to this
-// user and client within the TTL, with another token than tok, and tok was
-// issued after that challenge: signing in again did not bring the scope.
-// A token without iat never qualifies: nothing says when it was issued.
-func (m *refusals) explains(tok *resourceserver.Token, lacking []string) bool {
-	iat, ok := issuedAt(tok)
-	if !ok {
+// explain reports whether a call lacking the scopes in lacking is to be
+// answered with a tool error rather than a 403 (see the rules above): every
+// one was challenged to this user and client within the TTL, with another
+// token, and tok was issued after that challenge. If so, the challenges
+// are answered and forgotten. A token without iat never qualifies:
+// nothing says when it was issued.
+func (m *refusals) explain(tok *resourceserver.Token, lacking []string) bool {
+	id := idOf(tok)
+	if id.iat.IsZero() {
 		return false
 	}
 	now := m.now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	var answered []*list.Element
 	for _, s := range lacking {
 		e := m.byKey[keyOf(tok, s)]
 		if e == nil {
 			return false
 		}
 		r := e.Value.(*refusal)
-		if now.Sub(r.at) >= m.ttl {
+		if now.Sub(r.at) >= m.ttl || id.same(r.challenged) ||
+			id.iat.Before(r.challenged.iat) || id.iat.Before(r.at.Add(-m.skew)) {
 			return false
 		}
-		// Another token: by jti when either has one, else by a later iat.
-		other := iat.After(r.iat)
-		if tok.JTI != "" || r.jti != "" {
-			other = tok.JTI != r.jti
-		}
-		if !other || iat.Before(r.iat) || iat.Before(r.at.Add(-m.skew)) {
-			return false
-		}
+		answered = append(answered, e)
+	}
+	for _, e := range answered {
+		m.byAge.Remove(e)
+		delete(m.byKey, e.Value.(*refusal).key)
 	}
 	return true
 }
@@ -190,6 +205,6 @@ func refusalText(tool string, lacking []string) string {
 		noun = "scopes"
 	}
 	return fmt.Sprintf("%s needs the %s %s, which the identity provider has not granted to you: "+
-		"you signed in again after this server asked for it, and the new access token still lacks it. "+
+		"a new access token, issued after this server asked for it, still lacks it. "+
 		"Ask an administrator to grant you %s, then sign in again.", tool, noun, scopes, scopes)
 }

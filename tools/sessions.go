@@ -1,9 +1,11 @@
 package tools
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"net/http"
@@ -81,25 +83,54 @@ func (l *sessionLimits) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		l.next.ServeHTTP(w, r)
 		return
 	}
-	if r.Method != http.MethodPost {
+	if r.Method != http.MethodPost || !initializes(r) {
 		l.next.ServeHTTP(w, r)
 		return
 	}
-	// A POST without a session creates one (go-sdk keeps it if it
-	// initializes): hold a place for it first.
+	// An initialize without a session creates one: hold a place for it
+	// first. (go-sdk closes the session of any other POST at its end.)
 	user := userOf(r)
 	victim, retry, reason := l.reserve(user)
 	if reason != "" {
 		writeTooMany(w, retry, reason)
 		return
 	}
-	defer l.release(user)
+	res := &reservation{user: user}
+	defer l.release(res)
 	if victim != nil {
 		l.log.InfoContext(r.Context(), "closed the least recently used idle MCP session of a user at the per-user limit",
 			"user", user, "limit", l.perUser, "idle_for", l.now().Sub(victim.lastUsed).Round(time.Second).String())
 		victim.ss.Close()
 	}
-	l.next.ServeHTTP(w, r)
+	// go-sdk runs the session on a context derived from this request's, so
+	// track finds the reservation and turns it into the session at once:
+	// the client may open its next session before this POST has returned.
+	l.next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), reservationKey{}, res)))
+}
+
+// reservation is the place held for the session a POST may create.
+type reservation struct {
+	user string
+	done bool // released, or become a session; guarded by sessionLimits.mu
+}
+
+type reservationKey struct{}
+
+// initializes reports whether a POST body holds an initialize request. The
+// gate has read the body before, and refused it unless go-sdk reads it
+// alike (body.go).
+func initializes(r *http.Request) bool {
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	if err != nil {
+		return true // go-sdk refuses it; count it meanwhile
+	}
+	for _, req := range requests(body) {
+		if req.Method == "initialize" {
+			return true
+		}
+	}
+	return false
 }
 
 func userOf(r *http.Request) string {
@@ -160,13 +191,23 @@ func (l *sessionLimits) reserve(user string) (victim *liveSession, retry time.Du
 	return victim, 0, ""
 }
 
-func (l *sessionLimits) release(user string) {
+// release gives back the place held by res, unless it already became a
+// session. Call it with l.mu held, or through release.
+func (l *sessionLimits) releaseLocked(res *reservation) {
+	if res.done {
+		return
+	}
+	res.done = true
+	l.pendAll--
+	if l.pending[res.user]--; l.pending[res.user] == 0 {
+		delete(l.pending, res.user)
+	}
+}
+
+func (l *sessionLimits) release(res *reservation) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.pendAll--
-	if l.pending[user]--; l.pending[user] == 0 {
-		delete(l.pending, user)
-	}
+	l.releaseLocked(res)
 }
 
 // retryLocked is how long until the least recently used idle session
@@ -205,6 +246,9 @@ func (l *sessionLimits) track(next mcp.MethodHandler) mcp.MethodHandler {
 		_, known := l.byID[ss.ID()]
 		if !known {
 			l.addLocked(&liveSession{ss: ss, user: user, lastUsed: l.now()})
+			if res, ok := ctx.Value(reservationKey{}).(*reservation); ok {
+				l.releaseLocked(res)
+			}
 		}
 		l.mu.Unlock()
 		if !known {

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/stretchr/testify/assert"
@@ -213,7 +214,7 @@ func TestInsufficientScopeChallengeGolden(t *testing.T) {
 		{"list_deals with contacts.read", []string{tools.ScopeContactsRead}, callBody("list_deals", `{}`), nil, "challenge_list_deals.txt"},
 		{"create_deal with nothing relevant", []string{"openid", "profile"}, callBody("create_deal", `{}`), nil, "challenge_create_deal.txt"},
 		{"Mcp-Name header on 2026-07-28", []string{tools.ScopeContactsRead}, `{}`, []string{"MCP-Protocol-Version", "2026-07-28", "Mcp-Method", "tools/call", "Mcp-Name", "list_deals"}, "challenge_list_deals.txt"},
-		{"batch needs both", []string{tools.ScopeContactsRead}, "[" + callBody("list_deals", `{}`) + "," + callBody("update_deal_stage", `{}`) + "]", nil, "challenge_batch.txt"},
+		{"batch needs both", []string{tools.ScopeContactsRead}, "[" + callBody("list_deals", `{}`) + "," + strings.Replace(callBody("update_deal_stage", `{}`), `"id":1`, `"id":2`, 1) + "]", nil, "challenge_batch.txt"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -417,6 +418,9 @@ func TestRequestLogLine(t *testing.T) {
 	e.post(t, tok, callBody("list_deals", `{}`))
 	e.post(t, "", callBody("list_deals", `{}`))
 
+	// A line is written when its handler returns, a moment after the
+	// client has the answer.
+	assert.Eventually(t, func() bool { return strings.Count(logs.String(), "msg=request ") >= 6 }, 5*time.Second, 10*time.Millisecond)
 	out := logs.String()
 	assert.Regexp(t, `msg=request method=POST path=/mcp tool=list_contacts sub=alice status=200 duration=\S+`, out)
 	assert.Regexp(t, `msg=request method=POST path=/mcp tool=list_deals sub=alice status=403 duration=\S+`, out)

@@ -50,6 +50,7 @@ type config struct {
 	CacheTTL              time.Duration `env:"AUTH_CACHE_TTL" envDefault:"5m"`
 	IntrospectionCacheTTL time.Duration `env:"AUTH_INTROSPECTION_CACHE_TTL" envDefault:"10s"`
 
+	SessionSettings
 	StepUpSettings
 
 	DBPath string `env:"CRM_DB_PATH" envDefault:"./data/crm.db"`
@@ -213,6 +214,7 @@ func loadConfig(environ map[string]string) (config, error) {
 	}
 
 	c.checkStepUp(check)
+	c.checkSessions(check)
 
 	if strings.TrimSpace(c.DBPath) == "" {
 		check("CRM_DB_PATH", varErrorf("CRM_DB_PATH", "must not be blank"))
@@ -543,6 +545,7 @@ func (c config) logAttrs() []any {
 		"AUTH_CACHE_TTL", c.CacheTTL.String(),
 		"AUTH_INTROSPECTION_CACHE_TTL", c.IntrospectionCacheTTL.String(),
 	}
+	attrs = append(attrs, c.sessionLogAttrs()...)
 	attrs = append(attrs, c.stepUpLogAttrs()...)
 	attrs = append(attrs, c.databaseLogAttrs()...)
 	return append(attrs,

@@ -178,6 +178,9 @@ func (a *app) serveConfig(ctx context.Context, cfg config, opts serveOptions) in
 		Auth:                  rs,
 		HideUnauthorizedTools: cfg.HideUnauthorizedTools,
 		Stateless:             cfg.Stateless,
+		SessionIdleTimeout:    cfg.SessionIdleTimeout,
+		MaxSessionsPerUser:    cfg.MaxSessionsPerUser,
+		MaxSessions:           cfg.MaxSessions,
 		Logger:                log,
 		Version:               versionString(),
 	})

@@ -99,6 +99,17 @@ func TestTypeScriptSDKDemo(t *testing.T) {
 			t.Errorf("step f2: no insufficient_scope challenge recorded: %v", f2)
 		}
 	}
+	// The SDK answers the 403 by refreshing; the new token still lacks the
+	// scope, and the retry gets a tool error that says so (tools/refusals.go)
+	// rather than a second 403.
+	for _, id := range []string{"f2", "g"} {
+		if s := steps[id]; s != nil {
+			e, _ := s["sdk_error"].(map[string]any)
+			if text, _ := e["text"].(string); e["is_error_result"] != true || !strings.Contains(text, "which the identity provider has not granted to you") {
+				t.Errorf("step %s: want a tool error explaining the missing scope, got %v", id, s["sdk_error"])
+			}
+		}
+	}
 }
 
 // buildCRMMCP builds ./cmd/crm-mcp into a temporary directory.
