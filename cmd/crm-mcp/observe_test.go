@@ -202,7 +202,16 @@ func TestServeAuditTrailAndMetrics(t *testing.T) {
 	require.Len(t, pushes, 5, "alice 2, bob 1, erin 1, frank 1: no push in the cool-down, past the cap or while Duo fails")
 
 	t.Run("metrics", func(t *testing.T) {
-		got, body := scrape(t, s.metricsAddr)
+		// A request is counted when its handler returns, which may be just
+		// after its client has the answer.
+		var got map[string]float64
+		var body string
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			got, body = scrape(t, s.metricsAddr)
+			if got[`crm_mcp_http_requests_total{code="401"}`] == 4 && got[`crm_mcp_http_requests_total{code="403"}`] == 2 || time.Now().After(deadline) {
+				break
+			}
+		}
 		want := map[string]float64{
 			`crm_mcp_http_requests_total{code="401"}`: 4,
 			`crm_mcp_http_requests_total{code="400"}`: 1,

@@ -290,7 +290,8 @@ func (a *app) serveConfig(ctx context.Context, cfg config, opts serveOptions) in
 		}
 		log.Info("metrics server stopped")
 	}
-	// Deferred: stop the key refresh, then close the database.
+	// Deferred: stop the key refresh, close the database, then the audit
+	// trail, which the last calls wrote to.
 	return code
 }
 
