@@ -31,9 +31,9 @@
 // the Log refuse every later Record (fail closed): the file's tail is then
 // in doubt, and reopening it is the recovery.
 //
-// A crash (kill -9, power loss) during a write can leave only one defect:
-// a torn final line, bytes after the last "\n". Its Record never returned,
-// so nothing was acted on because of it. The rule:
+// A crash during a write (kill -9, the process dying any other way) can
+// leave only one defect: a torn final line, bytes after the last "\n". Its
+// Record never returned, so nothing was acted on because of it. The rule:
 //
 //   - [Verify] accepts a torn final line, reports its size in
 //     [Summary.TornBytes], and does not count it as a record. Accepting it
@@ -41,7 +41,7 @@
 //     line boundary, which no hash chain detects on its own (see below).
 //     Anything else, such as an incomplete line followed by more lines, an
 //     empty line or a line that is not JSON, is rejected.
-//   - [Open] truncates a torn final line away, then appends an
+//   - [Open] truncates a torn final line away, then appends a
 //     [Recovered] event that records its size and SHA-256, chained to the
 //     last complete line. The chain goes on from there.
 //
@@ -49,6 +49,12 @@
 // Record never returned: a decision on record that was not acted on. Every
 // outcome is recorded separately ([ToolCalled]), so such a line is
 // followed by no outcome.
+//
+// A power loss leaves the same on filesystems that write a file's data
+// before its new size, such as ext4 in its default data=ordered mode:
+// every earlier line was synced, and only the last write is in doubt. On
+// others the last line may hold garbage (zeros, say) yet end in "\n";
+// Verify rejects it, naming the last line, and Open refuses the file.
 //
 // # What the chain does not prove
 //

@@ -53,9 +53,32 @@ func checkEmail(s string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	for _, r := range s {
+		if r > unicode.MaxASCII {
+			// A non-ASCII address can imitate another one letter for letter
+			// (a Cyrillic о for an o), which no approver could spot.
+			return "", invalid("email", "%q has characters outside ASCII; give the address in ASCII (internationalized addresses are not supported)", s)
+		}
+	}
 	a, err := mail.ParseAddress(s)
 	if err != nil || a.Name != "" || a.Address != s {
 		return "", invalid("email", "%q is not a valid email address; give the bare address, like name@example.com", s)
+	}
+	return s, nil
+}
+
+// checkPhone allows what phone numbers are written with: digits, spaces
+// and + - ( ) . / x. Anything else in a phone number can only mislead
+// (letters that read as digits, right-to-left text that reorders them).
+func checkPhone(s string) (string, error) {
+	s, err := optional("phone", s, maxPhoneLen)
+	if err != nil {
+		return "", err
+	}
+	for _, r := range s {
+		if !(r >= '0' && r <= '9') && !strings.ContainsRune(" +-()./x", r) {
+			return "", invalid("phone", "%q may hold only digits, spaces and + - ( ) . / x", s)
+		}
 	}
 	return s, nil
 }
@@ -134,7 +157,7 @@ func (c NewContact) validate() (NewContact, error) {
 	if c.Email, err = checkEmail(c.Email); err != nil {
 		return c, err
 	}
-	if c.Phone, err = optional("phone", c.Phone, maxPhoneLen); err != nil {
+	if c.Phone, err = checkPhone(c.Phone); err != nil {
 		return c, err
 	}
 	if c.Company, err = optional("company", c.Company, maxTextLen); err != nil {
@@ -168,7 +191,7 @@ func (u ContactUpdate) args() ([]any, error) {
 	}{
 		{u.Name, func(s string) (string, error) { return required("name", s, maxNameLen) }},
 		{u.Email, checkEmail},
-		{u.Phone, func(s string) (string, error) { return optional("phone", s, maxPhoneLen) }},
+		{u.Phone, checkPhone},
 		{u.Company, func(s string) (string, error) { return optional("company", s, maxTextLen) }},
 		{u.Sector, checkSector},
 		{class, func(s string) (string, error) {
@@ -212,3 +235,34 @@ func (d NewDeal) validate() (NewDeal, error) {
 	}
 	return d, nil
 }
+
+// Validate checks c as CreateContact does and returns it as it would be
+// stored (trimmed, sector in lower case, classification defaulted), so a
+// caller can show exactly what will be written before it asks for
+// approval.
+func (c NewContact) Validate() (NewContact, error) { return c.validate() }
+
+// Validate checks the fields u sets as UpdateContact does and returns them
+// as they would be stored.
+func (u ContactUpdate) Validate() (ContactUpdate, error) {
+	args, err := u.args()
+	if err != nil {
+		return u, err
+	}
+	at := func(i int) *string {
+		if s, ok := args[i].(string); ok {
+			return &s
+		}
+		return nil
+	}
+	out := ContactUpdate{Name: at(0), Email: at(1), Phone: at(2), Company: at(3), Sector: at(4), Owner: at(6)}
+	if s := at(5); s != nil {
+		cl := Classification(*s)
+		out.Classification = &cl
+	}
+	return out, nil
+}
+
+// Validate checks d as CreateDeal does and returns it as it would be
+// stored.
+func (d NewDeal) Validate() (NewDeal, error) { return d.validate() }

@@ -241,3 +241,24 @@ func TestValidEmails(t *testing.T) {
 		}
 	})
 }
+
+// TestLookalikesRefused: an approver reads an email or a phone number on a
+// phone screen; characters that can pass for others are refused.
+func TestLookalikesRefused(t *testing.T) {
+	_, err := NewContact{Name: "Priya", Email: "priya.raman@ledgerst\u043ene.example.com"}.Validate()
+	var ve *ValidationError
+	require.ErrorAs(t, err, &ve)
+	assert.Equal(t, "email", ve.Field)
+	for _, phone := range []string{"+44 20 7946 O321", "\u05d0 0000 7946 20 44+", "+1\u00a0415"} {
+		_, err = ContactUpdate{Phone: &phone}.Validate()
+		require.ErrorAs(t, err, &ve, phone)
+		assert.Equal(t, "phone", ve.Field)
+	}
+	for _, phone := range []string{"+1 (415) 555-0142", "020.7946.0321 x12", ""} {
+		_, err = ContactUpdate{Phone: &phone}.Validate()
+		assert.NoError(t, err, phone)
+	}
+	got, err := NewContact{Name: " Noor ", Email: "noor@example.com", Sector: "Logistics"}.Validate()
+	require.NoError(t, err)
+	assert.Equal(t, NewContact{Name: "Noor", Email: "noor@example.com", Sector: "logistics", Classification: Internal}, got, "returned as it would be stored")
+}

@@ -73,10 +73,43 @@ func TestPushInfoShowsEverythingOrRefuses(t *testing.T) {
 	_, err2 := pushInfo("s", base(append([]Detail{{Key: "x", Old: strings.Repeat("é", 500), HasOld: true}}, many[1:]...)...))
 	assert.Equal(t, err == nil, err2 == nil, "the refusal must not depend on old values")
 
-	// The action sentence itself must fit.
-	_, err = pushInfo("s", Request{Action: strings.Repeat("a", MaxValueChars+1)})
-	require.ErrorAs(t, err, &e)
-	assert.Equal(t, "action", e.Field)
+	// The action sentence is the tool's: built from Display and Quote, and
+	// bounded. Anything else is a bug, refused before a push.
+	for _, bad := range []string{strings.Repeat("a", MaxActionChars+1), "Show contact \u202e#3", "Show \xff"} {
+		_, err = pushInfo("s", Request{Tool: "t", Action: bad})
+		require.ErrorAs(t, err, &e, "%q", bad)
+		assert.Equal(t, Misconfigured, e.Outcome)
+	}
+	pi, err = pushInfo("s", Request{Action: "Search contacts for " + Quote("a\"b\u2800")})
+	require.NoError(t, err)
+	v, _ = url.ParseQuery(pi)
+	assert.Equal(t, `Search contacts for "a\"b\u2800"`, v.Get("action"))
+}
+
+// TestPushInfoSizeIgnoresStoredText: whether rows fit depends on the new
+// values alone. The action (which names a stored record) and the old values
+// count at their full budgets, so no stored text moves the line.
+func TestPushInfoSizeIgnoresStoredText(t *testing.T) {
+	for _, n := range []int{0, 1, 4, 5, 6, 10} {
+		var ds []Detail
+		for i := range n {
+			ds = append(ds, Detail{Key: "f" + strconv.Itoa(i), HasOld: true, New: strings.Repeat("\U0001F600", MaxValueChars)})
+		}
+		var first error
+		for i, action := range []string{"a", strings.Repeat("a", MaxActionChars), strings.Repeat("\U0001F600", MaxActionChars)} {
+			for j, old := range []string{"", "x", strings.Repeat("\U0001F600", 500)} {
+				for k := range ds {
+					ds[k].Old = old
+				}
+				_, err := pushInfo("s", Request{Tool: "t", Action: action, Details: ds})
+				if i == 0 && j == 0 {
+					first = err
+					continue
+				}
+				assert.Equal(t, first == nil, err == nil, "%d rows: action %d, old %d", n, i, j)
+			}
+		}
+	}
 }
 
 func TestDisplay(t *testing.T) {
@@ -92,6 +125,9 @@ func TestDisplay(t *testing.T) {
 		{"vs\ufe0f", `vs\ufe0f`},
 		{`back\slash \u2800`, `back\\slash \\u2800`},
 		{"bad\xff", `bad\xff`},
+		{"a → b ⟶ c ➝ d", `a \u2192 b \u27f6 c \u279d d`},
+		{"e\u0301\u0302\u0303\u0304", "e\u0301\u0302" + `\u0303\u0304`},
+		{"x\u20dd", `x\u20dd`},
 	}
 	for _, tt := range tests {
 		assert.Equal(t, tt.want, Display(tt.in), "%q", tt.in)

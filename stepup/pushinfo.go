@@ -29,9 +29,12 @@ type Detail struct {
 // Limits of a push, in characters after escaping (see Display) and, for
 // the whole, in bytes of the form-encoded pushinfo.
 const (
-	// MaxValueChars bounds Request.Action and each Detail.New. Longer
-	// values are refused, not cut: the approver must see all of them.
+	// MaxValueChars bounds each Detail.New. Longer values are refused,
+	// not cut: the approver must see all of them.
 	MaxValueChars = 300
+	// MaxActionChars bounds Request.Action. The tool builds the sentence
+	// from bounded parts, so a longer one is a bug of the tool's.
+	MaxActionChars = 400
 	// maxOldChars bounds each Detail.Old; longer ones are cut with "…".
 	maxOldChars = 80
 	// MaxPushInfo is Duo's limit on pushinfo (under 20,000 bytes).
@@ -51,14 +54,22 @@ const (
 // something else.
 func Display(s string) string {
 	var b strings.Builder
+	marks := 0 // combining marks in a row
 	for i := 0; i < len(s); {
 		r, size := utf8.DecodeRuneInString(s[i:])
+		if unicode.Is(unicode.Mn, r) || unicode.Is(unicode.Mc, r) {
+			marks++
+		} else {
+			marks = 0
+		}
 		switch {
 		case r == utf8.RuneError && size == 1:
 			fmt.Fprintf(&b, `\x%02x`, s[i])
 		case r == '\\':
 			b.WriteString(`\\`)
-		case hidden(r):
+		case hidden(r), marks > 2:
+			// A long run of combining marks stacks glyphs over the rows
+			// around it; two are enough for any language's accents.
 			if r <= 0xFFFF {
 				fmt.Fprintf(&b, `\u%04x`, r)
 			} else {
@@ -70,6 +81,12 @@ func Display(s string) string {
 		i += size
 	}
 	return b.String()
+}
+
+// Quote is s as an action sentence quotes a value: Display, and \" for a
+// quote, between quotes, so that a value cannot close its quotes itself.
+func Quote(s string) string {
+	return `"` + strings.ReplaceAll(Display(s), `"`, `\"`) + `"`
 }
 
 // hidden reports whether r would not be seen as itself on a phone screen.
@@ -85,9 +102,24 @@ func hidden(r rune) bool {
 		// Blank-looking letters and symbols (braille blank, Hangul fillers),
 		// the combining grapheme joiner, replacement characters.
 		return true
+	case unicode.Is(unicode.Me, r):
+		// Enclosing marks draw over their neighbours.
+		return true
+	case unicode.In(r, arrows):
+		// Arrows: a value must not fake the "old → new" of a row.
+		return true
 	}
 	return !unicode.IsGraphic(r) && !unicode.IsMark(r)
 }
+
+// arrows are the Unicode arrow blocks.
+var arrows = &unicode.RangeTable{R16: []unicode.Range16{
+	{Lo: 0x2190, Hi: 0x21FF, Stride: 1}, // Arrows
+	{Lo: 0x2794, Hi: 0x27BF, Stride: 1}, // Dingbat arrows
+	{Lo: 0x27F0, Hi: 0x27FF, Stride: 1}, // Supplemental Arrows-A
+	{Lo: 0x2900, Hi: 0x297F, Stride: 1}, // Supplemental Arrows-B
+	{Lo: 0x2B00, Hi: 0x2BFF, Stride: 1}, // Miscellaneous Symbols and Arrows
+}}
 
 // unshowable is the refusal for a value that cannot be shown faithfully.
 func unshowable(field, format string, args ...any) *Error {
@@ -115,11 +147,14 @@ func pushInfo(server string, req Request) (string, error) {
 		rows = append(rows, e)
 		worst += len(url.QueryEscape(key)) + 1 + worstVal + 1
 	}
-	action := Display(req.Action)
-	if n := utf8.RuneCountInString(action); n > MaxValueChars {
-		return "", unshowable("action", "The request cannot be shown on the phone: its description is %d characters long, at most %d fit.", n, MaxValueChars)
+	// The action is shown as the tool wrote it: built from Display and
+	// Quote, it holds no character that does not show as itself. It
+	// counts at its full budget, whatever the record names it holds.
+	action := req.Action
+	if strings.IndexFunc(action, hidden) >= 0 || !utf8.ValidString(action) || utf8.RuneCountInString(action) > MaxActionChars {
+		return "", newError(Misconfigured, nil, "The description of %s is not fit to show on the phone (a bug in this server), so the call was not run.", req.Tool)
 	}
-	add("action", action, len(url.QueryEscape(action)))
+	add("action", action, MaxActionChars*12)
 	for _, d := range req.Details {
 		if d.Key == "" {
 			return "", newError(Misconfigured, nil, "A push row has no name (a bug in this server), so the call was not run.")
@@ -163,9 +198,8 @@ func shown(s string) string {
 	if s == "(empty)" {
 		return `\(empty)`
 	}
-	// The arrow separates old from new; one inside a value is escaped so
-	// that a value cannot fake a second change.
-	return strings.ReplaceAll(Display(s), "→", `\u2192`)
+	// Display escapes every arrow, so a value cannot fake a second change.
+	return Display(s)
 }
 
 // ClientLabel is how the push names the agent's OAuth client. A client id

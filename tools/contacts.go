@@ -146,6 +146,9 @@ func contactTools(d *deps) []spec {
 					if got, err = d.store.GetContact(ctx, c.in.ID); err != nil {
 						return "", crm.Contact{}, err
 					}
+					if err := c.mayShow(got.Classification); err != nil {
+						return "", crm.Contact{}, err
+					}
 				}
 				return describeContact(got), got, nil
 			}}),
@@ -157,6 +160,19 @@ func contactTools(d *deps) []spec {
 			Annotations: &mcp.ToolAnnotations{DestructiveHint: ptr(false), OpenWorldHint: ptr(false)},
 		}, scopes: []string{ScopeContactsWrite}, writes: true,
 			asks: func(in CreateContactIn) bool { return isRestricted(in.Classification) },
+			check: func(in CreateContactIn) (CreateContactIn, error) {
+				nc, err := crm.NewContact{Name: in.Name, Email: in.Email, Phone: in.Phone, Company: in.Company, Sector: in.Sector,
+					Classification: crm.Classification(in.Classification), Owner: in.Owner}.Validate()
+				if err != nil {
+					return in, err
+				}
+				defaulted := in.Classification == ""
+				in = CreateContactIn{Name: nc.Name, Email: nc.Email, Phone: nc.Phone, Company: nc.Company, Sector: nc.Sector, Classification: string(nc.Classification), Owner: nc.Owner}
+				if defaulted {
+					in.Classification = ""
+				}
+				return in, nil
+			},
 			describe: func(c *call[CreateContactIn]) (string, []stepup.Detail, error) {
 				in := c.in
 				cl := in.Classification
@@ -203,7 +219,23 @@ func contactTools(d *deps) []spec {
 			Description: "Change fields of a CRM contact; fields left out stay as they are.",
 			Annotations: &mcp.ToolAnnotations{DestructiveHint: ptr(true), IdempotentHint: true, OpenWorldHint: ptr(false)},
 		}, scopes: []string{ScopeContactsWrite}, writes: true,
-			asks:  func(in UpdateContactIn) bool { return in.Classification != nil && isRestricted(*in.Classification) },
+			asks: func(in UpdateContactIn) bool { return in.Classification != nil && isRestricted(*in.Classification) },
+			check: func(in UpdateContactIn) (UpdateContactIn, error) {
+				var cl *crm.Classification
+				if in.Classification != nil {
+					c := crm.Classification(*in.Classification)
+					cl = &c
+				}
+				u, err := crm.ContactUpdate{Name: in.Name, Email: in.Email, Phone: in.Phone, Company: in.Company, Sector: in.Sector, Classification: cl, Owner: in.Owner}.Validate()
+				if err != nil {
+					return in, err
+				}
+				out := UpdateContactIn{ID: in.ID, Name: u.Name, Email: u.Email, Phone: u.Phone, Company: u.Company, Sector: u.Sector, Owner: u.Owner}
+				if u.Classification != nil {
+					out.Classification = ptr(string(*u.Classification))
+				}
+				return out, nil
+			},
 			names: func(ctx context.Context, in UpdateContactIn) (target, error) { return d.namedContact(ctx, "id", in.ID) },
 			describe: func(c *call[UpdateContactIn]) (string, []stepup.Detail, error) {
 				in, old := c.in, c.target.contact
@@ -234,6 +266,9 @@ func contactTools(d *deps) []spec {
 				}
 				got, err := d.store.UpdateContact(ctx, in.ID, u)
 				if err != nil {
+					return "", crm.Contact{}, err
+				}
+				if err := c.mayShow(got.Classification); err != nil {
 					return "", crm.Contact{}, err
 				}
 				return "Updated " + describeContact(got), got, nil

@@ -55,11 +55,9 @@ func dealTools(d *deps) []spec {
 				"include_restricted: true, or the contact_id of a restricted contact, needs the user's approval (Duo Push) and then returns them.",
 			Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true, IdempotentHint: true, OpenWorldHint: ptr(false)},
 		}, scopes: []string{ScopeDealsRead},
-			asks: func(in ListDealsIn) bool { return in.IncludeRestricted },
+			asks:  func(in ListDealsIn) bool { return in.IncludeRestricted },
+			named: func(in ListDealsIn) bool { return in.ContactID != 0 },
 			names: func(ctx context.Context, in ListDealsIn) (target, error) {
-				if in.ContactID == 0 {
-					return target{}, nil
-				}
 				return d.namedContact(ctx, "contact_id", in.ContactID)
 			},
 			describe: func(c *call[ListDealsIn]) (string, []stepup.Detail, error) {
@@ -109,6 +107,17 @@ func dealTools(d *deps) []spec {
 			Description: "Create a deal with a contact.",
 			Annotations: &mcp.ToolAnnotations{DestructiveHint: ptr(false), OpenWorldHint: ptr(false)},
 		}, scopes: []string{ScopeDealsWrite}, writes: true,
+			check: func(in CreateDealIn) (CreateDealIn, error) {
+				nd, err := crm.NewDeal{ContactID: in.ContactID, Title: in.Title, Amount: in.Amount, Currency: in.Currency, Stage: crm.Stage(in.Stage)}.Validate()
+				if err != nil {
+					return in, err
+				}
+				stage := string(nd.Stage)
+				if in.Stage == "" {
+					stage = ""
+				}
+				return CreateDealIn{ContactID: nd.ContactID, Title: nd.Title, Amount: nd.Amount, Currency: nd.Currency, Stage: stage}, nil
+			},
 			names: func(ctx context.Context, in CreateDealIn) (target, error) {
 				return d.namedContact(ctx, "contact_id", in.ContactID)
 			},
@@ -148,6 +157,11 @@ func dealTools(d *deps) []spec {
 			Description: "Set the stage of a deal.",
 			Annotations: &mcp.ToolAnnotations{DestructiveHint: ptr(true), IdempotentHint: true, OpenWorldHint: ptr(false)},
 		}, scopes: []string{ScopeDealsWrite}, writes: true,
+			check: func(in UpdateDealStageIn) (UpdateDealStageIn, error) {
+				st, err := crm.ParseStage(in.Stage)
+				in.Stage = string(st)
+				return in, err
+			},
 			names: func(ctx context.Context, in UpdateDealStageIn) (target, error) {
 				if in.ID <= 0 {
 					return target{}, &toolError{"id must be a positive deal id (see list_deals)"}

@@ -78,11 +78,12 @@ func decide[In, Out any](ctx context.Context, d *deps, req *mcp.CallToolRequest,
 		}
 	}
 	asks := td.asks != nil && td.asks(c.in)
+	c.asked = asks
 	if asks {
 		reasons = append(reasons, reasonAsks)
 	}
 	all := reasons
-	if td.names != nil {
+	if td.names != nil && (td.named == nil || td.named(c.in)) {
 		if su != nil {
 			// While no push can be sent, every call that names a record is
 			// refused before the record is read, so the refusal does not
@@ -234,15 +235,15 @@ func progress(ctx context.Context, req *mcp.CallToolRequest, name string) func(s
 // characters once invisible characters are written out.
 const maxQuoted = 200
 
-// quoted is an argument as an action sentence quotes it: escaped for the
-// phone (stepup.Display, and \" for a quote, so a value cannot close the
-// quotes itself) and whole, or an error naming the argument.
+// quoted is an argument as an action sentence quotes it (stepup.Quote),
+// whole, or an error naming the argument. Its length depends on the
+// request alone.
 func quoted(field, v string) (string, error) {
-	s := strings.ReplaceAll(stepup.Display(v), `"`, `\"`)
-	if n := utf8.RuneCountInString(s); n > maxQuoted {
+	s := stepup.Quote(v)
+	if n := utf8.RuneCountInString(s) - 2; n > maxQuoted {
 		return "", &toolError{fmt.Sprintf("%s is too long to show on the phone for approval: %d characters once invisible characters are written out, at most %d fit. Shorten %s and call again.", field, n, maxQuoted, field)}
 	}
-	return `"` + s + `"`, nil
+	return s, nil
 }
 
 // maxLabel bounds a stored name in an action sentence. It is context the
@@ -250,9 +251,10 @@ func quoted(field, v string) (string, error) {
 // never refused: a stored value's length must not decide a refusal.
 const maxLabel = 60
 
-// label is a stored value as an action sentence shows it.
+// label is a stored value as an action sentence shows it: escaped like a
+// quoted value (so a stored title cannot close its own quotes) and cut.
 func label(v string) string {
-	s := stepup.Display(v)
+	s := strings.ReplaceAll(stepup.Display(v), `"`, `\"`)
 	if r := []rune(s); len(r) > maxLabel {
 		s = string(r[:maxLabel-1]) + "…"
 	}

@@ -342,6 +342,15 @@ type toolDef[In, Out any] struct {
 	// request alone, so such a call needs approval whatever the data
 	// holds. Nil means never.
 	asks func(in In) bool
+	// check validates the arguments as the store will, before anything is
+	// decided, and returns them as they will be stored (trimmed, lower
+	// case sector...): a bad request is refused on its own terms, and the
+	// push shows exactly what will be written. Nil means the store's own
+	// checks when the tool runs are enough.
+	check func(in In) (In, error)
+	// named reports whether this call names a record (so names runs);
+	// nil means it always does when names is set.
+	named func(in In) bool
 	// names reads the record the call names by id, once, before anything
 	// is decided: the one place where stored data may decide that a call
 	// needs approval. The classification of a named record is therefore
@@ -368,6 +377,8 @@ type call[In any] struct {
 	// so it may return the restricted records it matches. A call that
 	// needed none returns none.
 	approved bool
+	// asked: the request itself asked for restricted data (asks).
+	asked bool
 	// ev is the audit trail's view of the call (who, what), nil without
 	// one.
 	ev *audit.Event
@@ -412,6 +423,17 @@ func newRequestID() string {
 	return hex.EncodeToString(b[:])
 }
 
+// mayShow refuses to return a record that is restricted now when the call
+// was not approved for restricted data: one that another user made
+// restricted while this call waited for its approval, or in the moment
+// between the read that decided and the write.
+func (c *call[In]) mayShow(cl crm.Classification) error {
+	if cl != crm.Restricted || c.target.restricted || c.asked {
+		return nil
+	}
+	return &toolError{"the record was classified restricted while the call ran, so its content is withheld; call again to ask for approval"}
+}
+
 // target is the record a call names, as read before the decision.
 type target struct {
 	restricted bool
@@ -448,6 +470,12 @@ func define[In, Out any](d *deps, td toolDef[In, Out]) spec {
 						d.note(ctx, newEvent(t.Name, tok, in), audit.Event{Kind: audit.ScopeDenied, Reason: "missing " + strings.Join(lacking, " ")})
 					}
 					return nil, zero, errScope(t.Name, lacking)
+				}
+				if td.check != nil {
+					var err error
+					if in, err = td.check(in); err != nil {
+						return nil, zero, d.userError(ctx, t.Name, err)
+					}
 				}
 				c := &call[In]{in: in, tok: tok}
 				if d.record != nil {

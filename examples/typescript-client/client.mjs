@@ -390,11 +390,25 @@ async function pushStep(client, user, tool, args, decision) {
   if (push.settledEarly) {
     throw new ExpectationError(`${tool} ended before any push appeared: ${JSON.stringify(push.error ? describeError(push.error) : resultText(push.result).slice(0, 200))}`);
   }
-  expect(push.pushinfo?.tool === tool, `push ${push.txid} names tool ${JSON.stringify(push.pushinfo?.tool)}, want ${tool}`);
+  // The push says what the call will do, in an action sentence.
+  const want = ACTION_PREFIX[tool];
+  expect(typeof push.pushinfo?.action === 'string' && push.pushinfo.action.startsWith(want),
+    `push ${push.txid} shows action ${JSON.stringify(push.pushinfo?.action)}, want one starting ${JSON.stringify(want)} for ${tool}`);
   await decidePush(push.txid, decision);
   const result = await call;
   return { push, result, progress };
 }
+
+// The start of the action sentence each tool's push shows.
+const ACTION_PREFIX = {
+  list_contacts: 'Search contacts',
+  get_contact: 'Show contact #',
+  create_contact: 'Create a contact',
+  update_contact: 'Update contact #',
+  list_deals: 'List deals',
+  create_deal: 'Create a deal of ',
+  update_deal_stage: 'Move deal #',
+};
 
 // --------------------------------------------------------------- scenario
 
@@ -474,7 +488,7 @@ async function demo() {
       expect(text.includes('Riley Vance'), 'approved search does not return Riley Vance');
       expect(progress.length >= 1, 'no progress notification arrived while the call waited');
       return {
-        push: { txid_len: String(push.txid).length, user: push.user, type: push.type, status: push.status, tool: push.pushinfo?.tool },
+        push: { txid_len: String(push.txid).length, user: push.user, type: push.type, status: push.status, action: push.pushinfo?.action },
         progress_notifications: progress.length,
         progress_message: progress[0]?.message,
         riley: true,
@@ -488,7 +502,7 @@ async function demo() {
       const text = resultText(result);
       expect(result.isError === true, `denied get_contact is not isError: ${text.slice(0, 200)}`);
       expect(!JSON.stringify(result).includes('Riley'), 'denied get_contact still shows Riley');
-      return { push: { user: push.user, status: push.status, tool: push.pushinfo?.tool }, progress_notifications: progress.length, is_error: true, message: text.slice(0, 200) };
+      return { push: { user: push.user, status: push.status, action: push.pushinfo?.action }, progress_notifications: progress.length, is_error: true, message: text.slice(0, 200) };
     });
 
     // (f) bob lacks crm.deals.read. A new provider is a new OAuth session
