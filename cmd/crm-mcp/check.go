@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 
 	"github.com/crm-mcp/crm-mcp/resourceserver"
@@ -182,7 +183,9 @@ func (a *app) checkDuoAuthAPI(ctx context.Context, cfg config, r *checkReport) {
 		r.warn("Duo Auth API", "STEPUP_MODE=off: sensitive calls run without Duo Push approval")
 		return
 	}
-	su, err := cfg.stepUp(slog.New(slog.DiscardHandler))
+	// The guard's warnings (a clock that differs from Duo's, a CA file
+	// trusted instead of Duo's pinned bundle) become WARN lines.
+	su, err := cfg.stepUp(slog.New(&warnHandler{r: r, what: "Duo Auth API"}))
 	if err != nil {
 		r.fail("Duo Auth API", err.Error())
 		return
@@ -195,3 +198,34 @@ func (a *app) checkDuoAuthAPI(ctx context.Context, cfg config, r *checkReport) {
 	}
 	r.pass("Duo Auth API", "/auth/v2/check at "+cfg.DuoHost+" accepted the integration keys")
 }
+
+// warnHandler turns log records at WARN and above into WARN lines of a
+// check report, attributes included.
+type warnHandler struct {
+	r     *checkReport
+	what  string
+	attrs []slog.Attr
+}
+
+func (h *warnHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
+
+func (h *warnHandler) Handle(_ context.Context, rec slog.Record) error {
+	var b strings.Builder
+	b.WriteString(rec.Message)
+	add := func(a slog.Attr) bool {
+		fmt.Fprintf(&b, " %s=%v", a.Key, a.Value)
+		return true
+	}
+	for _, a := range h.attrs {
+		add(a)
+	}
+	rec.Attrs(add)
+	h.r.warn(h.what, b.String())
+	return nil
+}
+
+func (h *warnHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return &warnHandler{r: h.r, what: h.what, attrs: append(slices.Clip(h.attrs), as...)}
+}
+
+func (h *warnHandler) WithGroup(string) slog.Handler { return h }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -154,6 +155,13 @@ func TestCheckDuoAuthAPI(t *testing.T) {
 		code, out, _ := runCheck(t, env)
 		assert.Equal(t, 1, code)
 		assert.Contains(t, out, "FAIL  Duo Auth API")
+	})
+	t.Run("a clock that differs from Duo's is a warning", func(t *testing.T) {
+		env, duo := testEnvDuo(t, as)
+		duo.Now = func() time.Time { return time.Now().Add(2 * time.Minute) }
+		code, out, _ := runCheck(t, env)
+		assert.Equal(t, 0, code, out)
+		assert.Contains(t, out, "WARN  Duo Auth API: stepup: this server's clock differs from Duo's")
 	})
 	t.Run("step-up off", func(t *testing.T) {
 		env := testEnv(t, as)
