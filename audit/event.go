@@ -53,7 +53,8 @@ var kinds = map[Kind]string{
 
 // Event is one decision. Only Kind is always required; the rest is what
 // the caller knows at that point. Never put a token, an Authorization
-// header or a secret in any field: use [Fingerprint] for the token.
+// header or a secret in any field: name the token by its fingerprint
+// (resourceserver.Token.Fingerprint, resourceserver.Fingerprint).
 type Event struct {
 	// Time of the decision; zero means when Record is called.
 	Time time.Time
@@ -66,7 +67,7 @@ type Event struct {
 	Subject          string
 	ClientID         string
 	JTI              string
-	TokenFingerprint string // Fingerprint(token)
+	TokenFingerprint string // resourceserver.Fingerprint(token): "sha256:" and 16 hex digits
 
 	// What: the tool and its arguments. Args is the JSON of the call's
 	// arguments; the log always holds the SHA-256 of their canonical form
@@ -190,17 +191,6 @@ func toLine(e Event, includeArgs bool, now time.Time) (line, error) {
 		l.DurationMS = &ms
 	}
 	return l, nil
-}
-
-// Fingerprint identifies a token in the log without revealing it: the
-// first 16 hex digits of its SHA-256. An auditor holding a token can find
-// its events; the log's reader cannot recover the token. "" for "".
-func Fingerprint(token string) string {
-	if token == "" {
-		return ""
-	}
-	sum := sha256.Sum256([]byte(token))
-	return hex.EncodeToString(sum[:8])
 }
 
 // canonicalJSON re-encodes a JSON value so that equal arguments hash

@@ -29,8 +29,3 @@ func Example() {
 	// 2 <nil>
 	// line 2: prev is not the SHA-256 of line 1: line 1 was changed (or this line's prev)
 }
-
-func ExampleFingerprint() {
-	fmt.Println(audit.Fingerprint("eyJhbGciOiJSUzI1NiJ9.payload.signature"))
-	// Output: db1ce540cd6d8f4a
-}

@@ -91,7 +91,18 @@ type Config struct {
 type Handler struct {
 	http.Handler
 	server   *mcp.Server
-	inflight atomic.Int64 // POSTs being served
+	limits   *sessionLimits // nil when Stateless
+	inflight atomic.Int64   // POSTs being served
+}
+
+// Sessions is the number of open Streamable HTTP sessions (always 0 when
+// Stateless), for a metrics gauge.
+func (h *Handler) Sessions() int {
+	if h.limits == nil {
+		return 0
+	}
+	all, _ := h.limits.count("")
+	return all
 }
 
 // Shutdown drains the endpoint: it waits until no POST (and so no tool
@@ -159,14 +170,14 @@ func NewHandler(cfg Config) (*Handler, error) {
 		PropagateRequestCancellation: true,
 		SessionTimeout:               cfg.SessionIdleTimeout,
 	})
+	h := &Handler{server: server}
 	if !cfg.Stateless {
-		limits := newSessionLimits(cfg.SessionIdleTimeout, cfg.MaxSessionsPerUser, cfg.MaxSessions, cfg.Logger, streamable)
-		server.AddReceivingMiddleware(limits.track)
-		streamable = limits
+		h.limits = newSessionLimits(cfg.SessionIdleTimeout, cfg.MaxSessionsPerUser, cfg.MaxSessions, cfg.Logger, streamable)
+		server.AddReceivingMiddleware(h.limits.track)
+		streamable = h.limits
 	}
 	server.AddReceivingMiddleware(cat.explainRefusal)
 	gate := &gate{rs: cfg.Auth, cat: cat, refusals: newRefusals(nil), log: cfg.Logger, next: streamable}
-	h := &Handler{server: server}
 	h.Handler = requestLog(cfg.Logger, h.countPOSTs(cfg.Auth.Middleware(gate)))
 	return h, nil
 }

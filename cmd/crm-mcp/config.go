@@ -57,8 +57,11 @@ type config struct {
 	// DatabaseURL, when set, selects Postgres for the CRM and the shared
 	// step-up state instead of the SQLite file (see database.go).
 	DatabaseURL secret `env:"CRM_DATABASE_URL"`
-	LogLevel    string `env:"LOG_LEVEL" envDefault:"info"`
-	LogFormat   string `env:"LOG_FORMAT" envDefault:"json"`
+
+	ObserveSettings // the audit trail, metrics and replicas (observe.go)
+
+	LogLevel  string `env:"LOG_LEVEL" envDefault:"info"`
+	LogFormat string `env:"LOG_FORMAT" envDefault:"json"`
 
 	// Derived by loadConfig; env skips unexported fields.
 	stepUpState stepup.State // the shared step-up state, once opened (database.go)
@@ -92,7 +95,7 @@ func (s secret) MarshalText() (text []byte, _ error) { return []byte(s.String())
 // envPrefixes are the prefixes of the variables this binary reads. A set
 // variable with one of them that nothing reads is most likely a typo
 // (MCP_STATLESS=true), which would otherwise go unnoticed.
-var envPrefixes = []string{"MCP_", "DUO_", "AUTH_", "CRM_", "LOG_", "STEPUP_", "SENSITIVE_"}
+var envPrefixes = []string{"MCP_", "DUO_", "AUTH_", "CRM_", "LOG_", "STEPUP_", "SENSITIVE_", "AUDIT_", "METRICS_"}
 
 // reservedPaths are served by the binary itself; the MCP endpoint cannot
 // take them.
@@ -220,6 +223,7 @@ func loadConfig(environ map[string]string) (config, error) {
 		check("CRM_DB_PATH", varErrorf("CRM_DB_PATH", "must not be blank"))
 	}
 	c.checkDatabase(check)
+	c.checkObserve(check)
 	if !failed["LOG_LEVEL"] {
 		if err := c.level.UnmarshalText([]byte(strings.TrimSpace(c.LogLevel))); err != nil || strings.ContainsAny(c.LogLevel, "+-") {
 			// slog also takes "info+2"; keep the contract to four words.
@@ -548,6 +552,7 @@ func (c config) logAttrs() []any {
 	attrs = append(attrs, c.sessionLogAttrs()...)
 	attrs = append(attrs, c.stepUpLogAttrs()...)
 	attrs = append(attrs, c.databaseLogAttrs()...)
+	attrs = append(attrs, c.observeLogAttrs()...)
 	return append(attrs,
 		"LOG_LEVEL", c.level.String(),
 		"LOG_FORMAT", c.LogFormat,

@@ -60,8 +60,9 @@ const (
 	// (STEPUP_TIMEOUT is 60 s too).
 	devPushTimeout = 60 * time.Second
 
-	devCAFile = "duo-ca.pem"
-	devDBFile = "crm.db"
+	devCAFile    = "duo-ca.pem"
+	devDBFile    = "crm.db"
+	devAuditFile = "audit.log"
 )
 
 // devInspectorOrigins are MCP Inspector's origins: its web page calls the
@@ -95,7 +96,7 @@ func (a *app) parseDevFlags(args []string) (f devFlags, code int, ok bool) {
 	var parseOut bytes.Buffer
 	fs.SetOutput(&parseOut)
 	fs.StringVar(&f.addr, "addr", devDefaultAddr, "listen `address`, loopback only; port 0 picks a free port")
-	fs.StringVar(&f.dataDir, "data-dir", devDefaultDataDir, "`directory` for the CRM database and the Duo stand-in's CA certificate")
+	fs.StringVar(&f.dataDir, "data-dir", devDefaultDataDir, "`directory` for the CRM database, the audit log and the Duo stand-in's CA certificate")
 	fs.StringVar(&f.autoLogin, "auto-login", "", "sign every authorization in as `user` (alice, bob or carol), without the login page")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), devUsage)
@@ -216,6 +217,7 @@ type devStack struct {
 	adminURL string
 	dataDir  string
 	caFile   string
+	auditLog string
 
 	as                  *rstest.AuthServer
 	duo                 *duotest.Server
@@ -245,6 +247,7 @@ func newDevStack(addr, dataDir, autoLogin string) (*devStack, error) {
 		pushURL:   base + devPushPath,
 		dataDir:   dir,
 		caFile:    filepath.Join(dir, devCAFile),
+		auditLog:  filepath.Join(dir, devAuditFile),
 		autoLogin: autoLogin,
 		// A fresh secret per run: the resource server authenticates to
 		// the introspection endpoint with it, as with Duo.
@@ -293,6 +296,7 @@ func (s *devStack) environ() map[string]string {
 		"DUO_AUTH_HOST":                s.duoHost,
 		"DUO_AUTH_CA_FILE":             s.caFile,
 		"CRM_DB_PATH":                  filepath.Join(s.dataDir, devDBFile),
+		"AUDIT_LOG_PATH":               s.auditLog,
 		"LOG_FORMAT":                   "text",
 	}
 }
@@ -377,6 +381,7 @@ func (s *devStack) banner() string {
 	fmt.Fprintf(tw, "  Sign-in\t%s\t(issuer: plays Duo's OAuth authorization server)\n", s.issuer)
 	fmt.Fprintf(tw, "  Duo Auth API\thttps://%s\t(TLS, trusted through %s)\n", s.duoHost, s.caFile)
 	fmt.Fprintf(tw, "  Data\t%s\t(%s: the CRM, seeded on first start)\n", s.dataDir, devDBFile)
+	fmt.Fprintf(tw, "  Audit log\t%s\t(one line per decision; crm-mcp audit verify checks it)\n", s.auditLog)
 	tw.Flush()
 
 	fmt.Fprintf(&b, "\nUsers (no password: pick one on the login page, or pass login_hint):\n")

@@ -788,6 +788,7 @@ func TestDevBanner(t *testing.T) {
 		adminURL: as.AdminURL(),
 		dataDir:  "/home/you/crm-mcp/.crm-mcp-dev",
 		caFile:   "/home/you/crm-mcp/.crm-mcp-dev/duo-ca.pem",
+		auditLog: "/home/you/crm-mcp/.crm-mcp-dev/audit.log",
 		duoHost:  "127.0.0.1:41234",
 		as:       as,
 	}

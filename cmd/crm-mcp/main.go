@@ -60,6 +60,9 @@ type app struct {
 	// listening, when set, is called with the address serve listens on
 	// once it accepts connections (tests listen on port 0).
 	listening func(addr string)
+	// metricsListening, when set, is called with the metrics listener's
+	// address once it serves (METRICS_ADDR with port 0 in tests).
+	metricsListening func(addr string)
 
 	// devStarted, when set, is called with dev's stand-ins once the server
 	// is ready, just before listening.

@@ -90,6 +90,35 @@ func (a *app) serveConfig(ctx context.Context, cfg config, opts serveOptions) in
 		}
 	}
 	defer ln.Close() // for the early returns; Shutdown closes it otherwise
+	var metricsLn net.Listener
+	if cfg.MetricsAddr != "" {
+		if metricsLn, err = net.Listen("tcp", cfg.MetricsAddr); err != nil {
+			log.Error("cannot listen for metrics: is another process using the address? (METRICS_ADDR)", "addr", cfg.MetricsAddr, "error", err.Error())
+			return 1
+		}
+		defer metricsLn.Close()
+	}
+
+	// The audit trail before anything that decides: no decision may go
+	// unrecorded. Closed last, once every call has finished.
+	auditLog, auditDest, err := cfg.openAudit(a.stdout)
+	if err != nil {
+		log.Error("cannot open the audit trail (AUDIT_LOG_PATH): the server does not run without it", "error", err.Error())
+		return 1
+	}
+	defer func() {
+		if err := auditLog.Close(); err != nil {
+			log.Warn("closing the audit trail", "error", err.Error())
+		} else {
+			log.Info("closed the audit trail")
+		}
+	}()
+	log.Info("audit trail", "to", auditDest, "include_args", cfg.AuditIncludeArgs)
+	if cfg.AuditLogPath == "" {
+		log.Info("the audit trail goes to standard output, unsynced, and restarts its chain at each start; set AUDIT_LOG_PATH for a file that is synced and continues its chain")
+	}
+	m := newMetrics()
+	tr := &trail{audit: auditLog, m: m, log: log}
 
 	mux := http.NewServeMux()
 	srv := newHTTPServer(mux, log)
@@ -142,7 +171,10 @@ func (a *app) serveConfig(ctx context.Context, cfg config, opts serveOptions) in
 		}
 	}()
 
-	rs, err := resourceserver.New(cfg.resourceServerConfig(log))
+	rsCfg := cfg.resourceServerConfig(log)
+	rsCfg.OnRefuse = tr.refused
+	rsCfg.OnIntrospect = m.introspected
+	rs, err := resourceserver.New(rsCfg)
 	if err != nil {
 		fmt.Fprintf(a.stderr, "crm-mcp %s: invalid configuration:\n%s", command, formatConfigErrors(nameFields(err)))
 		return 1
@@ -183,15 +215,27 @@ func (a *app) serveConfig(ctx context.Context, cfg config, opts serveOptions) in
 		MaxSessions:           cfg.MaxSessions,
 		Logger:                log,
 		Version:               versionString(),
+		Record:                tr.record,
 	})
 	if err != nil {
 		log.Error("cannot build the MCP handler", "error", err.Error())
 		return 1
 	}
 
-	addRoutes(mux, cfg, rs, store, mcpHandler, log)
+	m.watch(rs.Status, mcpHandler.Sessions)
+	addRoutes(mux, cfg, rs, store, m.countRequests(mcpHandler), log)
 	if opts.routes == nil {
 		go func() { served <- srv.Serve(ln) }()
+	}
+	var metricsSrv *http.Server
+	metricsServed := make(chan error, 1)
+	if metricsLn != nil {
+		metricsSrv = m.server(log)
+		go func() { metricsServed <- metricsSrv.Serve(metricsLn) }()
+		log.Info("serving metrics", "addr", metricsLn.Addr().String(), "path", "/metrics")
+		if a.metricsListening != nil {
+			a.metricsListening(metricsLn.Addr().String())
+		}
 	}
 	log.Info("listening", "addr", ln.Addr().String(), "mcp_path", cfg.mcpPath, "metadata_paths", rs.MetadataPaths(), "resource_metadata", rs.ResourceMetadataURL())
 	if opts.ready != nil {
@@ -208,6 +252,9 @@ func (a *app) serveConfig(ctx context.Context, cfg config, opts serveOptions) in
 	case err := <-served:
 		// Serve returns only on a listener failure here.
 		log.Error("server stopped unexpectedly", "error", err.Error())
+		code = 1
+	case err := <-metricsServed:
+		log.Error("metrics server stopped unexpectedly", "error", err.Error())
 		code = 1
 	}
 
@@ -239,7 +286,15 @@ func (a *app) serveConfig(ctx context.Context, cfg config, opts serveOptions) in
 		<-served // http.ErrServerClosed
 	}
 	drained = true
-	// Deferred: stop the key refresh, then close the database.
+	if metricsSrv != nil {
+		// Scrapes are short; the deadline is the one the drain used.
+		if err := metricsSrv.Shutdown(shutdownCtx); err != nil {
+			metricsSrv.Close()
+		}
+		log.Info("metrics server stopped")
+	}
+	// Deferred: stop the key refresh, close the database, then the audit
+	// trail, which the last calls wrote to.
 	return code
 }
 

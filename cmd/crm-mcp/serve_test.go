@@ -25,22 +25,30 @@ import (
 
 // server is crm-mcp serve running in-process.
 type server struct {
-	addr   string // where it listens
-	stderr *syncBuffer
-	cancel context.CancelFunc
-	done   chan int // the exit code, once run returns
+	addr        string // where it listens
+	metricsAddr string // where metrics are served; "" without METRICS_ADDR
+	stdout      *syncBuffer
+	stderr      *syncBuffer
+	cancel      context.CancelFunc
+	done        chan int // the exit code, once run returns
 }
 
 // startServe runs "crm-mcp serve" with env and waits until it listens.
 func startServe(t *testing.T, env map[string]string) *server {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &server{stderr: &syncBuffer{}, cancel: cancel, done: make(chan int, 1)}
-	listening := make(chan string, 1)
-	a := &app{environ: env, stdout: io.Discard, stderr: s.stderr, listening: func(addr string) { listening <- addr }}
+	s := &server{stdout: &syncBuffer{}, stderr: &syncBuffer{}, cancel: cancel, done: make(chan int, 1)}
+	listening, metrics := make(chan string, 1), make(chan string, 1)
+	a := &app{environ: env, stdout: s.stdout, stderr: s.stderr,
+		listening:        func(addr string) { listening <- addr },
+		metricsListening: func(addr string) { metrics <- addr }}
 	go func() { s.done <- a.run(ctx, []string{"serve"}) }()
 	select {
 	case s.addr = <-listening:
+		select {
+		case s.metricsAddr = <-metrics: // served before the MCP listener is announced
+		default:
+		}
 	case code := <-s.done:
 		t.Fatalf("serve exited with %d before listening:\n%s", code, s.stderr)
 	case <-time.After(30 * time.Second):
