@@ -81,7 +81,7 @@ func TestDevRefusalExplainsItself(t *testing.T) {
 		"Ask an administrator to grant you crm.deals.read, then sign in again.", devText(res))
 	ch, ok := bob.rec.last(http.StatusForbidden)
 	require.True(t, ok, "the first refusal was the 403")
-	assert.Contains(t, ch.challenge, `error="insufficient_scope", scope="crm.contacts.read crm.deals.read"`)
+	assert.Contains(t, ch.challenge, `error="insufficient_scope", scope="crm.contacts.read crm.contacts.write crm.deals.read crm.deals.write"`, "the scope needed and those held that stay relevant")
 	auths := bob.authorizations()
 	require.Len(t, auths, 2, "go-sdk signed in again after the 403")
 	assert.Contains(t, auths[1].Query().Get("scope"), "crm.deals.read")
