@@ -98,6 +98,11 @@ func decide[In, Out any](ctx context.Context, d *deps, req *mcp.CallToolRequest,
 		}
 		t, err := td.names(ctx, c.in)
 		if err != nil {
+			// An unknown id, or the store failing: no decision to record,
+			// but the call's end is on record.
+			if rerr := d.note(ctx, c.ev, audit.Event{Kind: audit.ToolCalled, Outcome: "error"}); rerr != nil {
+				return rerr
+			}
 			return err
 		}
 		c.target = t

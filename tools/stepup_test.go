@@ -29,6 +29,13 @@ type stepUpEnv struct {
 
 func newStepUpEnv(t testing.TB, tune ...func(*stepup.Config, *tools.StepUp)) *stepUpEnv {
 	t.Helper()
+	return newStepUpEnvConfig(t, nil, tune...)
+}
+
+// newStepUpEnvConfig is newStepUpEnv with the endpoint's Config changed by
+// mutate too.
+func newStepUpEnvConfig(t testing.TB, mutate func(*tools.Config), tune ...func(*stepup.Config, *tools.StepUp)) *stepUpEnv {
+	t.Helper()
 	duo := duotest.NewServer()
 	t.Cleanup(duo.Close)
 	duo.SetDefault(duotest.Approve)
@@ -47,6 +54,9 @@ func newStepUpEnv(t testing.TB, tune ...func(*stepup.Config, *tools.StepUp)) *st
 		su.Guard, err = stepup.New(gcfg)
 		require.NoError(t, err)
 		c.StepUp = su
+		if mutate != nil {
+			mutate(c)
+		}
 	})
 	return &stepUpEnv{env: e, duo: duo}
 }

@@ -471,15 +471,19 @@ func define[In, Out any](d *deps, td toolDef[In, Out]) spec {
 					}
 					return nil, zero, errScope(t.Name, lacking)
 				}
-				if td.check != nil {
-					var err error
-					if in, err = td.check(in); err != nil {
-						return nil, zero, d.userError(ctx, t.Name, err)
-					}
-				}
 				c := &call[In]{in: in, tok: tok}
 				if d.record != nil {
 					c.ev = newEvent(t.Name, tok, in)
+				}
+				if td.check != nil {
+					var err error
+					if c.in, err = td.check(in); err != nil {
+						// Refused on its own terms, before any decision.
+						if rerr := d.note(ctx, c.ev, audit.Event{Kind: audit.ToolCalled, Outcome: "invalid"}); rerr != nil {
+							return nil, zero, rerr
+						}
+						return nil, zero, d.userError(ctx, t.Name, err)
+					}
 				}
 				if err := decide(ctx, d, req, &td, c); err != nil {
 					return nil, zero, d.userError(ctx, t.Name, err)
