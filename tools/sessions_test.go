@@ -33,7 +33,7 @@ func (e *env) initialize(t *testing.T, token string) *http.Response {
 }
 
 func TestSessionsCloseWhenIdle(t *testing.T) {
-	const idle = 2 * time.Second
+	const idle = 3 * time.Second
 	e := newEnv(t, func(c *tools.Config) { c.SessionIdleTimeout = idle })
 	tok := e.token("alice", tools.ScopeContactsRead)
 	cs := e.connect(t, tok)
@@ -42,7 +42,7 @@ func TestSessionsCloseWhenIdle(t *testing.T) {
 	start := time.Now()
 	for time.Since(start) < idle+time.Second {
 		require.False(t, call(t, cs, "list_contacts", nil).IsError)
-		time.Sleep(idle / 4)
+		time.Sleep(idle / 10)
 	}
 	// Then left alone: closed. (Asking would be a request, which keeps
 	// it, so only once.)
@@ -61,7 +61,7 @@ func TestSessionsPerUserLimit(t *testing.T) {
 	others := e.connect(t, bob)
 	// "Recently" is when a request ended; the pauses keep the order clear
 	// of the moment a handler takes to return after its answer is sent.
-	pause := func() { time.Sleep(100 * time.Millisecond) }
+	pause := func() { time.Sleep(200 * time.Millisecond) }
 	pause()
 	require.False(t, call(t, first, "list_contacts", nil).IsError, "first is now used more recently than second")
 	pause()
