@@ -86,8 +86,10 @@ type Config struct {
 	ResourceName          string
 	ResourceDocumentation string
 	// AllowedOrigins lists the browser origins (scheme://host[:port]) allowed
-	// to call the protected endpoint. A request with any other Origin gets
-	// 403. Requests without an Origin header (non-browser clients) pass.
+	// to call the protected endpoint, besides the Resource's own origin,
+	// which is always allowed (a page served by the MCP server itself). A
+	// request with any other Origin gets 403. Requests without an Origin
+	// header (non-browser clients) pass.
 	AllowedOrigins []string
 
 	// Mode selects JWT validation, introspection or both. Default ModeJWT.

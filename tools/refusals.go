@@ -10,6 +10,7 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/crm-mcp/crm-mcp/audit"
 	"github.com/crm-mcp/crm-mcp/resourceserver"
 )
 
@@ -191,6 +192,12 @@ func (c *catalog) explainRefusal(next mcp.MethodHandler) mcp.MethodHandler {
 		lacking := missing(grantedScopes(ctx, req), sp.scopes)
 		if len(lacking) == 0 {
 			return next(ctx, method, req)
+		}
+		if tok := caller(call); tok != nil && c.d.record != nil {
+			// A refusal like the 403 it stands for: on record, though the
+			// call is refused whatever the record says.
+			c.d.note(ctx, newEvent(sp.name, tok, call.Params.Arguments), audit.Event{Kind: audit.ScopeDenied,
+				Reason: "insufficient_scope, explained: signed in again without " + strings.Join(lacking, " ")})
 		}
 		return &mcp.CallToolResult{IsError: true, Content: []mcp.Content{&mcp.TextContent{Text: refusalText(sp.name, lacking)}}}, nil
 	}

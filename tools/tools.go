@@ -238,10 +238,11 @@ type catalog struct {
 	// known is every scope some tool needs, to tell which granted scopes
 	// stay relevant in a challenge.
 	known []string
+	d     *deps
 }
 
 func newCatalog(d *deps) *catalog {
-	c := &catalog{byName: map[string]*spec{}}
+	c := &catalog{byName: map[string]*spec{}, d: d}
 	c.specs = append(contactTools(d), dealTools(d)...)
 	for i := range c.specs {
 		sp := &c.specs[i]
