@@ -11,6 +11,22 @@ import (
 
 const contactColumns = `id, name, email, phone, company, sector, classification, owner, created_at, updated_at`
 
+// isRestricted and notRestricted test a contact's classification against
+// a literal rather than a bound parameter: SQLite (built with STAT4)
+// plans a comparison of an indexed column with a parameter for the value
+// bound, so it would prepare the statement again on every call. The value
+// is the store's own constant, never input.
+const (
+	isRestricted  = "classification = '" + string(Restricted) + "'"
+	notRestricted = "classification <> '" + string(Restricted) + "'"
+)
+
+// param is a placeholder for a LIMIT or OFFSET. SQLite plans for the
+// integer bound to a bare ? there, and so prepares the statement again
+// whenever a new one is bound, on every call; as an expression it is
+// planned once. Postgres reads it alike.
+const param = "(? + 0)"
+
 // ListContacts returns the contacts that match f, in id order. Restricted
 // contacts are left out unless f.IncludeRestricted is set; ask
 // [Store.CountRestricted] how many were, or list with
@@ -51,14 +67,13 @@ func (s *Store) listContacts(ctx context.Context, f ContactFilter, withheld bool
 	where, cols := match, contactColumns
 	var countArgs []any
 	if withheld {
-		cols += `, (SELECT count(*) FROM contacts` + whereClause(append(slices.Clip(match), "classification = ?")) + `)`
-		countArgs = append(slices.Clip(args), string(Restricted))
+		cols += `, (SELECT count(*) FROM contacts` + whereClause(append(slices.Clip(match), isRestricted)) + `)`
+		countArgs = args
 	}
 	if !f.IncludeRestricted {
-		where = append(slices.Clip(where), "classification <> ?")
-		args = append(slices.Clip(args), string(Restricted))
+		where = append(slices.Clip(where), notRestricted)
 	}
-	q := `SELECT ` + cols + ` FROM contacts` + whereClause(where) + ` ORDER BY id LIMIT ? OFFSET ?`
+	q := `SELECT ` + cols + ` FROM contacts` + whereClause(where) + ` ORDER BY id LIMIT ` + param + ` OFFSET ` + param
 	rows, err := s.q.QueryContext(ctx, q, slices.Concat(countArgs, args, []any{limit, f.Offset})...)
 	if err != nil {
 		return nil, 0, fmt.Errorf("crm: list contacts: %w", err)
@@ -98,8 +113,7 @@ func (s *Store) CountRestricted(ctx context.Context, f ContactFilter) (int, erro
 	if err != nil {
 		return 0, err
 	}
-	where = append(where, "classification = ?")
-	args = append(args, string(Restricted))
+	where = append(where, isRestricted)
 	var n int
 	if err := s.q.QueryRowContext(ctx, `SELECT count(*) FROM contacts`+whereClause(where), args...).Scan(&n); err != nil {
 		return 0, fmt.Errorf("crm: count restricted contacts: %w", err)
@@ -116,8 +130,7 @@ func (s *Store) MatchesRestricted(ctx context.Context, f ContactFilter) (bool, e
 	if err != nil {
 		return false, err
 	}
-	where = append(where, "classification = ?")
-	args = append(args, string(Restricted))
+	where = append(where, isRestricted)
 	var ok bool
 	q := `SELECT EXISTS (SELECT 1 FROM contacts` + whereClause(where) + `)`
 	if err := s.q.QueryRowContext(ctx, q, args...).Scan(&ok); err != nil {
