@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"io"
 	"unicode/utf8"
-
-	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 )
 
 // The scope gate must judge exactly the tools go-sdk runs, so it reads a
@@ -52,17 +50,56 @@ func readCalls(body []byte) ([]string, error) {
 	}
 	var names []string
 	for _, raw := range raws {
-		msg, err := jsonrpc.DecodeMessage(raw)
-		if err != nil {
-			continue
+		if method, params, ok := readRequest(raw); ok && method == "tools/call" {
+			names = append(names, paramName(params))
 		}
-		req, ok := msg.(*jsonrpc.Request)
-		if !ok || req.Method != "tools/call" {
-			continue
-		}
-		names = append(names, paramName(req.Params))
 	}
 	return names, nil
+}
+
+// readRequest reads one message as jsonrpc.DecodeMessage does (go-sdk
+// v1.8, internal/jsonrpc2/messages.go), for a body checkUnambiguous
+// passed: an object, its keys matched exactly; "jsonrpc" the string "2.0";
+// an "id", if any, null, a number or a string; a "method" key, which makes
+// it a request, whose value is a string. It returns the method and the
+// params of a request, and ok false for anything else: a response, or a
+// message go-sdk cannot decode either (and so refuses the whole body for).
+//
+// It decodes into a map of raw values with encoding/json rather than with
+// go-sdk's decoder, which allocates a 32 KiB read buffer for every value it
+// decodes (twice per message here).
+//
+// The "error" member of a request is not checked: where go-sdk could not
+// decode it, the gate judges a call go-sdk then refuses, which is harmless,
+// where the reverse would let a call through unjudged.
+func readRequest(raw []byte) (method string, params json.RawMessage, ok bool) {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(raw, &m) != nil || m == nil {
+		return "", nil, false
+	}
+	var version string
+	if v, ok := m["jsonrpc"]; ok && json.Unmarshal(v, &version) != nil {
+		return "", nil, false
+	}
+	if version != "2.0" {
+		return "", nil, false
+	}
+	if v, ok := m["id"]; ok {
+		var id any
+		if json.Unmarshal(v, &id) != nil {
+			return "", nil, false
+		}
+		switch id.(type) {
+		case nil, float64, string:
+		default:
+			return "", nil, false
+		}
+	}
+	v, ok := m["method"]
+	if !ok || json.Unmarshal(v, &method) != nil {
+		return "", nil, false
+	}
+	return method, m["params"], true
 }
 
 // paramName reads params.name with its key matched exactly, as go-sdk

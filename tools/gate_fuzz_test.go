@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/crm-mcp/crm-mcp/resourceserver"
@@ -182,6 +183,50 @@ func FuzzGateJudgesWhatGoSDKRuns(f *testing.F) {
 		}
 		if w.Code < 300 && len(left) > jsonRPCErrors(w.Body.Bytes()) {
 			t.Fatalf("the gate judged %q that go-sdk neither dispatched nor refused (answer %d %s)", left, w.Code, w.Body)
+		}
+	})
+}
+
+// FuzzReadRequestIsDecodeMessage holds readRequest to go-sdk's
+// jsonrpc.DecodeMessage, for any message the gate passes on: every request
+// go-sdk decodes, readRequest reads with the same method and params; what
+// go-sdk cannot decode or reads as a response, readRequest does not read
+// as a request, unless an "error" member (which readRequest does not
+// check) is what go-sdk refused.
+func FuzzReadRequestIsDecodeMessage(f *testing.F) {
+	for _, s := range fuzzSeeds {
+		f.Add([]byte(s))
+	}
+	for _, s := range []string{
+		`{"jsonrpc":"2.0","id":1,"result":{}}`,
+		`{"jsonrpc":"2.0","id":"x","method":"tools/call","error":{"code":1.5}}`,
+		`{"jsonrpc":"2.0","id":true,"method":"tools/call"}`,
+		`{"jsonrpc":2,"id":1,"method":"tools/call"}`,
+		`{"jsonrpc":"2.0","id":1,"method":null}`,
+		`{"jsonrpc":"2.0","id":-0.5e3,"method":"tools/call","params":[]}`,
+		`{"Jsonrpc":"2.0","jsonrpc":"2.0","id":1,"method":"tools/call"}`,
+		`null`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		if checkUnambiguous(raw) != nil {
+			return
+		}
+		method, params, ok := readRequest(raw)
+		msg, err := jsonrpc.DecodeMessage(raw)
+		req, isReq := msg.(*jsonrpc.Request)
+		if err == nil && isReq {
+			if !ok || method != req.Method || !bytes.Equal(params, req.Params) {
+				t.Fatalf("go-sdk reads a request (%q, params %s), readRequest %v (%q, params %s)", req.Method, req.Params, ok, method, params)
+			}
+			return
+		}
+		if ok {
+			var m map[string]json.RawMessage
+			if json.Unmarshal(raw, &m) != nil || m["error"] == nil {
+				t.Fatalf("readRequest reads a request (%q) that go-sdk reads as %T, %v", method, msg, err)
+			}
 		}
 	})
 }
