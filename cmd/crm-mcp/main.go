@@ -40,8 +40,8 @@ func main() {
 // says otherwise. The live heap of this server is a few MiB, and go-sdk
 // allocates about 200 KiB per tool call (a 32 KiB read buffer for each
 // JSON value it decodes), so at Go's default of 100 the collector runs
-// every few dozen calls and took a third of the CPU time of a call; at 400
-// a call costs about 40 % less CPU time, for a heap that may grow to five
+// every few dozen calls; at 400 a call costs a quarter less CPU time
+// (measured through bench/cmd/compare), for a heap that may grow to five
 // times the live one between collections (docs/performance.md). GOGC and
 // GOMEMLIMIT, read by the Go runtime itself, tune or bound it.
 const defaultGOGC = 400
