@@ -292,10 +292,15 @@ func (p *prepared) stmt(ctx context.Context, query string) (*sql.Stmt, error) {
 	return st, nil
 }
 
+// QueryContext, ExecContext and QueryRowContext run query as a prepared
+// statement. A statement that cannot be prepared runs unprepared, as it did
+// before statements were prepared: its error, or its result if the
+// failure has passed (a database still being created by another process
+// can be busy for a moment), reaches the caller.
 func (p *prepared) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
 	st, err := p.stmt(ctx, query)
 	if err != nil {
-		return nil, err
+		return p.unprepared().QueryContext(ctx, query, args...)
 	}
 	return st.QueryContext(ctx, args...)
 }
@@ -303,23 +308,26 @@ func (p *prepared) QueryContext(ctx context.Context, query string, args ...any) 
 func (p *prepared) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
 	st, err := p.stmt(ctx, query)
 	if err != nil {
-		return nil, err
+		return p.unprepared().ExecContext(ctx, query, args...)
 	}
 	return st.ExecContext(ctx, args...)
 }
 
-// QueryRowContext runs a statement that could not be prepared unprepared,
-// since a *sql.Row carries its error only from database/sql: the error,
-// or the result if the failure has passed, reaches the caller through Scan.
 func (p *prepared) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
 	st, err := p.stmt(ctx, query)
 	if err != nil {
-		if p.pg {
-			query = rebind(query)
-		}
-		return p.db.QueryRowContext(ctx, query, args...)
+		return p.unprepared().QueryRowContext(ctx, query, args...)
 	}
 	return st.QueryRowContext(ctx, args...)
+}
+
+// unprepared runs queries as they come, for start-up, which runs each once
+// while the schema may still change under it.
+func (p *prepared) unprepared() querier {
+	if p.pg {
+		return rebinder{p.db}
+	}
+	return p.db
 }
 
 // close closes every prepared statement.
