@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"unicode/utf8"
 )
 
@@ -119,10 +120,100 @@ func paramName(params json.RawMessage) string {
 
 // checkUnambiguous reports why body is not exactly one JSON value in valid
 // UTF-8 without repeated keys and within maxDepth, or nil.
+//
+// A body json.Valid accepts (one value, whitespace around it) is checked
+// by checkKeys in one pass; any other is walked token by token by
+// explainInvalid, which says what is wrong.
 func checkUnambiguous(body []byte) error {
 	if !utf8.Valid(body) {
 		return &bodyError{"the request body is not valid UTF-8"}
 	}
+	if json.Valid(body) {
+		return checkKeys(body)
+	}
+	if err := explainInvalid(body); err != nil {
+		return err
+	}
+	return &bodyError{"the request body is not valid JSON"} // unreachable: explainInvalid finds why
+}
+
+// checkKeys reports a repeated key or a nesting deeper than maxDepth in
+// body, one valid JSON value, or nil. It reads only the structure: quotes,
+// brackets, colons and commas; in valid JSON a string right after '{' or
+// a ',' inside an object is a key.
+func checkKeys(body []byte) error {
+	type frame struct {
+		object bool
+		first  int             // this object's keys are keys[first:]
+		set    map[string]bool // instead, for an object with many keys
+	}
+	const linear = 16 // keys compared one by one up to this many
+	var (
+		stack   []frame
+		keys    [][]byte
+		wantKey bool
+	)
+	for i := 0; i < len(body); i++ {
+		switch body[i] {
+		case '"':
+			end := i + 1
+			escaped := false
+			for ; body[end] != '"'; end++ {
+				if body[end] == '\\' {
+					escaped = true
+					end++
+				}
+			}
+			if wantKey {
+				wantKey = false
+				key := body[i+1 : end]
+				if escaped {
+					var k string
+					if json.Unmarshal(body[i:end+1], &k) != nil {
+						return &bodyError{"the request body is not valid JSON"} // unreachable for valid JSON
+					}
+					key = []byte(k)
+				}
+				f := &stack[len(stack)-1]
+				if f.set == nil && len(keys)-f.first == linear {
+					f.set = make(map[string]bool, 2*linear)
+					for _, k := range keys[f.first:] {
+						f.set[string(k)] = true
+					}
+				}
+				seen := f.set[string(key)]
+				if f.set == nil {
+					seen = slices.ContainsFunc(keys[f.first:], func(k []byte) bool { return bytes.Equal(k, key) })
+				}
+				if seen {
+					return &bodyError{fmt.Sprintf("the request body repeats the key %q in one object", truncateName(string(key)))}
+				}
+				if f.set != nil {
+					f.set[string(key)] = true
+				} else {
+					keys = append(keys, key)
+				}
+			}
+			i = end
+		case '{', '[':
+			if len(stack) == maxDepth {
+				return &bodyError{fmt.Sprintf("the request body nests deeper than %d levels", maxDepth)}
+			}
+			stack = append(stack, frame{object: body[i] == '{', first: len(keys)})
+			wantKey = body[i] == '{'
+		case '}', ']':
+			keys = keys[:stack[len(stack)-1].first]
+			stack = stack[:len(stack)-1]
+		case ',':
+			wantKey = stack[len(stack)-1].object
+		}
+	}
+	return nil
+}
+
+// explainInvalid walks a body that is not one valid JSON value token by
+// token and says why, as checkUnambiguous would for any body.
+func explainInvalid(body []byte) error {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber() // any number JSON allows, however large
 	// One frame per open object or array; an object's frame holds its keys
