@@ -5,48 +5,103 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 )
 
 const contactColumns = `id, name, email, phone, company, sector, classification, owner, created_at, updated_at`
 
+// isRestricted and notRestricted test a contact's classification against
+// a literal rather than a bound parameter: SQLite (built with STAT4)
+// plans a comparison of an indexed column with a parameter for the value
+// bound, so it would prepare the statement again on every call. The value
+// is the store's own constant, never input.
+const (
+	isRestricted  = "classification = '" + string(Restricted) + "'"
+	notRestricted = "classification <> '" + string(Restricted) + "'"
+)
+
+// param is a placeholder for a LIMIT or OFFSET. SQLite plans for the
+// integer bound to a bare ? there, and so prepares the statement again
+// whenever a new one is bound, on every call; as an expression it is
+// planned once. Postgres reads it alike.
+const param = "(? + 0)"
+
 // ListContacts returns the contacts that match f, in id order. Restricted
 // contacts are left out unless f.IncludeRestricted is set; ask
-// [Store.CountRestricted] how many were.
+// [Store.CountRestricted] how many were, or list with
+// [Store.ListContactsWithheld], which counts them in the same query.
 func (s *Store) ListContacts(ctx context.Context, f ContactFilter) ([]Contact, error) {
+	contacts, _, err := s.listContacts(ctx, f, false)
+	return contacts, err
+}
+
+// ListContactsWithheld lists the contacts that match f without the
+// restricted ones, as ListContacts does, and counts the restricted
+// contacts that match f.Query, as CountRestricted does: what the listing
+// withheld. Both come from one statement, so they describe the same moment.
+// f.IncludeRestricted must be false: a listing that includes them withholds
+// nothing.
+func (s *Store) ListContactsWithheld(ctx context.Context, f ContactFilter) ([]Contact, int, error) {
+	if f.IncludeRestricted {
+		return nil, 0, errors.New("crm: list contacts withheld: IncludeRestricted is set, so nothing is withheld")
+	}
+	return s.listContacts(ctx, f, true)
+}
+
+// listContacts runs the listing, with a column counting the restricted
+// matches when withheld is set. A page with no rows carries no count, so
+// only then is it asked for on its own.
+func (s *Store) listContacts(ctx context.Context, f ContactFilter, withheld bool) ([]Contact, int, error) {
 	limit, err := checkLimit(f.Limit)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if err := checkOffset(f.Offset); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	where, args, err := s.contactWhere(f.Query)
+	match, args, err := s.contactWhere(f.Query)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
+	}
+	where, cols := match, contactColumns
+	var countArgs []any
+	if withheld {
+		cols += `, (SELECT count(*) FROM contacts` + whereClause(append(slices.Clip(match), isRestricted)) + `)`
+		countArgs = args
 	}
 	if !f.IncludeRestricted {
-		where = append(where, "classification <> ?")
-		args = append(args, string(Restricted))
+		where = append(slices.Clip(where), notRestricted)
 	}
-	q := `SELECT ` + contactColumns + ` FROM contacts` + whereClause(where) + ` ORDER BY id LIMIT ? OFFSET ?`
-	rows, err := s.q.QueryContext(ctx, q, append(args, limit, f.Offset)...)
+	q := `SELECT ` + cols + ` FROM contacts` + whereClause(where) + ` ORDER BY id LIMIT ` + param + ` OFFSET ` + param
+	rows, err := s.q.QueryContext(ctx, q, slices.Concat(countArgs, args, []any{limit, f.Offset})...)
 	if err != nil {
-		return nil, fmt.Errorf("crm: list contacts: %w", err)
+		return nil, 0, fmt.Errorf("crm: list contacts: %w", err)
 	}
 	defer rows.Close()
 	contacts := []Contact{} // empty, not nil, so JSON says [] rather than null
+	n := -1
 	for rows.Next() {
-		c, err := scanContact(rows)
+		var c Contact
+		if withheld {
+			c, err = scanContact(rows, &n)
+		} else {
+			c, err = scanContact(rows)
+		}
 		if err != nil {
-			return nil, fmt.Errorf("crm: list contacts: %w", err)
+			return nil, 0, fmt.Errorf("crm: list contacts: %w", err)
 		}
 		contacts = append(contacts, c)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("crm: list contacts: %w", err)
+		return nil, 0, fmt.Errorf("crm: list contacts: %w", err)
 	}
-	return contacts, nil
+	if withheld && n < 0 {
+		if n, err = s.CountRestricted(ctx, f); err != nil {
+			return nil, 0, err
+		}
+	}
+	return contacts, max(n, 0), nil
 }
 
 // CountRestricted returns how many restricted contacts match f.Query,
@@ -58,8 +113,7 @@ func (s *Store) CountRestricted(ctx context.Context, f ContactFilter) (int, erro
 	if err != nil {
 		return 0, err
 	}
-	where = append(where, "classification = ?")
-	args = append(args, string(Restricted))
+	where = append(where, isRestricted)
 	var n int
 	if err := s.q.QueryRowContext(ctx, `SELECT count(*) FROM contacts`+whereClause(where), args...).Scan(&n); err != nil {
 		return 0, fmt.Errorf("crm: count restricted contacts: %w", err)
@@ -76,8 +130,7 @@ func (s *Store) MatchesRestricted(ctx context.Context, f ContactFilter) (bool, e
 	if err != nil {
 		return false, err
 	}
-	where = append(where, "classification = ?")
-	args = append(args, string(Restricted))
+	where = append(where, isRestricted)
 	var ok bool
 	q := `SELECT EXISTS (SELECT 1 FROM contacts` + whereClause(where) + `)`
 	if err := s.q.QueryRowContext(ctx, q, args...).Scan(&ok); err != nil {
@@ -192,13 +245,15 @@ type scanner interface {
 	Scan(dest ...any) error
 }
 
-func scanContact(r scanner) (Contact, error) {
+// scanContact reads the contactColumns, then into extra any columns
+// after them.
+func scanContact(r scanner, extra ...any) (Contact, error) {
 	var (
 		c                Contact
 		class            string
 		created, updated string
 	)
-	if err := r.Scan(&c.ID, &c.Name, &c.Email, &c.Phone, &c.Company, &c.Sector, &class, &c.Owner, &created, &updated); err != nil {
+	if err := r.Scan(append([]any{&c.ID, &c.Name, &c.Email, &c.Phone, &c.Company, &c.Sector, &class, &c.Owner, &created, &updated}, extra...)...); err != nil {
 		return Contact{}, err
 	}
 	c.Classification = Classification(class)

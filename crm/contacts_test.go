@@ -286,3 +286,40 @@ func TestContactJSONNames(t *testing.T) {
 	// clients.
 	assert.ElementsMatch(t, []string{"id", "name", "email", "phone", "company", "sector", "classification", "owner", "created_at", "updated_at"}, jsonKeys(t, Contact{}))
 }
+
+// TestListContactsWithheld: the listing and its count of restricted
+// matches in one statement agree with ListContacts and CountRestricted,
+// for any query, limit and offset, an empty page included (which carries
+// no row to read the count from).
+func TestListContactsWithheld(t *testing.T) {
+	forEngines(t, func(t *testing.T, e engine) {
+		s, _ := e.open(t)
+		ctx := t.Context()
+		_, err := s.CreateContact(ctx, NewContact{Name: "Second Secret", Email: "second@example.com", Company: "Aegis", Classification: Restricted})
+		require.NoError(t, err)
+		for _, f := range []ContactFilter{
+			{},
+			{Limit: 3},
+			{Limit: 2, Offset: 5},
+			{Offset: 100},
+			{Query: "aegis"},
+			{Query: "healthcare"},
+			{Query: "zzz-nothing"},
+			{Query: "example.com", Limit: 1, Offset: 1},
+		} {
+			got, n, err := s.ListContactsWithheld(ctx, f)
+			require.NoError(t, err, "%+v", f)
+			want, err := s.ListContacts(ctx, f)
+			require.NoError(t, err)
+			wantN, err := s.CountRestricted(ctx, f)
+			require.NoError(t, err)
+			assert.Equal(t, want, got, "%+v", f)
+			assert.Equal(t, wantN, n, "%+v", f)
+		}
+		_, _, err = s.ListContactsWithheld(ctx, ContactFilter{IncludeRestricted: true})
+		assert.Error(t, err, "a listing with the restricted contacts withholds nothing")
+		_, _, err = s.ListContactsWithheld(ctx, ContactFilter{Limit: -1})
+		var ve *ValidationError
+		assert.ErrorAs(t, err, &ve, "validated as ListContacts is")
+	})
+}

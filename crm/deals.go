@@ -35,10 +35,9 @@ func (s *Store) ListDeals(ctx context.Context, f DealFilter) ([]Deal, error) {
 		where, args = append(where, "contact_id = ?"), append(args, f.ContactID)
 	}
 	if !f.IncludeRestricted {
-		where = append(where, "contact_id NOT IN (SELECT id FROM contacts WHERE classification = ?)")
-		args = append(args, string(Restricted))
+		where = append(where, "contact_id NOT IN (SELECT id FROM contacts WHERE "+isRestricted+")")
 	}
-	q := `SELECT ` + dealColumns + ` FROM deals` + whereClause(where) + ` ORDER BY id LIMIT ?`
+	q := `SELECT ` + dealColumns + ` FROM deals` + whereClause(where) + ` ORDER BY id LIMIT ` + param
 	rows, err := s.q.QueryContext(ctx, q, append(args, limit)...)
 	if err != nil {
 		return nil, fmt.Errorf("crm: list deals: %w", err)

@@ -106,7 +106,7 @@ func (s *Store) migrate(ctx context.Context) error {
 	}); err != nil {
 		return fmt.Errorf("create schema_migrations: %w", err)
 	}
-	current, err := schemaVersion(ctx, s.q)
+	current, err := schemaVersion(ctx, s.q.unprepared())
 	if err != nil {
 		return err
 	}

@@ -44,7 +44,7 @@ var seedDeals = []struct {
 // write lock (see inTx), so two processes opening a new database at once
 // seed it once; the check before it spares every later start the lock.
 func (s *Store) seed(ctx context.Context) error {
-	if empty, err := contactsEmpty(ctx, s.q); err != nil || !empty {
+	if empty, err := contactsEmpty(ctx, s.q.unprepared()); err != nil || !empty {
 		return err
 	}
 	now := s.stamp()

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -45,7 +46,7 @@ const pgMaxOpenConns = 10
 // once its method returns.
 type Store struct {
 	db  *sql.DB
-	q   querier          // db, with placeholders rewritten for the engine
+	q   *prepared        // db, each query prepared once for the engine
 	pg  bool             // Postgres rather than SQLite
 	now func() time.Time // a field so tests can control updated_at
 }
@@ -84,7 +85,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	}
 	db.SetMaxOpenConns(maxOpenConns)
 	db.SetMaxIdleConns(maxOpenConns) // keep page caches warm instead of reopening
-	s := &Store{db: db, q: db, now: time.Now}
+	s := &Store{db: db, q: &prepared{db: db}, now: time.Now}
 	if err := s.start(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("crm: open %s: %w", path, err)
@@ -139,7 +140,7 @@ func OpenPostgres(ctx context.Context, dbURL string) (*Store, error) {
 	db := stdlib.OpenDB(*cfg)
 	db.SetMaxOpenConns(pgMaxOpenConns)
 	db.SetMaxIdleConns(pgMaxOpenConns)
-	s := &Store{db: db, q: rebinder{db}, pg: true, now: time.Now}
+	s := &Store{db: db, q: &prepared{db: db, pg: true}, pg: true, now: time.Now}
 	if err := s.start(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("crm: open postgres database %s on %s: %w", cfg.Database, cfg.Host, err)
@@ -188,6 +189,7 @@ func (s *Store) start(ctx context.Context) error {
 // Close closes the database. Calls in progress finish first; calls after
 // Close fail.
 func (s *Store) Close() error {
+	s.q.close()
 	return s.db.Close()
 }
 
@@ -254,6 +256,87 @@ func (r rebinder) QueryContext(ctx context.Context, query string, args ...any) (
 
 func (r rebinder) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
 	return r.q.ExecContext(ctx, rebind(query), args...)
+}
+
+// prepared runs the store's queries as prepared statements, each prepared
+// once (per pooled connection, by database/sql) rather than parsed and
+// planned again on every call: the engines' parsers were a tenth of a tool
+// call's CPU time. The statements are keyed by their text, which the store
+// builds from fixed fragments with every value a placeholder, so there are
+// as many as the store has query shapes, a few dozen. Results are never
+// kept: every call runs its statement.
+type prepared struct {
+	db    *sql.DB
+	pg    bool     // rewrite ? placeholders as $1, $2... once, when preparing
+	stmts sync.Map // query text → *sql.Stmt
+}
+
+// stmt returns the prepared statement for query, preparing it on first
+// use.
+func (p *prepared) stmt(ctx context.Context, query string) (*sql.Stmt, error) {
+	if st, ok := p.stmts.Load(query); ok {
+		return st.(*sql.Stmt), nil
+	}
+	text := query
+	if p.pg {
+		text = rebind(query)
+	}
+	st, err := p.db.PrepareContext(ctx, text)
+	if err != nil {
+		return nil, err
+	}
+	if prev, loaded := p.stmts.LoadOrStore(query, st); loaded {
+		st.Close() // another call prepared it meanwhile
+		return prev.(*sql.Stmt), nil
+	}
+	return st, nil
+}
+
+// QueryContext, ExecContext and QueryRowContext run query as a prepared
+// statement. A statement that cannot be prepared runs unprepared, as it did
+// before statements were prepared: its error, or its result if the
+// failure has passed (a database still being created by another process
+// can be busy for a moment), reaches the caller.
+func (p *prepared) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	st, err := p.stmt(ctx, query)
+	if err != nil {
+		return p.unprepared().QueryContext(ctx, query, args...)
+	}
+	return st.QueryContext(ctx, args...)
+}
+
+func (p *prepared) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	st, err := p.stmt(ctx, query)
+	if err != nil {
+		return p.unprepared().ExecContext(ctx, query, args...)
+	}
+	return st.ExecContext(ctx, args...)
+}
+
+func (p *prepared) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	st, err := p.stmt(ctx, query)
+	if err != nil {
+		return p.unprepared().QueryRowContext(ctx, query, args...)
+	}
+	return st.QueryRowContext(ctx, args...)
+}
+
+// unprepared runs queries as they come, for start-up, which runs each once
+// while the schema may still change under it.
+func (p *prepared) unprepared() querier {
+	if p.pg {
+		return rebinder{p.db}
+	}
+	return p.db
+}
+
+// close closes every prepared statement.
+func (p *prepared) close() {
+	p.stmts.Range(func(k, st any) bool {
+		st.(*sql.Stmt).Close()
+		p.stmts.Delete(k)
+		return true
+	})
 }
 
 func rebind(query string) string {

@@ -7,9 +7,8 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"unicode/utf8"
-
-	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 )
 
 // The scope gate must judge exactly the tools go-sdk runs, so it reads a
@@ -44,54 +43,99 @@ func readCalls(body []byte) ([]string, error) {
 	if err := checkUnambiguous(body); err != nil {
 		return nil, err
 	}
+	raws := []json.RawMessage{body}
+	if b := bytes.TrimLeft(body, " \t\r\n"); len(b) > 0 && b[0] == '[' {
+		raws = nil
+		if json.Unmarshal(body, &raws) != nil {
+			return nil, nil // unreachable for a checked array; go-sdk answers
+		}
+	}
 	var names []string
-	ids := map[jsonrpc.ID]bool{}
-	for _, req := range requests(body) {
+	ids := map[string]bool{}
+	for _, raw := range raws {
+		method, params, ok := readRequest(raw)
+		if !ok {
+			continue
+		}
 		// go-sdk answers one request per id and drops the others of a
 		// batch unanswered; refuse rather than guess which one runs.
-		if req.IsCall() {
-			if ids[req.ID] {
-				return nil, &bodyError{fmt.Sprintf("the request body repeats the JSON-RPC id %s", truncateName(fmt.Sprint(req.ID.Raw())))}
+		if id, ok := requestID(raw); ok && len(raws) > 1 {
+			if ids[id] {
+				return nil, &bodyError{fmt.Sprintf("the request body repeats the JSON-RPC id %s", truncateName(id[2:]))}
 			}
-			ids[req.ID] = true
+			ids[id] = true
 		}
-		if req.Method == "tools/call" {
-			names = append(names, paramName(req.Params))
+		if method == "tools/call" {
+			names = append(names, paramName(params))
 		}
 	}
 	return names, nil
 }
 
-// requests decodes the JSON-RPC requests and notifications of a body that
-// checkUnambiguous accepted, as go-sdk does. A batch (2025-03-26 only) goes
-// through go-sdk's own jsonrpc.DecodeMessage, whose ids the gate compares.
-// A single message, every request since, is read with encoding/json into
-// exact keys, which is the same on such a body and several times cheaper;
-// only its method and params matter. A message go-sdk would refuse to
-// decode may count here as a request: go-sdk then refuses the whole body,
-// so at most a call is judged that would not have run.
-func requests(body []byte) []*jsonrpc.Request {
-	if b := bytes.TrimLeft(body, " \t\r\n"); len(b) == 0 || b[0] != '[' {
-		var m map[string]json.RawMessage
-		var method string
-		if json.Unmarshal(body, &m) != nil || m["method"] == nil || json.Unmarshal(m["method"], &method) != nil {
-			return nil
+// requestID is the id of a request readRequest accepted, as go-sdk tells
+// ids apart (a number and a string never equal, 1 and 1.0 do), or false
+// for none (a notification, or a null id).
+func requestID(raw []byte) (string, bool) {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(raw, &m) != nil || m["id"] == nil {
+		return "", false
+	}
+	var id any
+	if json.Unmarshal(m["id"], &id) != nil {
+		return "", false
+	}
+	switch v := id.(type) {
+	case float64:
+		return "n:" + strconv.FormatFloat(v, 'g', -1, 64), true
+	case string:
+		return "s:" + v, true
+	}
+	return "", false
+}
+
+// readRequest reads one message as jsonrpc.DecodeMessage does (go-sdk
+// v1.8, internal/jsonrpc2/messages.go), for a body checkUnambiguous
+// passed: an object, its keys matched exactly; "jsonrpc" the string "2.0";
+// an "id", if any, null, a number or a string; a "method" key, which makes
+// it a request, whose value is a string. It returns the method and the
+// params of a request, and ok false for anything else: a response, or a
+// message go-sdk cannot decode either (and so refuses the whole body for).
+//
+// It decodes into a map of raw values with encoding/json rather than with
+// go-sdk's decoder, which allocates a 32 KiB read buffer for every value it
+// decodes (twice per message here).
+//
+// The "error" member of a request is not checked: where go-sdk could not
+// decode it, the gate judges a call go-sdk then refuses, which is harmless,
+// where the reverse would let a call through unjudged.
+func readRequest(raw []byte) (method string, params json.RawMessage, ok bool) {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(raw, &m) != nil || m == nil {
+		return "", nil, false
+	}
+	var version string
+	if v, ok := m["jsonrpc"]; ok && json.Unmarshal(v, &version) != nil {
+		return "", nil, false
+	}
+	if version != "2.0" {
+		return "", nil, false
+	}
+	if v, ok := m["id"]; ok {
+		var id any
+		if json.Unmarshal(v, &id) != nil {
+			return "", nil, false
 		}
-		return []*jsonrpc.Request{{Method: method, Params: m["params"]}}
-	}
-	var raws []json.RawMessage
-	if json.Unmarshal(body, &raws) != nil {
-		return nil // not an array after all; go-sdk refuses it
-	}
-	var out []*jsonrpc.Request
-	for _, raw := range raws {
-		if msg, err := jsonrpc.DecodeMessage(raw); err == nil {
-			if req, ok := msg.(*jsonrpc.Request); ok {
-				out = append(out, req)
-			}
+		switch id.(type) {
+		case nil, float64, string:
+		default:
+			return "", nil, false
 		}
 	}
-	return out
+	v, ok := m["method"]
+	if !ok || json.Unmarshal(v, &method) != nil {
+		return "", nil, false
+	}
+	return method, m["params"], true
 }
 
 // paramName reads params.name with its key matched exactly, as go-sdk
@@ -110,8 +154,11 @@ func paramName(params json.RawMessage) string {
 }
 
 // checkUnambiguous reports why body is not exactly one JSON value in valid
-// UTF-8 without repeated keys and within maxDepth, or nil. It runs on every
-// POST, so the common case is cheap: json.Valid, then a scan for keys.
+// UTF-8 without repeated keys and within maxDepth, or nil.
+//
+// A body json.Valid accepts (one value, whitespace around it) is checked
+// by checkKeys in one pass; any other is walked token by token by
+// explainInvalid, which says what is wrong.
 func checkUnambiguous(body []byte) error {
 	if !utf8.Valid(body) {
 		return &bodyError{"the request body is not valid UTF-8"}
@@ -119,64 +166,89 @@ func checkUnambiguous(body []byte) error {
 	if json.Valid(body) {
 		return checkKeys(body)
 	}
-	if err := diagnose(body); err != nil {
+	if err := explainInvalid(body); err != nil {
 		return err
 	}
-	return &bodyError{"the request body is not valid JSON"}
+	return &bodyError{"the request body is not valid JSON"} // unreachable: explainInvalid finds why
 }
 
-// checkKeys finds a key repeated in one object, or nesting beyond
-// maxDepth, in a body json.Valid accepted. On valid JSON a string is an
-// object's key exactly when it is the object's first token or follows a
-// comma there.
+// checkKeys reports a repeated key or a nesting deeper than maxDepth in
+// body, one valid JSON value, or nil. It reads only the structure: quotes,
+// brackets, colons and commas; in valid JSON a string right after '{' or
+// a ',' inside an object is a key.
 func checkKeys(body []byte) error {
 	type frame struct {
-		obj     bool
-		wantKey bool
-		keys    []string // few in a JSON-RPC message: a slice beats a map
+		object bool
+		first  int             // this object's keys are keys[first:]
+		set    map[string]bool // instead, for an object with many keys
 	}
-	var stack []frame
+	const linear = 16 // keys compared one by one up to this many
+	var (
+		stack   []frame
+		keys    [][]byte
+		wantKey bool
+	)
 	for i := 0; i < len(body); i++ {
 		switch body[i] {
+		case '"':
+			end := i + 1
+			escaped := false
+			for ; body[end] != '"'; end++ {
+				if body[end] == '\\' {
+					escaped = true
+					end++
+				}
+			}
+			if wantKey {
+				wantKey = false
+				key := body[i+1 : end]
+				if escaped {
+					var k string
+					if json.Unmarshal(body[i:end+1], &k) != nil {
+						return &bodyError{"the request body is not valid JSON"} // unreachable for valid JSON
+					}
+					key = []byte(k)
+				}
+				f := &stack[len(stack)-1]
+				if f.set == nil && len(keys)-f.first == linear {
+					f.set = make(map[string]bool, 2*linear)
+					for _, k := range keys[f.first:] {
+						f.set[string(k)] = true
+					}
+				}
+				seen := f.set[string(key)]
+				if f.set == nil {
+					seen = slices.ContainsFunc(keys[f.first:], func(k []byte) bool { return bytes.Equal(k, key) })
+				}
+				if seen {
+					return &bodyError{fmt.Sprintf("the request body repeats the key %q in one object", truncateName(string(key)))}
+				}
+				if f.set != nil {
+					f.set[string(key)] = true
+				} else {
+					keys = append(keys, key)
+				}
+			}
+			i = end
 		case '{', '[':
 			if len(stack) == maxDepth {
 				return &bodyError{fmt.Sprintf("the request body nests deeper than %d levels", maxDepth)}
 			}
-			stack = append(stack, frame{obj: body[i] == '{', wantKey: body[i] == '{'})
+			stack = append(stack, frame{object: body[i] == '{', first: len(keys)})
+			wantKey = body[i] == '{'
 		case '}', ']':
+			keys = keys[:stack[len(stack)-1].first]
 			stack = stack[:len(stack)-1]
 		case ',':
-			if n := len(stack); stack[n-1].obj {
-				stack[n-1].wantKey = true
-			}
-		case '"':
-			j, escaped := i+1, false
-			for ; body[j] != '"'; j++ {
-				if body[j] == '\\' {
-					escaped = true
-					j++
-				}
-			}
-			if n := len(stack); n > 0 && stack[n-1].wantKey {
-				key := string(body[i+1 : j])
-				if escaped {
-					json.Unmarshal(body[i:j+1], &key) // valid: cannot fail
-				}
-				if slices.Contains(stack[n-1].keys, key) {
-					return &bodyError{fmt.Sprintf("the request body repeats the key %q in one object", truncateName(key))}
-				}
-				stack[n-1].keys = append(stack[n-1].keys, key)
-				stack[n-1].wantKey = false
-			}
-			i = j
+			wantKey = stack[len(stack)-1].object
 		}
 	}
 	return nil
 }
 
-// diagnose says what is wrong with a body json.Valid refused, reading it
-// token by token.
-func diagnose(body []byte) error {
+// explainInvalid walks a body that is not one valid JSON value token by
+// token and says why, as checkUnambiguous would for any body.
+func explainInvalid(body []byte) error {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber() // any number JSON allows, however large
 	// One frame per open object or array; an object's frame holds its keys

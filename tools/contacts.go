@@ -94,24 +94,27 @@ func contactTools(d *deps) []spec {
 			run: func(ctx context.Context, c *call[ListContactsIn]) (string, ContactList, error) {
 				in := c.in
 				f := crm.ContactFilter{Query: in.Query, Limit: in.Limit, Offset: in.Offset, IncludeRestricted: c.approved}
-				contacts, err := d.store.ListContacts(ctx, f)
-				if err != nil {
-					return "", ContactList{}, err
-				}
-				out := ContactList{Contacts: contacts}
-				if !c.approved {
-					out.Note = noteContacts
-					if in.Query == "" {
-						// The total withheld by a plain listing depends on no
-						// input, so it tells nothing a question could steer.
-						n, err := d.store.CountRestricted(ctx, crm.ContactFilter{})
-						if err != nil {
-							return "", ContactList{}, err
-						}
-						out.WithheldRestricted = &n
-						out.Note = fmt.Sprintf("%d restricted contact(s) withheld. %s", n, noteContacts)
+				var out ContactList
+				var err error
+				if !c.approved && in.Query == "" {
+					// The total withheld by a plain listing depends on no
+					// input, so it tells nothing a question could steer.
+					// One query reads the page and the total.
+					var n int
+					if out.Contacts, n, err = d.store.ListContactsWithheld(ctx, f); err != nil {
+						return "", ContactList{}, err
+					}
+					out.WithheldRestricted = &n
+					out.Note = fmt.Sprintf("%d restricted contact(s) withheld. %s", n, noteContacts)
+				} else {
+					if out.Contacts, err = d.store.ListContacts(ctx, f); err != nil {
+						return "", ContactList{}, err
+					}
+					if !c.approved {
+						out.Note = noteContacts
 					}
 				}
+				contacts := out.Contacts
 				var b strings.Builder
 				fmt.Fprintf(&b, "%d contact(s)", len(contacts))
 				if in.Query != "" {

@@ -12,7 +12,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/crm-mcp/crm-mcp/resourceserver"
@@ -182,6 +184,86 @@ func FuzzGateJudgesWhatGoSDKRuns(f *testing.F) {
 		}
 		if w.Code < 300 && len(left) > jsonRPCErrors(w.Body.Bytes()) {
 			t.Fatalf("the gate judged %q that go-sdk neither dispatched nor refused (answer %d %s)", left, w.Code, w.Body)
+		}
+	})
+}
+
+// FuzzReadRequestIsDecodeMessage holds readRequest to go-sdk's
+// jsonrpc.DecodeMessage, for any message the gate passes on: every request
+// go-sdk decodes, readRequest reads with the same method and params; what
+// go-sdk cannot decode or reads as a response, readRequest does not read
+// as a request, unless an "error" member (which readRequest does not
+// check) is what go-sdk refused.
+func FuzzReadRequestIsDecodeMessage(f *testing.F) {
+	for _, s := range fuzzSeeds {
+		f.Add([]byte(s))
+	}
+	for _, s := range []string{
+		`{"jsonrpc":"2.0","id":1,"result":{}}`,
+		`{"jsonrpc":"2.0","id":"x","method":"tools/call","error":{"code":1.5}}`,
+		`{"jsonrpc":"2.0","id":true,"method":"tools/call"}`,
+		`{"jsonrpc":2,"id":1,"method":"tools/call"}`,
+		`{"jsonrpc":"2.0","id":1,"method":null}`,
+		`{"jsonrpc":"2.0","id":-0.5e3,"method":"tools/call","params":[]}`,
+		`{"Jsonrpc":"2.0","jsonrpc":"2.0","id":1,"method":"tools/call"}`,
+		`null`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		if checkUnambiguous(raw) != nil {
+			return
+		}
+		method, params, ok := readRequest(raw)
+		msg, err := jsonrpc.DecodeMessage(raw)
+		req, isReq := msg.(*jsonrpc.Request)
+		if err == nil && isReq {
+			if !ok || method != req.Method || !bytes.Equal(params, req.Params) {
+				t.Fatalf("go-sdk reads a request (%q, params %s), readRequest %v (%q, params %s)", req.Method, req.Params, ok, method, params)
+			}
+			return
+		}
+		if ok {
+			var m map[string]json.RawMessage
+			if json.Unmarshal(raw, &m) != nil || m["error"] == nil {
+				t.Fatalf("readRequest reads a request (%q) that go-sdk reads as %T, %v", method, msg, err)
+			}
+		}
+	})
+}
+
+// FuzzCheckKeysIsTheTokenWalk holds checkKeys, the one-pass check of a
+// valid body, to explainInvalid's token walk, which checks any body: the
+// same verdict, in the same words.
+func FuzzCheckKeysIsTheTokenWalk(f *testing.F) {
+	for _, s := range fuzzSeeds {
+		f.Add([]byte(s))
+	}
+	for _, s := range []string{
+		`{"a":{"a":1},"b":[{"a":1,"a":2}]}`,
+		`{"a\"b":1,"a\u0022b":2}`,
+		`{"k":"{\"k\":1,\"k\":2}"}`,
+		`[{"x":1},{"x":1}]`,
+		`{"\\":1,"\\\\":2,"\u005c":3}`,
+		strings.Repeat(`{"a":`, 1000) + `1` + strings.Repeat(`}`, 1000),
+		strings.Repeat(`{"a":`, 1001) + `1` + strings.Repeat(`}`, 1001),
+		`{"a0":0,"a1":1,"a2":2,"a3":3,"a4":4,"a5":5,"a6":6,"a7":7,"a8":8,"a9":9,"a10":0,"a11":1,"a12":2,"a13":3,"a14":4,"a15":5,"a16":6,"a17":7,"a3":3}`,
+		`{"a0":0,"a1":1,"a2":2,"a3":3,"a4":4,"a5":5,"a6":6,"a7":7,"a8":8,"a9":9,"a10":0,"a11":1,"a12":2,"a13":3,"a14":4,"a15":5,"a16":{"a16":1},"a17":7}`,
+	} {
+		f.Add([]byte(s))
+	}
+	msg := func(err error) string {
+		if err == nil {
+			return ""
+		}
+		return err.Error()
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		if !utf8.Valid(body) || !json.Valid(body) {
+			return
+		}
+		if got, want := msg(checkKeys(body)), msg(explainInvalid(body)); got != want {
+			t.Fatalf("checkKeys says %q, the token walk %q", got, want)
 		}
 	})
 }

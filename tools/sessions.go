@@ -125,8 +125,14 @@ func initializes(r *http.Request) bool {
 	if err != nil {
 		return true // go-sdk refuses it; count it meanwhile
 	}
-	for _, req := range requests(body) {
-		if req.Method == "initialize" {
+	raws := []json.RawMessage{body}
+	if b := bytes.TrimLeft(body, " \t\r\n"); len(b) > 0 && b[0] == '[' {
+		if json.Unmarshal(body, &raws) != nil {
+			return true // go-sdk refuses it; count it meanwhile
+		}
+	}
+	for _, raw := range raws {
+		if method, _, ok := readRequest(raw); ok && method == "initialize" {
 			return true
 		}
 	}

@@ -73,7 +73,7 @@ func decide[In, Out any](ctx context.Context, d *deps, req *mcp.CallToolRequest,
 		if slices.Contains(su.Tools, name) {
 			reasons = append(reasons, reasonListed)
 		}
-		if term, ok := su.Terms.Find(c.in); ok {
+		if term, ok := su.Terms.Find(c.args); ok {
 			reasons = append(reasons, fmt.Sprintf("the request mentions %q", term))
 		}
 	}

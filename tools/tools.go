@@ -370,8 +370,11 @@ type toolDef[In, Out any] struct {
 
 // call is one tools/call as the handler judged it.
 type call[In any] struct {
-	in  In
-	tok *resourceserver.Token
+	in In
+	// args is in as decoded JSON values (decodeArgs), for the
+	// sensitive-term search.
+	args map[string]any
+	tok  *resourceserver.Token
 	// target is what names read; zero if the tool names no record.
 	target target
 	// approved: the call needed approval and has it (or step-up is off),
@@ -454,62 +457,85 @@ func define[In, Out any](d *deps, td toolDef[In, Out]) spec {
 		t.Meta = mcp.Meta{}
 	}
 	t.Meta["crm-mcp/scopes"] = td.scopes
+	// The schemas mcp.AddTool would infer; see args.go for why the tool
+	// is registered without it.
+	tool := *t
+	inSchema, inResolved := schemaFor[In]()
+	tool.InputSchema = inSchema
+	tool.OutputSchema, _ = schemaFor[Out]()
+	handle := func(ctx context.Context, req *mcp.CallToolRequest, in In, args map[string]any) (*mcp.CallToolResult, Out, error) {
+		var zero Out
+		tok := caller(req)
+		if tok == nil {
+			return nil, zero, &toolError{t.Name + " was not run: the request carries no verified access token"}
+		}
+		if lacking := missing(tok.Scopes, td.scopes); len(lacking) > 0 {
+			d.log.WarnContext(ctx, "tool call without scope reached the MCP layer", "tool", t.Name, "missing", lacking)
+			if d.record != nil {
+				d.note(ctx, newEvent(t.Name, tok, in), audit.Event{Kind: audit.ScopeDenied, Reason: "missing " + strings.Join(lacking, " ")})
+			}
+			return nil, zero, errScope(t.Name, lacking)
+		}
+		c := &call[In]{in: in, args: args, tok: tok}
+		if d.record != nil {
+			c.ev = newEvent(t.Name, tok, in)
+		}
+		if td.check != nil {
+			var err error
+			if c.in, err = td.check(in); err != nil {
+				// Refused on its own terms, before any decision.
+				if rerr := d.note(ctx, c.ev, audit.Event{Kind: audit.ToolCalled, Outcome: "invalid"}); rerr != nil {
+					return nil, zero, rerr
+				}
+				return nil, zero, d.userError(ctx, t.Name, err)
+			}
+		}
+		if err := decide(ctx, d, req, &td, c); err != nil {
+			return nil, zero, d.userError(ctx, t.Name, err)
+		}
+		if td.writes {
+			// A write is on record before it happens.
+			if err := d.note(ctx, c.ev, audit.Event{Kind: audit.ToolCalled, Outcome: "started"}); err != nil {
+				return nil, zero, err
+			}
+		}
+		start := time.Now()
+		text, out, err := td.run(ctx, c)
+		outcome := "ok"
+		if err != nil {
+			outcome = "error"
+		}
+		if rerr := d.note(ctx, c.ev, audit.Event{Kind: audit.ToolCalled, Outcome: outcome, Duration: time.Since(start)}); rerr != nil && err == nil && !td.writes {
+			// A read whose outcome cannot be recorded returns
+			// nothing: its data must not move off the record.
+			return nil, zero, rerr
+		}
+		if err != nil {
+			return nil, zero, d.userError(ctx, t.Name, err)
+		}
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: text}}}, out, nil
+	}
 	return spec{
 		name:   t.Name,
 		scopes: td.scopes,
 		writes: td.writes,
 		add: func(s *mcp.Server) {
-			mcp.AddTool(s, t, func(ctx context.Context, req *mcp.CallToolRequest, in In) (*mcp.CallToolResult, Out, error) {
-				var zero Out
-				tok := caller(req)
-				if tok == nil {
-					return nil, zero, &toolError{t.Name + " was not run: the request carries no verified access token"}
-				}
-				if lacking := missing(tok.Scopes, td.scopes); len(lacking) > 0 {
-					d.log.WarnContext(ctx, "tool call without scope reached the MCP layer", "tool", t.Name, "missing", lacking)
-					if d.record != nil {
-						d.note(ctx, newEvent(t.Name, tok, in), audit.Event{Kind: audit.ScopeDenied, Reason: "missing " + strings.Join(lacking, " ")})
-					}
-					return nil, zero, errScope(t.Name, lacking)
-				}
-				c := &call[In]{in: in, tok: tok}
-				if d.record != nil {
-					c.ev = newEvent(t.Name, tok, in)
-				}
-				if td.check != nil {
-					var err error
-					if c.in, err = td.check(in); err != nil {
-						// Refused on its own terms, before any decision.
-						if rerr := d.note(ctx, c.ev, audit.Event{Kind: audit.ToolCalled, Outcome: "invalid"}); rerr != nil {
-							return nil, zero, rerr
-						}
-						return nil, zero, d.userError(ctx, t.Name, err)
+			s.AddTool(&tool, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+				in, args, err := decodeArgs[In](req.Params.Arguments, inResolved)
+				if err == nil {
+					var res *mcp.CallToolResult
+					var out Out
+					if res, out, err = handle(ctx, req, in, args); err == nil {
+						// Encoded once, on the wire (args.go).
+						res.StructuredContent = out
+						return res, nil
 					}
 				}
-				if err := decide(ctx, d, req, &td, c); err != nil {
-					return nil, zero, d.userError(ctx, t.Name, err)
-				}
-				if td.writes {
-					// A write is on record before it happens.
-					if err := d.note(ctx, c.ev, audit.Event{Kind: audit.ToolCalled, Outcome: "started"}); err != nil {
-						return nil, zero, err
-					}
-				}
-				start := time.Now()
-				text, out, err := td.run(ctx, c)
-				outcome := "ok"
-				if err != nil {
-					outcome = "error"
-				}
-				if rerr := d.note(ctx, c.ev, audit.Event{Kind: audit.ToolCalled, Outcome: outcome, Duration: time.Since(start)}); rerr != nil && err == nil && !td.writes {
-					// A read whose outcome cannot be recorded returns
-					// nothing: its data must not move off the record.
-					return nil, zero, rerr
-				}
-				if err != nil {
-					return nil, zero, d.userError(ctx, t.Name, err)
-				}
-				return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: text}}}, out, nil
+				// A tool error, as mcp.AddTool reports one: the text says
+				// what to fix.
+				var res mcp.CallToolResult
+				res.SetError(err)
+				return &res, nil
 			})
 		},
 	}

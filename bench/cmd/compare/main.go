@@ -165,13 +165,15 @@ func compare(ctx context.Context, o options, stdout, stderr io.Writer) (err erro
 				if o.verbose {
 					cfg.Progress, cfg.Label = stderr, fmt.Sprintf("round %d c=%d %s", round, c, s.name)
 				}
-				// The server's CPU time over the measured window.
-				var cpu [2]time.Duration
+				// The server's CPU time over the measured window, and the
+				// load generator's (this process), which shares the CPUs.
+				var cpu, self [2]time.Duration
 				cpuErr := error(nil)
 				cfg.Window = func(end bool) {
 					t, err := cpuTime(s.cmd.Process.Pid)
-					cpuErr = cmp.Or(cpuErr, err)
-					cpu[boolIndex(end)] = t
+					me, err2 := cpuTime(os.Getpid())
+					cpuErr = cmp.Or(cpuErr, err, err2)
+					cpu[boolIndex(end)], self[boolIndex(end)] = t, me
 				}
 				r, err := load.Run(ctx, cfg)
 				if err != nil {
@@ -181,11 +183,13 @@ func compare(ctx context.Context, o options, stdout, stderr io.Writer) (err erro
 					return err
 				}
 				cr := cellResult{Result: r, cpuPerCall: -1}
+				loadCPU := "n/a"
 				if n := r.Calls + r.Errors; cpuErr == nil && n > 0 {
 					cr.cpuPerCall = (cpu[1] - cpu[0]) / time.Duration(n)
+					loadCPU = fmt.Sprintf("%.0f µs", float64(((self[1]-self[0])/time.Duration(n)).Nanoseconds())/1000)
 				}
-				fmt.Fprintf(stderr, "round %d/%d  c=%-3d %-10s %8.0f req/s  p99 %7.2f ms  CPU/call %s  %d errors\n",
-					round, o.rounds, c, s.name, r.Throughput(), ms(r.Percentile(99)), cr.cpu(), r.Errors)
+				fmt.Fprintf(stderr, "round %d/%d  c=%-3d %-10s %8.0f req/s  p99 %7.2f ms  CPU/call %s (load generator %s)  RSS %s  %d errors\n",
+					round, o.rounds, c, s.name, r.Throughput(), ms(r.Percentile(99)), cr.cpu(), loadCPU, rss(s.cmd.Process.Pid), r.Errors)
 				results[s.name][c] = append(results[s.name][c], cr)
 			}
 			cell++

@@ -42,3 +42,20 @@ func cpuTime(pid int) (time.Duration, error) {
 	}
 	return time.Duration(utime+stime) * clockTick, nil
 }
+
+// rss is process pid's resident set size now, from /proc/PID/status, or
+// "n/a".
+func rss(pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return "n/a"
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			if kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64); err == nil {
+				return fmt.Sprintf("%.1f MiB", float64(kb)/1024)
+			}
+		}
+	}
+	return "n/a"
+}

@@ -16,3 +16,6 @@ func setParentDeath(*exec.Cmd) {}
 func cpuTime(int) (time.Duration, error) {
 	return 0, errors.New("CPU time is measured on Linux only")
 }
+
+// rss is only measured on Linux (/proc).
+func rss(int) string { return "n/a" }
