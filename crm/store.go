@@ -14,7 +14,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
+	"modernc.org/sqlite" // registers the "sqlite" driver
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
 // maxOpenConns bounds the connection pool. WAL lets readers run beside the
@@ -174,8 +175,23 @@ func (s *Store) start(ctx context.Context) error {
 		return s.seed(ctx)
 	}
 	var mode string
-	if err := s.db.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
-		return err
+	// Several processes opening a new file at once race to switch it to
+	// WAL, and the switch answers SQLITE_BUSY at once instead of waiting
+	// under busy_timeout: try again for a little while.
+	for wait := 10 * time.Millisecond; ; wait *= 2 {
+		err := s.db.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode)
+		var se *sqlite.Error
+		if err == nil || !errors.As(err, &se) || se.Code()&0xff != sqlite3.SQLITE_BUSY || wait > time.Second {
+			if err != nil {
+				return err
+			}
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
 	}
 	if !strings.EqualFold(mode, "wal") {
 		return fmt.Errorf("journal mode is %q, not wal; is the file on a file system without shared memory?", mode)
