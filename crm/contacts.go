@@ -240,6 +240,45 @@ func (s *Store) UpdateContact(ctx context.Context, id int64, u ContactUpdate) (C
 	return c, nil
 }
 
+// updateContactIfSQL is updateContactSQL that applies only while the
+// contact's classification is still the one given.
+var updateContactIfSQL = strings.Replace(updateContactSQL, "WHERE id = ?", "WHERE id = ? AND classification = ?", 1)
+
+// ErrChanged is wrapped by UpdateContactIf's error when the contact's
+// classification is no longer the one the caller read.
+var ErrChanged = errors.New("changed since it was read")
+
+// UpdateContactIf is UpdateContact, applied only while the contact is still
+// classified was, in the same statement: a caller that decided from a read
+// (whether the write needs approval, what the approver was shown) writes
+// nothing if the record was reclassified since. Then the error wraps
+// ErrChanged.
+func (s *Store) UpdateContactIf(ctx context.Context, id int64, u ContactUpdate, was Classification) (Contact, error) {
+	if u.empty() {
+		c, err := s.GetContact(ctx, id)
+		if err == nil && c.Classification != was {
+			return Contact{}, fmt.Errorf("contact %d: %w", id, ErrChanged)
+		}
+		return c, err
+	}
+	args, err := u.args()
+	if err != nil {
+		return Contact{}, err
+	}
+	row := s.q.QueryRowContext(ctx, updateContactIfSQL, append(args, s.stamp(), id, string(was))...)
+	c, err := scanContact(row)
+	if errors.Is(err, sql.ErrNoRows) {
+		if _, gerr := s.GetContact(ctx, id); gerr != nil {
+			return Contact{}, gerr
+		}
+		return Contact{}, fmt.Errorf("contact %d: %w", id, ErrChanged)
+	}
+	if err != nil {
+		return Contact{}, fmt.Errorf("crm: update contact %d: %w", id, err)
+	}
+	return c, nil
+}
+
 // scanner is what *sql.Row and *sql.Rows share.
 type scanner interface {
 	Scan(dest ...any) error

@@ -323,3 +323,31 @@ func TestListContactsWithheld(t *testing.T) {
 		assert.ErrorAs(t, err, &ve, "validated as ListContacts is")
 	})
 }
+
+// TestUpdateContactIf: the write applies only while the classification is
+// the one read, in the same statement.
+func TestUpdateContactIf(t *testing.T) {
+	forEngines(t, func(t *testing.T, e engine) {
+		s, _ := e.open(t)
+		ctx := t.Context()
+		name := "Priya R."
+		got, err := s.UpdateContactIf(ctx, 3, ContactUpdate{Name: &name}, Internal)
+		require.NoError(t, err)
+		assert.Equal(t, "Priya R.", got.Name)
+
+		r := Restricted
+		_, err = s.UpdateContact(ctx, 3, ContactUpdate{Classification: &r})
+		require.NoError(t, err)
+		other := "Someone Else"
+		_, err = s.UpdateContactIf(ctx, 3, ContactUpdate{Name: &other}, Internal)
+		require.ErrorIs(t, err, ErrChanged)
+		now, err := s.GetContact(ctx, 3)
+		require.NoError(t, err)
+		assert.Equal(t, "Priya R.", now.Name, "nothing written")
+
+		_, err = s.UpdateContactIf(ctx, 999, ContactUpdate{Name: &other}, Internal)
+		require.ErrorIs(t, err, ErrNotFound)
+		_, err = s.UpdateContactIf(ctx, 3, ContactUpdate{}, Internal)
+		require.ErrorIs(t, err, ErrChanged)
+	})
+}

@@ -267,7 +267,12 @@ func contactTools(d *deps) []spec {
 					}
 					u.Classification = &cl
 				}
-				got, err := d.store.UpdateContact(ctx, in.ID, u)
+				// Written only while the record is classified as it was when
+				// the call was decided (and shown to the approver).
+				got, err := d.store.UpdateContactIf(ctx, in.ID, u, c.target.contact.Classification)
+				if errors.Is(err, crm.ErrChanged) {
+					return "", crm.Contact{}, &toolError{"the contact was reclassified while the call waited, so nothing was written; call again"}
+				}
 				if err != nil {
 					return "", crm.Contact{}, err
 				}

@@ -93,7 +93,7 @@ func TestPlainDealsListingRunsDuringCooldown(t *testing.T) {
 }
 
 // A record made restricted by someone else while a write waits for its
-// approval is not returned to the agent.
+// approval is neither written nor returned to the agent.
 func TestRecordMadeRestrictedMeanwhileIsWithheld(t *testing.T) {
 	e := newStepUpEnv(t)
 	e.duo.Script("alice", duotest.Manual)
@@ -114,5 +114,8 @@ func TestRecordMadeRestrictedMeanwhileIsWithheld(t *testing.T) {
 	require.NoError(t, e.duo.Decide(p.TxID, true))
 	got := <-done
 	assert.NotContains(t, got, "priya.secret")
-	assert.Contains(t, got, "withheld")
+	assert.Contains(t, got, "nothing was written")
+	now, err := e.store.GetContact(ctx, 3)
+	require.NoError(t, err)
+	assert.NotEqual(t, "Mallory", now.Owner, "the write did not happen on the record made restricted")
 }
