@@ -121,24 +121,6 @@ func (s *Store) CountRestricted(ctx context.Context, f ContactFilter) (int, erro
 	return n, nil
 }
 
-// MatchesRestricted reports whether any restricted contact matches f.Query,
-// ignoring Limit, Offset and IncludeRestricted: whether a listing with
-// IncludeRestricted would touch a restricted record, so the caller can ask
-// for step-up before running it rather than after.
-func (s *Store) MatchesRestricted(ctx context.Context, f ContactFilter) (bool, error) {
-	where, args, err := s.contactWhere(f.Query)
-	if err != nil {
-		return false, err
-	}
-	where = append(where, isRestricted)
-	var ok bool
-	q := `SELECT EXISTS (SELECT 1 FROM contacts` + whereClause(where) + `)`
-	if err := s.q.QueryRowContext(ctx, q, args...).Scan(&ok); err != nil {
-		return false, fmt.Errorf("crm: match restricted contacts: %w", err)
-	}
-	return ok, nil
-}
-
 // contactWhere returns the condition for a contact query, if any. SQLite's
 // LIKE ignores the case of ASCII letters; Postgres's ILIKE that of every
 // letter.

@@ -11,9 +11,11 @@
 // IncludeRestricted, so a caller that forgets the question errs on the side
 // of showing less. Lookups by id ([Store.GetContact], [Store.GetDeal]) and the
 // update methods do not filter: the caller checks Classification before it
-// returns or changes a record, and [Store.MatchesRestricted] and
-// [Store.CountRestricted] let it ask before a listing whether the listing
-// would touch, or has withheld, a restricted contact.
+// returns or changes a record, and [Store.CountRestricted] says how many
+// restricted contacts a listing withheld. The store offers no way to ask
+// whether a search would match a restricted record: a caller deciding from
+// that answer (to push, to wait, to refuse) would tell its own caller what
+// the restricted records hold.
 //
 // Typical use:
 //

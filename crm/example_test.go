@@ -11,8 +11,9 @@ import (
 	"github.com/crm-mcp/crm-mcp/crm"
 )
 
-// A listing tool asks the store for what the user may see and says how much
-// it left out.
+// A listing tool asks the store for what the user may see. Whether it asks
+// for restricted records too is decided from the request (approved, say,
+// because it asked for them), never from what a search would match.
 func Example() {
 	ctx := context.Background()
 	dir, err := os.MkdirTemp("", "crm-example")
@@ -27,21 +28,24 @@ func Example() {
 	}
 	defer store.Close()
 
-	f := crm.ContactFilter{Query: "aegis"}
-	if touches, _ := store.MatchesRestricted(ctx, f); touches {
-		fmt.Println("showing everything would need step-up")
-	}
-	contacts, err := store.ListContacts(ctx, f)
+	contacts, err := store.ListContacts(ctx, crm.ContactFilter{})
 	if err != nil {
 		log.Fatal(err)
 	}
-	withheld, err := store.CountRestricted(ctx, f)
+	withheld, err := store.CountRestricted(ctx, crm.ContactFilter{})
 	if err != nil {
 		log.Fatal(err)
 	}
-	fmt.Printf("%d contacts shown, restricted records withheld: %d\n", len(contacts), withheld)
+	fmt.Printf("%d contacts shown, restricted contacts withheld: %d\n", len(contacts), withheld)
 
-	f.IncludeRestricted = true // only after step-up
+	f := crm.ContactFilter{Query: "aegis"}
+	contacts, err = store.ListContacts(ctx, f)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("%d contacts match %q without approval\n", len(contacts), f.Query)
+
+	f.IncludeRestricted = true // only once the request was approved
 	contacts, err = store.ListContacts(ctx, f)
 	if err != nil {
 		log.Fatal(err)
@@ -50,8 +54,8 @@ func Example() {
 		fmt.Printf("%s, %s (%s, %s)\n", c.Name, c.Company, c.Sector, c.Classification)
 	}
 	// Output:
-	// showing everything would need step-up
-	// 0 contacts shown, restricted records withheld: 1
+	// 11 contacts shown, restricted contacts withheld: 1
+	// 0 contacts match "aegis" without approval
 	// Riley Vance, Aegis Defence Systems (defence, restricted)
 }
 

@@ -170,8 +170,8 @@ const (
 	MaxLimit     = 200 // the largest Limit accepted
 )
 
-// ContactFilter selects contacts for [Store.ListContacts],
-// [Store.CountRestricted] and [Store.MatchesRestricted].
+// ContactFilter selects contacts for [Store.ListContacts] and
+// [Store.CountRestricted].
 type ContactFilter struct {
 	// Query, if not empty, keeps contacts whose name, email, company or sector
 	// contains it, ignoring case (on SQLite, of ASCII letters only, as its

@@ -377,7 +377,6 @@ func TestCancelledContext(t *testing.T) {
 			{"Ping", func() error { return s.Ping(ctx) }},
 			{"ListContacts", func() error { _, err := s.ListContacts(ctx, ContactFilter{}); return err }},
 			{"CountRestricted", func() error { _, err := s.CountRestricted(ctx, ContactFilter{}); return err }},
-			{"MatchesRestricted", func() error { _, err := s.MatchesRestricted(ctx, ContactFilter{}); return err }},
 			{"GetContact", func() error { _, err := s.GetContact(ctx, 1); return err }},
 			{"CreateContact", func() error {
 				_, err := s.CreateContact(ctx, NewContact{Name: "X", Email: "x@example.com"})
