@@ -58,7 +58,7 @@ var timestamps = regexp.MustCompile(`"(created_at|updated_at)":"[^"]*"`)
 
 // until blanks the moment a refusal names ("until 21:04:05 UTC (in 55s)"),
 // which follows the wall clock of each endpoint's own denial.
-var until = regexp.MustCompile(`\d\d:\d\d:\d\d UTC \(in \d+s\)`)
+var until = regexp.MustCompile(`\d\d:\d\d:\d\d UTC \(in [0-9hms]+\)`)
 
 func (ps *probeSession) call(t *testing.T, tool string, args map[string]any) observed {
 	t.Helper()
