@@ -472,3 +472,21 @@ func TestRecordsAtCallTime(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// TestOutcomeWrittenAtOnce: a call's outcome is not fsync'd on its own, but
+// it is in the file when Record returns, chained like any line.
+func TestOutcomeWrittenAtOnce(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	l, err := audit.Open(path, audit.Options{})
+	require.NoError(t, err)
+	defer l.Close()
+	evs := session()
+	require.NoError(t, l.Record(t.Context(), evs[3])) // a decision
+	require.NoError(t, l.Record(t.Context(), evs[4])) // an outcome
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	sum, err := audit.Verify(bytes.NewReader(b))
+	require.NoError(t, err)
+	assert.Equal(t, 2, sum.Records)
+	assert.Contains(t, string(b), `"event":"tool.called"`)
+}

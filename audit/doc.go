@@ -25,9 +25,13 @@
 //
 // # Durability and crashes
 //
-// [Log.Record] writes a whole line with one write and fsyncs the file
-// before it returns, so a caller that acts only after Record returns nil
-// acts only on a decision that is on disk. A failed write or fsync makes
+// [Log.Record] writes a whole line with one write and, for a decision (and
+// a write's tool.called "started" line), fsyncs the file before it returns,
+// so a caller that acts only after Record returns nil acts only on a
+// decision that is on disk. The outcome of a call that already ran
+// (tool.called ok, error, invalid) acts on nothing: it is written at once
+// and reaches the disk with the next synced line or Close, so a crash or a
+// power loss may cost the last outcomes, never a decision. A failed write or fsync makes
 // the Log refuse every later Record (fail closed): the file's tail is then
 // in doubt, and reopening it is the recovery.
 //

@@ -162,7 +162,7 @@ func (l *Log) append(ln line) error {
 	if b.Len() > maxLine {
 		return &FieldError{Kind: ln.Event, Field: "Args", Msg: fmt.Sprintf("make the line %d bytes long, over the limit of %d", b.Len(), maxLine)}
 	}
-	if err := l.write(b.Bytes()); err != nil {
+	if err := l.write(b.Bytes(), needsSync(ln)); err != nil {
 		l.failed = fmt.Errorf("audit: writing the log failed, every later event is refused: %w", err)
 		return l.failed
 	}
@@ -171,7 +171,16 @@ func (l *Log) append(ln line) error {
 	return nil
 }
 
-func (l *Log) write(b []byte) error {
+// needsSync reports whether a line must be on disk before Record
+// returns: every decision, and a write's "started" line, since the caller
+// acts on them next. The outcome of a call that already ran acts on
+// nothing: it is written at once and reaches the disk with the next synced
+// line (or Close), so a read does not pay an fsync for its outcome.
+func needsSync(ln line) bool {
+	return ln.Event != ToolCalled || ln.Outcome == "started"
+}
+
+func (l *Log) write(b []byte, sync bool) error {
 	n, err := l.w.Write(b)
 	if err == nil && n < len(b) {
 		err = io.ErrShortWrite
@@ -186,6 +195,10 @@ func (l *Log) write(b []byte) error {
 			l.f.Truncate(l.size)
 		}
 		return err
+	}
+	if !sync {
+		l.size += int64(len(b))
+		return nil
 	}
 	if err := l.f.Sync(); err != nil {
 		// After a failed fsync the kernel may have dropped the dirty
