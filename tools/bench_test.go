@@ -80,23 +80,11 @@ func warmUp(b *testing.B, raw, body, want string, hs ...http.Handler) {
 // Target: on costs under 5 % more than off.
 func BenchmarkStepUpDecision(b *testing.B) {
 	ctx := context.Background()
-	store, err := crm.Open(ctx, filepath.Join(b.TempDir(), "crm.db"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer store.Close()
-	as := rstest.NewServer()
-	defer as.Close()
-	as.KID("RS256")
+	const resource = "http://127.0.0.1:9/mcp"
+	store, as, rs := benchParts(b, resource)
 	duo := duotest.NewServer()
 	defer duo.Close()
-	const resource = "http://127.0.0.1:9/mcp"
 	quiet := slog.New(slog.DiscardHandler)
-	rs, err := resourceserver.New(resourceserver.Config{Resource: resource, Issuers: []resourceserver.Issuer{{URL: as.Issuer()}}, Logger: quiet})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer rs.Close()
 	raw := as.Mint(as.Claims("alice", resource, ScopeContactsRead))
 	if _, err := rs.Verify(ctx, raw); err != nil {
 		b.Fatal(err)
@@ -134,21 +122,9 @@ func BenchmarkStepUpDecision(b *testing.B) {
 // Target: on costs at most 10 % more than off.
 func BenchmarkToolsCall(b *testing.B) {
 	ctx := context.Background()
-	store, err := crm.Open(ctx, filepath.Join(b.TempDir(), "crm.db"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer store.Close()
-	as := rstest.NewServer()
-	defer as.Close()
-	as.KID("RS256")
 	const resource = "http://127.0.0.1:9/mcp"
+	store, as, rs := benchParts(b, resource)
 	quiet := slog.New(slog.DiscardHandler)
-	rs, err := resourceserver.New(resourceserver.Config{Resource: resource, Issuers: []resourceserver.Issuer{{URL: as.Issuer()}}, Logger: quiet})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer rs.Close()
 	raw := as.Mint(as.Claims("alice", resource, ScopeContactsRead))
 	tok, err := rs.Verify(ctx, raw) // warms the cache
 	if err != nil {
@@ -170,4 +146,24 @@ func BenchmarkToolsCall(b *testing.B) {
 	body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"list_contacts","arguments":{"limit":5}}}`
 	warmUp(b, raw, body, "Maya Okafor", off, on)
 	compare(b, raw, body, "Maya Okafor", off, on, "auth=off", "auth=on")
+}
+
+// benchParts is what every benchmark here serves through: a seeded SQLite
+// store, a stand-in authorization server and the front door for resource,
+// closed when b ends.
+func benchParts(b *testing.B, resource string) (*crm.Store, *rstest.Server, *resourceserver.Server) {
+	store, err := crm.Open(context.Background(), filepath.Join(b.TempDir(), "crm.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { store.Close() })
+	as := rstest.NewServer()
+	b.Cleanup(as.Close)
+	as.KID("RS256")
+	rs, err := resourceserver.New(resourceserver.Config{Resource: resource, Issuers: []resourceserver.Issuer{{URL: as.Issuer()}}, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(rs.Close)
+	return store, as, rs
 }

@@ -2,20 +2,15 @@ package tools
 
 import (
 	"bytes"
-	"context"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 
-	"github.com/crm-mcp/crm-mcp/crm"
-	"github.com/crm-mcp/crm-mcp/resourceserver"
-	"github.com/crm-mcp/crm-mcp/resourceserver/rstest"
 	"github.com/crm-mcp/crm-mcp/stepup"
 	"github.com/crm-mcp/crm-mcp/stepup/duotest"
 )
@@ -29,25 +24,12 @@ import (
 //
 //	go test ./tools -run XXX -bench BenchmarkServe -cpuprofile cpu.out
 func BenchmarkServe(b *testing.B) {
-	ctx := context.Background()
-	store, err := crm.Open(ctx, filepath.Join(b.TempDir(), "crm.db"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer store.Close()
-	as := rstest.NewServer()
-	defer as.Close()
-	as.KID("RS256")
-	duo := duotest.NewServer()
-	defer duo.Close()
 	srv := httptest.NewUnstartedServer(nil)
 	resource := "http://" + srv.Listener.Addr().String() + "/mcp"
+	store, as, rs := benchParts(b, resource)
+	duo := duotest.NewServer()
+	defer duo.Close()
 	quiet := slog.New(slog.DiscardHandler)
-	rs, err := resourceserver.New(resourceserver.Config{Resource: resource, Issuers: []resourceserver.Issuer{{URL: as.Issuer()}}, Logger: quiet})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer rs.Close()
 	guard, err := stepup.New(stepup.Config{IKey: duo.IKey(), SKey: duo.SKey(), Host: duo.Host(), CACertPEM: duo.CACertPEM(), Logger: quiet})
 	if err != nil {
 		b.Fatal(err)
