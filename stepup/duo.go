@@ -2,6 +2,7 @@ package stepup
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
@@ -65,6 +66,9 @@ type duoClient struct {
 	base   http.RoundTripper // the real transport
 	client http.Client       // template for the per-call clients
 	userID bool              // send user_id instead of username
+	// customRoots: the TLS roots are the CA file's (Config.CACertPEM),
+	// not Duo's pinned bundle; a trust failure names the file.
+	customRoots bool
 }
 
 func newDuoClient(cfg *Config) (*duoClient, error) {
@@ -76,6 +80,7 @@ func newDuoClient(cfg *Config) (*duoClient, error) {
 			return nil, &FieldError{Field: "CACertPEM", Err: err}
 		}
 		pool = p
+		c.customRoots = true
 	}
 
 	// The library builds an *http.Transport that trusts only Duo's pinned
@@ -243,7 +248,7 @@ func (c *duoClient) do(ctx context.Context, subject string, call func(api *autha
 		}
 		var rl *rateLimitedError
 		if !errors.As(err, &rl) {
-			return transportFailure(err, tr.status, subject)
+			return transportFailure(err, tr.status, subject, c.customRoots)
 		}
 		wait := rl.retryAfter
 		if wait <= 0 {
@@ -292,7 +297,7 @@ func failure(stat *duoapi.StatResult, status int, subject string) *Error {
 
 // transportFailure maps a non-nil error from the library: the network, TLS,
 // or a body that is not Duo's JSON.
-func transportFailure(err error, status int, subject string) *Error {
+func transportFailure(err error, status int, subject string, customRoots bool) *Error {
 	if status == http.StatusUnauthorized || status == http.StatusForbidden {
 		return newError(Misconfigured, err,
 			"Duo rejected this server's credentials (HTTP %d), so %s was not run; %s.", status, subject, adminHint)
@@ -303,6 +308,26 @@ func transportFailure(err error, status int, subject string) *Error {
 		return newError(Unavailable, err,
 			"Duo answered HTTP %d with something that is not a Duo API answer, so %s was not run. Retry later; if it persists, check the network path to Duo.",
 			status, subject)
+	}
+	// A certificate this server does not trust: say which trust failed and
+	// name the setting that fixes it. Still Unavailable: it may as well be
+	// someone in the network path answering for Duo.
+	var unknownCA x509.UnknownAuthorityError
+	var verify *tls.CertificateVerificationError
+	var host x509.HostnameError
+	switch {
+	case errors.As(err, &host):
+		return newError(Unavailable, err,
+			"Duo's TLS certificate does not name the host this server called (%v), so %s was not run; the administrator must check DUO_AUTH_HOST.",
+			host.Error(), subject)
+	case (errors.As(err, &unknownCA) || errors.As(err, &verify)) && customRoots:
+		return newError(Unavailable, err,
+			"Duo's TLS certificate is not signed by a CA in DUO_AUTH_CA_FILE, so %s was not run; the administrator must point DUO_AUTH_CA_FILE at the CA that signs the certificate DUO_AUTH_HOST presents (a TLS-inspecting proxy's), or unset it to trust Duo's own CAs.",
+			subject)
+	case errors.As(err, &unknownCA) || errors.As(err, &verify):
+		return newError(Unavailable, err,
+			"Duo's TLS certificate is not signed by one of Duo's own CAs, which this server trusts by default, so %s was not run; if a TLS-inspecting proxy or a stand-in answers for DUO_AUTH_HOST, the administrator must set DUO_AUTH_CA_FILE to the CA that signs its certificate.",
+			subject)
 	}
 	// A *url.Error repeats method and URL; the inner error is what helps.
 	var ue *url.Error

@@ -297,6 +297,7 @@ func TestCACerts(t *testing.T) {
 		err = g.Approve(t.Context(), request("alice"), nil)
 		require.True(t, stepup.IsOutcome(err, stepup.Unavailable), "got %v", err)
 		assert.Contains(t, err.Error(), "certificate")
+		assert.Contains(t, err.Error(), "set DUO_AUTH_CA_FILE", "a trust failure names the setting that fixes it")
 		assert.Empty(t, srv.Pushes())
 		assert.Empty(t, srv.Requests(), "a request got through the TLS handshake")
 	})
@@ -313,6 +314,7 @@ func TestCACerts(t *testing.T) {
 		env.srv.Script("alice", duotest.Approve)
 		err := env.guard.Approve(t.Context(), request("alice"), nil)
 		assert.True(t, stepup.IsOutcome(err, stepup.Unavailable), "got %v", err)
+		assert.Contains(t, err.Error(), "not signed by a CA in DUO_AUTH_CA_FILE")
 	})
 }
 

@@ -20,6 +20,7 @@ const checkTimeout = startupRefreshTimeout
 type checkReport struct {
 	w              io.Writer
 	passed, failed int
+	warned         map[string]bool // WARN lines printed, so each prints once
 }
 
 func (r *checkReport) pass(what, detail string) {
@@ -32,7 +33,17 @@ func (r *checkReport) fail(what, detail string) {
 	r.line("FAIL", what, detail)
 }
 
-func (r *checkReport) warn(what, detail string) { r.line("WARN", what, detail) }
+// warn prints a warning once, however many parts of check log it.
+func (r *checkReport) warn(what, detail string) {
+	if r.warned[what+detail] {
+		return
+	}
+	if r.warned == nil {
+		r.warned = map[string]bool{}
+	}
+	r.warned[what+detail] = true
+	r.line("WARN", what, detail)
+}
 
 // line prints one check on one line: joined errors become "; "-separated.
 func (r *checkReport) line(verdict, what, detail string) {
@@ -71,7 +82,9 @@ func (a *app) check(ctx context.Context) int {
 		r.warn("configuration", "ignoring variables this version does not read (a typo?): "+strings.Join(cfg.unknown, ", "))
 	}
 
-	log := cfg.newLogger(a.stderr)
+	// The front door's warnings become WARN lines of the report, and its
+	// other log lines are left out: the report is for a person to read.
+	log := slog.New(&warnHandler{r: r, what: "authorization server"})
 	rs, err := resourceserver.New(cfg.resourceServerConfig(log))
 	if err != nil {
 		for _, e := range leafErrors(nameFields(err)) {

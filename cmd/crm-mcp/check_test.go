@@ -3,6 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,6 +20,14 @@ func runCheck(t *testing.T, env map[string]string) (code int, stdout, stderr str
 	var out, errOut bytes.Buffer
 	code = run(context.Background(), []string{"check"}, env, &out, &errOut)
 	t.Logf("stdout:\n%s\nstderr:\n%s", out.String(), errOut.String())
+	// The report is for a person: no JSON log line in it or beside it.
+	for _, s := range []string{out.String(), errOut.String()} {
+		for _, line := range strings.Split(s, "\n") {
+			if strings.HasPrefix(strings.TrimSpace(line), "{") {
+				t.Errorf("check printed a log line among its report: %s", line)
+			}
+		}
+	}
 	return code, out.String(), errOut.String()
 }
 
@@ -154,7 +165,18 @@ func TestCheckDuoAuthAPI(t *testing.T) {
 		delete(env, "DUO_AUTH_CA_FILE")
 		code, out, _ := runCheck(t, env)
 		assert.Equal(t, 1, code)
-		assert.Contains(t, out, "FAIL  Duo Auth API")
+		assert.Contains(t, out, "FAIL  Duo Auth API: Duo's TLS certificate is not signed by one of Duo's own CAs")
+		assert.Contains(t, out, "set DUO_AUTH_CA_FILE")
+		assert.NotContains(t, out, "network path")
+	})
+	t.Run("a CA file that does not sign Duo's certificate", func(t *testing.T) {
+		env := testEnv(t, as)
+		ca := filepath.Join(t.TempDir(), "other-ca.pem")
+		require.NoError(t, os.WriteFile(ca, testCACert(t), 0o600)) // a CA that signed nothing
+		env["DUO_AUTH_CA_FILE"] = ca
+		code, out, _ := runCheck(t, env)
+		assert.Equal(t, 1, code)
+		assert.Contains(t, out, "FAIL  Duo Auth API: Duo's TLS certificate is not signed by a CA in DUO_AUTH_CA_FILE")
 	})
 	t.Run("a clock that differs from Duo's is a warning", func(t *testing.T) {
 		env, duo := testEnvDuo(t, as)
