@@ -200,12 +200,13 @@ const updateContactSQL = `UPDATE contacts SET
 	RETURNING ` + contactColumns
 
 // UpdateContact changes the non-nil fields of u and returns the contact as
-// stored, with UpdatedAt set to now. An update with no fields changes nothing
-// and returns the contact as it is. An unknown id is an error wrapping
+// stored, with UpdatedAt set to now. An update with no fields is an error
+// wrapping [ErrNothingToChange], returned before anything is read: a write
+// must not double as a read. An unknown id is an error wrapping
 // [ErrNotFound].
 func (s *Store) UpdateContact(ctx context.Context, id int64, u ContactUpdate) (Contact, error) {
 	if u.empty() {
-		return s.GetContact(ctx, id)
+		return Contact{}, nothingToChange(id)
 	}
 	args, err := u.args()
 	if err != nil {
@@ -226,9 +227,18 @@ func (s *Store) UpdateContact(ctx context.Context, id int64, u ContactUpdate) (C
 // contact's classification is still the one given.
 var updateContactIfSQL = strings.Replace(updateContactSQL, "WHERE id = ?", "WHERE id = ? AND classification = ?", 1)
 
-// ErrChanged is wrapped by UpdateContactIf's error when the contact's
-// classification is no longer the one the caller read.
+// ErrChanged is wrapped by the error of UpdateContactIf, CreateDealIf and
+// UpdateDealStageIf when the contact's classification is no longer the one
+// the caller read.
 var ErrChanged = errors.New("changed since it was read")
+
+// ErrNothingToChange is wrapped by the error of an update that sets no
+// field.
+var ErrNothingToChange = errors.New("nothing to change")
+
+func nothingToChange(id int64) error {
+	return fmt.Errorf("contact %d: %w", id, ErrNothingToChange)
+}
 
 // UpdateContactIf is UpdateContact, applied only while the contact is still
 // classified was, in the same statement: a caller that decided from a read
@@ -237,11 +247,7 @@ var ErrChanged = errors.New("changed since it was read")
 // ErrChanged.
 func (s *Store) UpdateContactIf(ctx context.Context, id int64, u ContactUpdate, was Classification) (Contact, error) {
 	if u.empty() {
-		c, err := s.GetContact(ctx, id)
-		if err == nil && c.Classification != was {
-			return Contact{}, fmt.Errorf("contact %d: %w", id, ErrChanged)
-		}
-		return c, err
+		return Contact{}, nothingToChange(id)
 	}
 	args, err := u.args()
 	if err != nil {

@@ -230,8 +230,11 @@ func TestUpdateContact(t *testing.T) {
 		ptr := func(s string) *string { return &s }
 		public := Public
 
-		// Nothing to change: nothing changes, not even updated_at.
-		same, err := s.UpdateContact(ctx, c.ID, ContactUpdate{})
+		// Nothing to change: refused, and nothing changes, not even
+		// updated_at.
+		_, err = s.UpdateContact(ctx, c.ID, ContactUpdate{})
+		require.ErrorIs(t, err, ErrNothingToChange)
+		same, err := s.GetContact(ctx, c.ID)
 		require.NoError(t, err)
 		assert.Equal(t, c, same)
 
@@ -271,7 +274,7 @@ func TestContactNotFound(t *testing.T) {
 			_, err = s.UpdateContact(ctx, id, ContactUpdate{Name: &name})
 			assert.ErrorIs(t, err, ErrNotFound, "UpdateContact(%d)", id)
 			_, err = s.UpdateContact(ctx, id, ContactUpdate{})
-			assert.ErrorIs(t, err, ErrNotFound, "empty UpdateContact(%d)", id)
+			assert.ErrorIs(t, err, ErrNothingToChange, "empty UpdateContact(%d): refused before any read", id)
 		}
 		_, err := s.GetContact(ctx, 9999)
 		assert.EqualError(t, err, "contact 9999: not found")
@@ -344,7 +347,13 @@ func TestUpdateContactIf(t *testing.T) {
 
 		_, err = s.UpdateContactIf(ctx, 999, ContactUpdate{Name: &other}, Internal)
 		require.ErrorIs(t, err, ErrNotFound)
-		_, err = s.UpdateContactIf(ctx, 3, ContactUpdate{}, Internal)
-		require.ErrorIs(t, err, ErrChanged)
+		// An update that sets nothing is refused before anything is read,
+		// whatever the record is.
+		for _, id := range []int64{3, 6, 999} {
+			_, err = s.UpdateContactIf(ctx, id, ContactUpdate{}, Internal)
+			require.ErrorIs(t, err, ErrNothingToChange)
+			assert.NotErrorIs(t, err, ErrChanged)
+			assert.NotErrorIs(t, err, ErrNotFound)
+		}
 	})
 }

@@ -78,7 +78,7 @@ func (s *Store) CreateDeal(ctx context.Context, d NewDeal) (Deal, error) {
 	if err != nil {
 		return Deal{}, err
 	}
-	created, err := s.insertDeal(ctx, s.q, d, s.stamp())
+	created, err := s.insertDeal(ctx, s.q, d, s.stamp(), "")
 	if errors.Is(err, sql.ErrNoRows) {
 		return Deal{}, invalid("contact_id", "no contact has id %d", d.ContactID)
 	}
@@ -88,21 +88,53 @@ func (s *Store) CreateDeal(ctx context.Context, d NewDeal) (Deal, error) {
 	return created, nil
 }
 
+// CreateDealIf is CreateDeal, applied only while the deal's contact is
+// still classified was, in the same statement: a caller that decided from
+// a read of the contact (whether the write needs approval, what the
+// approver was shown) writes nothing if the contact was reclassified
+// since. Then the error wraps ErrChanged.
+func (s *Store) CreateDealIf(ctx context.Context, d NewDeal, was Classification) (Deal, error) {
+	if was == "" {
+		return Deal{}, errors.New("crm: create deal: no classification to check the contact against")
+	}
+	d, err := d.validate()
+	if err != nil {
+		return Deal{}, err
+	}
+	created, err := s.insertDeal(ctx, s.q, d, s.stamp(), was)
+	if errors.Is(err, sql.ErrNoRows) {
+		if _, gerr := s.GetContact(ctx, d.ContactID); errors.Is(gerr, ErrNotFound) {
+			return Deal{}, invalid("contact_id", "no contact has id %d", d.ContactID)
+		} else if gerr != nil {
+			return Deal{}, gerr
+		}
+		return Deal{}, fmt.Errorf("contact %d: %w", d.ContactID, ErrChanged)
+	}
+	if err != nil {
+		return Deal{}, fmt.Errorf("crm: create deal: %w", err)
+	}
+	return created, nil
+}
+
 // insertDeal stores a validated deal, or returns sql.ErrNoRows if its
-// contact does not exist. Checking in the INSERT itself, rather than reading
-// first, leaves no gap between the check and the write and spares the caller
-// SQLite's bare "FOREIGN KEY constraint failed". The casts tell Postgres
-// the types of parameters it cannot infer from a SELECT list.
-func (s *Store) insertDeal(ctx context.Context, q querier, d NewDeal, now any) (Deal, error) {
+// contact does not exist, or, unless was is "", is not classified was.
+// Checking in the INSERT itself, rather than reading first, leaves no gap
+// between the check and the write and spares the caller SQLite's bare
+// "FOREIGN KEY constraint failed". The casts tell Postgres the types of
+// parameters it cannot infer from a SELECT list.
+func (s *Store) insertDeal(ctx context.Context, q querier, d NewDeal, now any, was Classification) (Deal, error) {
 	ts := "?"
 	if s.pg {
 		ts = "CAST(? AS timestamptz)"
 	}
+	where, args := "id = ?", []any{d.Title, d.Amount, d.Currency, string(d.Stage), now, now, d.ContactID}
+	if was != "" {
+		where, args = where+" AND classification = ?", append(args, string(was))
+	}
 	return scanDeal(q.QueryRowContext(ctx, `INSERT INTO deals
 		(contact_id, title, amount, currency, stage, created_at, updated_at)
-		SELECT id, CAST(? AS TEXT), CAST(? AS BIGINT), CAST(? AS TEXT), CAST(? AS TEXT), `+ts+`, `+ts+` FROM contacts WHERE id = ?
-		RETURNING `+dealColumns,
-		d.Title, d.Amount, d.Currency, string(d.Stage), now, now, d.ContactID))
+		SELECT id, CAST(? AS TEXT), CAST(? AS BIGINT), CAST(? AS TEXT), CAST(? AS TEXT), `+ts+`, `+ts+` FROM contacts WHERE `+where+`
+		RETURNING `+dealColumns, args...))
 }
 
 // UpdateDealStage moves a deal to stage and returns it as stored, with
@@ -119,6 +151,31 @@ func (s *Store) UpdateDealStage(ctx context.Context, id int64, stage Stage) (Dea
 		string(st), s.stamp(), id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Deal{}, notFound("deal", id)
+	}
+	if err != nil {
+		return Deal{}, fmt.Errorf("crm: update deal %d: %w", id, err)
+	}
+	return d, nil
+}
+
+// UpdateDealStageIf is UpdateDealStage, applied only while the deal's
+// contact is still classified was, in the same statement, as CreateDealIf
+// is. A reclassified contact is an error wrapping ErrChanged.
+func (s *Store) UpdateDealStageIf(ctx context.Context, id int64, stage Stage, was Classification) (Deal, error) {
+	st, err := ParseStage(string(stage))
+	if err != nil {
+		return Deal{}, err
+	}
+	d, err := scanDeal(s.q.QueryRowContext(ctx,
+		`UPDATE deals SET stage = ?, updated_at = ? WHERE id = ?
+		AND EXISTS (SELECT 1 FROM contacts WHERE contacts.id = deals.contact_id AND contacts.classification = ?)
+		RETURNING `+dealColumns,
+		string(st), s.stamp(), id, string(was)))
+	if errors.Is(err, sql.ErrNoRows) {
+		if _, gerr := s.GetDeal(ctx, id); gerr != nil {
+			return Deal{}, gerr
+		}
+		return Deal{}, fmt.Errorf("deal %d: its contact %w", id, ErrChanged)
 	}
 	if err != nil {
 		return Deal{}, fmt.Errorf("crm: update deal %d: %w", id, err)

@@ -173,3 +173,62 @@ func TestDealJSONNames(t *testing.T) {
 	// clients.
 	assert.ElementsMatch(t, []string{"id", "contact_id", "title", "amount", "currency", "stage", "created_at", "updated_at"}, jsonKeys(t, Deal{}))
 }
+
+// TestCreateDealIf: the deal is written only while its contact is still
+// classified as the caller read it, checked in the INSERT itself.
+func TestCreateDealIf(t *testing.T) {
+	forEngines(t, func(t *testing.T, e engine) {
+		s, _ := e.open(t)
+		ctx := t.Context()
+		d, err := s.CreateDealIf(ctx, NewDeal{ContactID: 3, Title: " Side letter ", Amount: 100, Currency: "GBP"}, Internal)
+		require.NoError(t, err)
+		assert.Equal(t, "Side letter", d.Title)
+		assert.Equal(t, int64(3), d.ContactID)
+
+		before := allDeals(t, s)
+		r := Restricted
+		_, err = s.UpdateContact(ctx, 3, ContactUpdate{Classification: &r})
+		require.NoError(t, err)
+		_, err = s.CreateDealIf(ctx, NewDeal{ContactID: 3, Title: "Another", Amount: 1, Currency: "GBP"}, Internal)
+		require.ErrorIs(t, err, ErrChanged)
+		assert.Equal(t, before, allDeals(t, s), "nothing written")
+
+		_, err = s.CreateDealIf(ctx, NewDeal{ContactID: 999, Title: "Nobody", Amount: 1, Currency: "GBP"}, Internal)
+		var ve *ValidationError
+		require.ErrorAs(t, err, &ve)
+		assert.Equal(t, "contact_id", ve.Field)
+		_, err = s.CreateDealIf(ctx, NewDeal{ContactID: 3, Title: "", Amount: 1, Currency: "GBP"}, Restricted)
+		require.ErrorAs(t, err, &ve, "validated as CreateDeal is")
+	})
+}
+
+// TestUpdateDealStageIf: the stage moves only while the deal's contact is
+// still classified as the caller read it, checked in the UPDATE itself.
+func TestUpdateDealStageIf(t *testing.T) {
+	forEngines(t, func(t *testing.T, e engine) {
+		s, _ := e.open(t)
+		ctx := t.Context()
+		d, err := s.UpdateDealStageIf(ctx, 3, "Won", Internal)
+		require.NoError(t, err)
+		assert.Equal(t, StageWon, d.Stage)
+
+		r := Restricted
+		_, err = s.UpdateContact(ctx, 3, ContactUpdate{Classification: &r})
+		require.NoError(t, err)
+		_, err = s.UpdateDealStageIf(ctx, 3, StageLost, Internal)
+		require.ErrorIs(t, err, ErrChanged)
+		got, err := s.GetDeal(ctx, 3)
+		require.NoError(t, err)
+		assert.Equal(t, StageWon, got.Stage, "nothing written")
+
+		d, err = s.UpdateDealStageIf(ctx, 3, StageLost, Restricted)
+		require.NoError(t, err)
+		assert.Equal(t, StageLost, d.Stage)
+
+		_, err = s.UpdateDealStageIf(ctx, 999, StageWon, Internal)
+		require.ErrorIs(t, err, ErrNotFound)
+		_, err = s.UpdateDealStageIf(ctx, 3, "closed", Restricted)
+		var ve *ValidationError
+		require.ErrorAs(t, err, &ve)
+	})
+}

@@ -12,7 +12,10 @@
 // of showing less. Lookups by id ([Store.GetContact], [Store.GetDeal]) and the
 // update methods do not filter: the caller checks Classification before it
 // returns or changes a record, and [Store.CountRestricted] says how many
-// restricted contacts a listing withheld. The store offers no way to ask
+// restricted contacts a listing withheld. A caller that decided a write from
+// a contact's classification writes with [Store.UpdateContactIf],
+// [Store.CreateDealIf] or [Store.UpdateDealStageIf], which check it again in
+// the writing statement and return [ErrChanged] if it moved. The store offers no way to ask
 // whether a search would match a restricted record: a caller deciding from
 // that answer (to push, to wait, to refuse) would tell its own caller what
 // the restricted records hold.

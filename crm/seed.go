@@ -71,7 +71,7 @@ func (s *Store) seed(ctx context.Context) error {
 			if err != nil {
 				return fmt.Errorf("seed deal %d: %w", i, err)
 			}
-			if _, err := s.insertDeal(ctx, tx, d, now); err != nil {
+			if _, err := s.insertDeal(ctx, tx, d, now, ""); err != nil {
 				return fmt.Errorf("seed deal %d: %w", i, err)
 			}
 		}

@@ -42,11 +42,11 @@ func TestToolSchemasAreGoSDKs(t *testing.T) {
 	ref := mcp.NewServer(&mcp.Implementation{Name: "reference"}, nil)
 	addReference[ListContactsIn, ContactList](ref, "list_contacts")
 	addReference[ContactID, crm.Contact](ref, "get_contact")
-	addReference[CreateContactIn, crm.Contact](ref, "create_contact")
-	addReference[UpdateContactIn, crm.Contact](ref, "update_contact")
+	addReference[CreateContactIn, ContactWritten](ref, "create_contact")
+	addReference[UpdateContactIn, ContactWritten](ref, "update_contact")
 	addReference[ListDealsIn, DealList](ref, "list_deals")
-	addReference[CreateDealIn, crm.Deal](ref, "create_deal")
-	addReference[UpdateDealStageIn, crm.Deal](ref, "update_deal_stage")
+	addReference[CreateDealIn, DealWritten](ref, "create_deal")
+	addReference[UpdateDealStageIn, DealWritten](ref, "update_deal_stage")
 	server, cat := newMCPServer(Config{Store: &crm.Store{}, Logger: slog.New(slog.DiscardHandler)})
 
 	schemas := func(cs *mcp.ClientSession) map[string][2]string {

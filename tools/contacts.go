@@ -156,10 +156,10 @@ func contactTools(d *deps) []spec {
 				return describeContact(got), got, nil
 			}}),
 
-		define(d, toolDef[CreateContactIn, crm.Contact]{tool: &mcp.Tool{
+		define(d, toolDef[CreateContactIn, ContactWritten]{tool: &mcp.Tool{
 			Name:        "create_contact",
 			Title:       "Create a contact",
-			Description: "Create a CRM contact. name and email are required.",
+			Description: "Create a CRM contact. name and email are required. Answers with the new contact's id and the fields as stored.",
 			Annotations: &mcp.ToolAnnotations{DestructiveHint: ptr(false), OpenWorldHint: ptr(false)},
 		}, scopes: []string{ScopeContactsWrite}, writes: true,
 			asks: func(in CreateContactIn) bool { return isRestricted(in.Classification) },
@@ -196,13 +196,13 @@ func contactTools(d *deps) []spec {
 					{Key: "owner", New: owner},
 				}, nil
 			},
-			run: func(ctx context.Context, c *call[CreateContactIn]) (string, crm.Contact, error) {
+			run: func(ctx context.Context, c *call[CreateContactIn]) (string, ContactWritten, error) {
 				in := c.in
 				nc := crm.NewContact{Name: in.Name, Email: in.Email, Phone: in.Phone, Company: in.Company, Sector: in.Sector, Owner: in.Owner}
 				if in.Classification != "" {
 					cl, err := crm.ParseClassification(in.Classification)
 					if err != nil {
-						return "", crm.Contact{}, err
+						return "", ContactWritten{}, err
 					}
 					nc.Classification = cl
 				}
@@ -211,19 +211,27 @@ func contactTools(d *deps) []spec {
 				}
 				got, err := d.store.CreateContact(ctx, nc)
 				if err != nil {
-					return "", crm.Contact{}, err
+					return "", ContactWritten{}, err
 				}
-				return "Created " + describeContact(got), got, nil
+				// Every field is one the call set (or its default).
+				out := ContactWritten{Created: contactTarget(&got), ID: got.ID, Changed: allContact(got)}
+				return out.text(), out, nil
 			}}),
 
-		define(d, toolDef[UpdateContactIn, crm.Contact]{tool: &mcp.Tool{
+		define(d, toolDef[UpdateContactIn, ContactWritten]{tool: &mcp.Tool{
 			Name:        "update_contact",
 			Title:       "Update a contact",
-			Description: "Change fields of a CRM contact; fields left out stay as they are.",
+			Description: "Change fields of a CRM contact; fields left out stay as they are, and at least one must be set. Answers with the fields it changed, not the whole record.",
 			Annotations: &mcp.ToolAnnotations{DestructiveHint: ptr(true), IdempotentHint: true, OpenWorldHint: ptr(false)},
 		}, scopes: []string{ScopeContactsWrite}, writes: true,
 			asks: func(in UpdateContactIn) bool { return in.Classification != nil && isRestricted(*in.Classification) },
 			check: func(in UpdateContactIn) (UpdateContactIn, error) {
+				if (in == UpdateContactIn{ID: in.ID}) {
+					// A write that sets nothing would be a read that
+					// costs a push: refused from the request alone,
+					// before the record is read.
+					return in, errNothingToChange
+				}
 				var cl *crm.Classification
 				if in.Classification != nil {
 					c := crm.Classification(*in.Classification)
@@ -255,15 +263,15 @@ func contactTools(d *deps) []spec {
 				change("sector", old.Sector, in.Sector)
 				change("classification", string(old.Classification), in.Classification)
 				change("owner", old.Owner, in.Owner)
-				return "Update contact " + contactLabel(old), details, nil
+				return "Update " + contactTarget(old), details, nil
 			},
-			run: func(ctx context.Context, c *call[UpdateContactIn]) (string, crm.Contact, error) {
+			run: func(ctx context.Context, c *call[UpdateContactIn]) (string, ContactWritten, error) {
 				in := c.in
 				u := crm.ContactUpdate{Name: in.Name, Email: in.Email, Phone: in.Phone, Company: in.Company, Sector: in.Sector, Owner: in.Owner}
 				if in.Classification != nil {
 					cl, err := crm.ParseClassification(*in.Classification)
 					if err != nil {
-						return "", crm.Contact{}, err
+						return "", ContactWritten{}, err
 					}
 					u.Classification = &cl
 				}
@@ -271,15 +279,15 @@ func contactTools(d *deps) []spec {
 				// the call was decided (and shown to the approver).
 				got, err := d.store.UpdateContactIf(ctx, in.ID, u, c.target.contact.Classification)
 				if errors.Is(err, crm.ErrChanged) {
-					return "", crm.Contact{}, &toolError{"the contact was reclassified while the call waited, so nothing was written; call again"}
+					return "", ContactWritten{}, errReclassified("contact")
 				}
 				if err != nil {
-					return "", crm.Contact{}, err
+					return "", ContactWritten{}, err
 				}
-				if err := c.mayShow(got.Classification); err != nil {
-					return "", crm.Contact{}, err
-				}
-				return "Updated " + describeContact(got), got, nil
+				// The answer holds only what the call set, so nothing of
+				// the record it did not ask to see leaves the server.
+				out := ContactWritten{Updated: contactTarget(c.target.contact), ID: got.ID, Changed: setContact(got, in)}
+				return out.text(), out, nil
 			}}),
 	}
 }

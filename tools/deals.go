@@ -2,6 +2,7 @@ package tools
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -101,10 +102,10 @@ func dealTools(d *deps) []spec {
 				return b.String(), out, nil
 			}}),
 
-		define(d, toolDef[CreateDealIn, crm.Deal]{tool: &mcp.Tool{
+		define(d, toolDef[CreateDealIn, DealWritten]{tool: &mcp.Tool{
 			Name:        "create_deal",
 			Title:       "Create a deal",
-			Description: "Create a deal with a contact.",
+			Description: "Create a deal with a contact. Answers with the new deal's id and the fields as stored.",
 			Annotations: &mcp.ToolAnnotations{DestructiveHint: ptr(false), OpenWorldHint: ptr(false)},
 		}, scopes: []string{ScopeDealsWrite}, writes: true,
 			check: func(in CreateDealIn) (CreateDealIn, error) {
@@ -127,34 +128,45 @@ func dealTools(d *deps) []spec {
 				if stage == "" {
 					stage = string(crm.StageLead) + " (default)"
 				}
-				return "Create a deal of " + money(in.Amount, in.Currency) + " for contact " + contactLabel(c.target.contact), []stepup.Detail{
+				return "Create " + newDealTarget(in.Amount, in.Currency, c.target.contact), []stepup.Detail{
 					{Key: "title", New: in.Title},
 					{Key: "amount", New: strconv.FormatInt(in.Amount, 10) + " (minor units)"},
 					{Key: "currency", New: in.Currency},
 					{Key: "stage", New: stage},
 				}, nil
 			},
-			run: func(ctx context.Context, c *call[CreateDealIn]) (string, crm.Deal, error) {
+			run: func(ctx context.Context, c *call[CreateDealIn]) (string, DealWritten, error) {
 				in := c.in
 				nd := crm.NewDeal{ContactID: in.ContactID, Title: in.Title, Amount: in.Amount, Currency: in.Currency}
 				if in.Stage != "" {
 					st, err := crm.ParseStage(in.Stage)
 					if err != nil {
-						return "", crm.Deal{}, err
+						return "", DealWritten{}, err
 					}
 					nd.Stage = st
 				}
-				dl, err := d.store.CreateDeal(ctx, nd)
-				if err != nil {
-					return "", crm.Deal{}, err
+				// Written only while the contact is classified as it was
+				// when the call was decided (and shown to the approver).
+				dl, err := d.store.CreateDealIf(ctx, nd, c.target.contact.Classification)
+				if errors.Is(err, crm.ErrChanged) {
+					return "", DealWritten{}, errReclassified("deal's contact")
 				}
-				return "Created " + describeDeal(dl), dl, nil
+				if err != nil {
+					return "", DealWritten{}, err
+				}
+				stage := string(dl.Stage)
+				out := DealWritten{
+					Created: newDealTarget(in.Amount, in.Currency, c.target.contact),
+					ID:      dl.ID,
+					Changed: DealFields{ContactID: &dl.ContactID, Title: &dl.Title, Amount: &dl.Amount, Currency: &dl.Currency, Stage: &stage},
+				}
+				return out.text(), out, nil
 			}}),
 
-		define(d, toolDef[UpdateDealStageIn, crm.Deal]{tool: &mcp.Tool{
+		define(d, toolDef[UpdateDealStageIn, DealWritten]{tool: &mcp.Tool{
 			Name:        "update_deal_stage",
 			Title:       "Move a deal to another stage",
-			Description: "Set the stage of a deal.",
+			Description: "Set the stage of a deal. Answers with the stage as stored, not the whole deal.",
 			Annotations: &mcp.ToolAnnotations{DestructiveHint: ptr(true), IdempotentHint: true, OpenWorldHint: ptr(false)},
 		}, scopes: []string{ScopeDealsWrite}, writes: true,
 			check: func(in UpdateDealStageIn) (UpdateDealStageIn, error) {
@@ -178,19 +190,26 @@ func dealTools(d *deps) []spec {
 			},
 			describe: func(c *call[UpdateDealStageIn]) (string, []stepup.Detail, error) {
 				dl := c.target.deal
-				return fmt.Sprintf("Move deal #%d %s of %s with contact %s", dl.ID, "\""+label(dl.Title)+"\"", money(dl.Amount, dl.Currency), contactLabel(c.target.contact)),
+				return "Move " + dealTarget(dl, c.target.contact),
 					[]stepup.Detail{{Key: "stage", Old: string(dl.Stage), HasOld: true, New: c.in.Stage}}, nil
 			},
-			run: func(ctx context.Context, c *call[UpdateDealStageIn]) (string, crm.Deal, error) {
+			run: func(ctx context.Context, c *call[UpdateDealStageIn]) (string, DealWritten, error) {
 				st, err := crm.ParseStage(c.in.Stage)
 				if err != nil {
-					return "", crm.Deal{}, err
+					return "", DealWritten{}, err
 				}
-				dl, err := d.store.UpdateDealStage(ctx, c.in.ID, st)
+				// Written only while the deal's contact is classified as it
+				// was when the call was decided (and shown to the approver).
+				dl, err := d.store.UpdateDealStageIf(ctx, c.in.ID, st, c.target.contact.Classification)
+				if errors.Is(err, crm.ErrChanged) {
+					return "", DealWritten{}, errReclassified("deal's contact")
+				}
 				if err != nil {
-					return "", crm.Deal{}, err
+					return "", DealWritten{}, err
 				}
-				return "Updated " + describeDeal(dl), dl, nil
+				stage := string(dl.Stage)
+				out := DealWritten{Updated: dealTarget(c.target.deal, c.target.contact), ID: dl.ID, Changed: DealFields{Stage: &stage}}
+				return out.text(), out, nil
 			}}),
 	}
 }

@@ -395,10 +395,11 @@ func TestWritesPersistAcrossRestart(t *testing.T) {
 	cs := e.connect(t, e.token("alice", "crm"))
 	res := call(t, cs, "create_contact", map[string]any{"name": "Noor Haddad", "email": "noor@example.com"})
 	require.False(t, res.IsError, text(res))
-	var c crm.Contact
+	var c tools.ContactWritten
 	b, _ := json.Marshal(res.StructuredContent)
 	require.NoError(t, json.Unmarshal(b, &c))
-	assert.Equal(t, "alice", c.Owner, "owner defaults to the signed-in user")
+	require.NotNil(t, c.Changed.Owner)
+	assert.Equal(t, "alice", *c.Changed.Owner, "owner defaults to the signed-in user")
 
 	require.NoError(t, e.store.Close())
 	reopened, err := crm.Open(context.Background(), e.dbPath)
