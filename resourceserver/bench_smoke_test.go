@@ -10,7 +10,8 @@ import (
 // figures come from go test -bench (docs/performance.md).
 func TestBenchmarksRun(t *testing.T) {
 	runBenchmarksOnce(t, map[string]func(*testing.B){
-		"BenchmarkVerify": BenchmarkVerify,
+		"BenchmarkVerify":        BenchmarkVerify,
+		"BenchmarkInactiveToken": BenchmarkInactiveToken,
 	})
 }
 

@@ -68,17 +68,22 @@ func (c *tokenCache) put(raw string, tok *Token, until, now time.Time) {
 	c.m[k] = cacheEntry{raw: raw, tok: tok, until: until}
 }
 
-// evictLocked makes room for one entry in O(1) amortized time: it drops
+// evictLocked makes room for one entry.
+func (c *tokenCache) evictLocked(now time.Time) {
+	evictOne(c.m, func(e cacheEntry) bool { return !now.Before(e.until) })
+}
+
+// evictOne makes room in m for one entry in O(1) amortized time: it drops
 // expired entries among the first few it meets and, failing that, one
 // arbitrary entry (Go randomizes map iteration order).
-func (c *tokenCache) evictLocked(now time.Time) {
+func evictOne[K comparable, V any](m map[K]V, expired func(V) bool) {
 	const scan = 32
 	n := 0
-	var victim uint64
+	var victim K
 	dropped := false
-	for k, e := range c.m {
-		if !now.Before(e.until) {
-			delete(c.m, k)
+	for k, v := range m {
+		if expired(v) {
+			delete(m, k)
 			dropped = true
 		} else if n == 0 {
 			victim = k
@@ -88,7 +93,7 @@ func (c *tokenCache) evictLocked(now time.Time) {
 		}
 	}
 	if !dropped {
-		delete(c.m, victim)
+		delete(m, victim)
 	}
 }
 
@@ -96,4 +101,42 @@ func (c *tokenCache) len() int {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	return len(c.m)
+}
+
+// refusalCache remembers, for a few seconds, the tokens introspection
+// refused or could not judge, so that a client repeating one bad token
+// costs one introspection call, not one per request: an anonymous client
+// must not spend the server's client credentials against the
+// authorization server's rate limits.
+//
+// Entries are keyed by the token's SHA-256, which cannot collide in
+// practice, so an entry holds no token at all and costs the same whatever
+// the token's size. The digest (under a microsecond) is only paid in the
+// introspection modes, next to a network call it may save. Its owner
+// guards it; it is not safe for concurrent use on its own.
+type refusalCache struct {
+	max int
+	m   map[[32]byte]refusal
+}
+
+type refusal struct {
+	err   error // wraps ErrInvalidToken or ErrUnavailable; holds no token
+	until time.Time
+}
+
+func (c *refusalCache) get(key [32]byte, now time.Time) error {
+	if r, ok := c.m[key]; ok && now.Before(r.until) {
+		return r.err
+	}
+	return nil
+}
+
+func (c *refusalCache) put(key [32]byte, err error, until, now time.Time) {
+	if c.m == nil {
+		c.m = make(map[[32]byte]refusal)
+	}
+	if _, exists := c.m[key]; !exists && len(c.m) >= c.max {
+		evictOne(c.m, func(r refusal) bool { return !now.Before(r.until) })
+	}
+	c.m[key] = refusal{err: err, until: until}
 }

@@ -127,7 +127,10 @@ type Config struct {
 	OnRefuse func(ctx context.Context, r Refusal)
 
 	// OnIntrospect, when set, hears how long each introspection call took
-	// and whether it failed (err is nil for an answer, active or not).
+	// and whether it failed (err is nil for an answer, active or not). It
+	// hears only calls really made: requests that shared another's call or
+	// met a remembered refusal (IntrospectionRefusalTTL,
+	// IntrospectionFailureTTL) cost none.
 	OnIntrospect func(took time.Duration, err error)
 
 	// HTTPClient is used for discovery, JWKS and introspection. Default: a

@@ -2,15 +2,149 @@ package resourceserver
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 )
+
+// How long a token introspection did not accept is remembered, so that a
+// client repeating it costs one introspection call per period instead of
+// one per request. Neither is configurable; both are named so that
+// documentation and tests can refer to them.
+const (
+	// IntrospectionRefusalTTL: the authorization server said the token is
+	// inactive, or its answer does not admit it here (audience, expiry).
+	// A refused token does not become good later, so remembering it costs
+	// nothing but the few seconds a just-issued token might wait for the
+	// authorization server to know it.
+	IntrospectionRefusalTTL = 5 * time.Second
+	// IntrospectionFailureTTL: the token could not be judged (network
+	// error, HTTP 5xx or 401, unreadable answer). It keeps giving 503 for
+	// this long, no longer, so a transient failure does not outlast
+	// itself by more than a second.
+	IntrospectionFailureTTL = time.Second
+)
+
+// Bounds on what introspection may hold in memory.
+const (
+	// maxRemembered bounds the refusals remembered: about 100 bytes each,
+	// a megabyte at most. Past it, expired entries go first, then
+	// arbitrary ones.
+	maxRemembered = 10000
+	// maxShared bounds the introspections run apart from their callers.
+	// Past it, a caller introspects on its own context, as if alone, so
+	// no request can leave more than one bounded call behind it.
+	maxShared = 1024
+)
+
+// introspections shares and remembers introspection calls: concurrent
+// requests with one token wait for one call, and a token refused (or not
+// judged) is remembered briefly. It is safe for concurrent use.
+//
+// The shared call runs on the Server's context, not the first caller's, so
+// a caller who goes away does not fail the others waiting for the answer.
+// An in-flight map like keyset.go's rather than
+// golang.org/x/sync/singleflight: the result must be remembered and the
+// call forgotten in one step under one lock, or a caller arriving between
+// the two would start a second call.
+type introspections struct {
+	mu       sync.Mutex
+	refused  refusalCache
+	inflight map[[32]byte]*introspection
+}
+
+// introspection is one call in flight; tok and err are set before done
+// is closed, and never changed after.
+type introspection struct {
+	done chan struct{}
+	tok  *Token
+	err  error
+}
+
+// refusedBefore returns the remembered refusal of the token with this key,
+// or nil.
+func (s *Server) refusedBefore(key [32]byte) error {
+	s.intro.mu.Lock()
+	defer s.intro.mu.Unlock()
+	return s.intro.refused.get(key, s.cfg.Now())
+}
+
+// introspectShared is introspect, shared by concurrent callers with the
+// same raw token and remembered briefly when it refuses. The Token it
+// returns may be shared: it carries its Fingerprint and must not be
+// changed.
+func (s *Server) introspectShared(ctx context.Context, is *issuerState, raw string, jwtTok *Token) (*Token, error) {
+	key := sha256.Sum256([]byte(raw))
+	in := &s.intro
+	in.mu.Lock()
+	if err := in.refused.get(key, s.cfg.Now()); err != nil {
+		in.mu.Unlock()
+		return nil, err
+	}
+	call := in.inflight[key]
+	if call == nil && len(in.inflight) >= maxShared {
+		in.mu.Unlock()
+		tok, err := s.introspect(ctx, is, raw, jwtTok)
+		if err == nil {
+			tok.Fingerprint = Fingerprint(raw)
+		}
+		in.mu.Lock()
+		s.rememberLocked(ctx, key, err)
+		in.mu.Unlock()
+		return tok, err
+	}
+	if call == nil {
+		call = &introspection{done: make(chan struct{})}
+		if in.inflight == nil {
+			in.inflight = make(map[[32]byte]*introspection)
+		}
+		in.inflight[key] = call
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			tok, err := s.introspect(s.ctx, is, raw, jwtTok)
+			if err == nil {
+				tok.Fingerprint = Fingerprint(raw)
+			}
+			call.tok, call.err = tok, err
+			in.mu.Lock()
+			s.rememberLocked(s.ctx, key, err)
+			delete(in.inflight, key)
+			in.mu.Unlock()
+			close(call.done)
+		}()
+	}
+	in.mu.Unlock()
+	select {
+	case <-call.done:
+		return call.tok, call.err
+	case <-ctx.Done():
+		return nil, unavailable("waiting for introspection: %v", ctx.Err())
+	}
+}
+
+// rememberLocked remembers a refusal or failure of the token with key,
+// unless it came from ctx ending: the next caller may well get an answer.
+// The caller holds s.intro.mu.
+func (s *Server) rememberLocked(ctx context.Context, key [32]byte, err error) {
+	if err == nil || ctx.Err() != nil {
+		return
+	}
+	ttl := IntrospectionFailureTTL
+	if errors.Is(err, ErrInvalidToken) {
+		ttl = IntrospectionRefusalTTL
+	}
+	now := s.cfg.Now()
+	s.intro.refused.put(key, err, now.Add(ttl), now)
+}
 
 // introspect asks the issuer whether raw is active (RFC 7662). With jwtTok
 // nil (ModeIntrospection) the answer's claims make the Token; otherwise the

@@ -2,6 +2,7 @@ package resourceserver
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -23,6 +24,7 @@ type Server struct {
 	issuers       map[string]*issuerState
 	issuerOrder   []*issuerState
 	cache         *tokenCache // nil when disabled
+	intro         introspections
 
 	metadataURL   string
 	metadataPaths []string
@@ -90,6 +92,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.CacheSize > 0 {
 		s.cache = newTokenCache(cfg.CacheSize)
 	}
+	s.intro.refused.max = maxRemembered
 	s.initMetadata()
 
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -134,19 +137,27 @@ func (s *Server) Verify(ctx context.Context, raw string) (*Token, error) {
 		if len(raw) > maxTokenBytes {
 			return nil, invalid(descMalformed, "token is %d bytes, over the %d byte limit", len(raw), maxTokenBytes)
 		}
-		tok, err = s.introspect(ctx, s.issuerOrder[0], raw, nil)
+		tok, err = s.introspectShared(ctx, s.issuerOrder[0], raw, nil)
 		ttl = s.cfg.IntrospectionCacheTTL
 	case ModeJWTIntrospection:
+		// A revoked JWT still verifies; remembering its refusal spares
+		// the signature check as well as the call.
+		if err := s.refusedBefore(sha256.Sum256([]byte(raw))); err != nil {
+			return nil, err
+		}
 		tok, err = s.verifyJWT(ctx, raw)
 		if err == nil {
-			tok, err = s.introspect(ctx, s.issuers[tok.Issuer], raw, tok)
+			tok, err = s.introspectShared(ctx, s.issuers[tok.Issuer], raw, tok)
 		}
 		ttl = s.cfg.IntrospectionCacheTTL
 	}
 	if err != nil {
 		return nil, err
 	}
-	tok.Fingerprint = Fingerprint(raw)
+	if tok.Fingerprint == "" {
+		// Introspected tokens have theirs already, and may be shared.
+		tok.Fingerprint = Fingerprint(raw)
+	}
 	if s.cache != nil {
 		until := now.Add(ttl)
 		if !tok.Expiry.IsZero() && tok.Expiry.Before(until) {

@@ -42,7 +42,9 @@ type State interface {
 
 	// Land ends the approval flightID of user: in one step, it runs fn on
 	// the record as Update does and records r, which Await returns from
-	// then on, for a while, to every Guard sharing the State.
+	// then on, for a while, to every Guard sharing the State: all of r,
+	// so that a call that waited on another Guard's push is audited with
+	// the same By and TxID as the call that sent it.
 	Land(ctx context.Context, user, flightID string, r Result, fn func(*UserState)) error
 
 	// Await returns the result of flightID once it has landed. It returns

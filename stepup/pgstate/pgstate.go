@@ -71,6 +71,15 @@ var migrations = []string{
 		expires_at timestamptz NOT NULL
 	);
 	CREATE INDEX stepup_results_expires_at ON stepup_results (expires_at);`,
+
+	// 2: a result keeps how the approval came about and the Duo txid, so a
+	// replica that waited on another's push records the same approval
+	// (reason and duo_txid) in its audit trail. The defaults let rows
+	// written before, and by a replica of the previous build still
+	// running, read as "not known".
+	`ALTER TABLE stepup_results
+		ADD COLUMN approved_by text NOT NULL DEFAULT '',
+		ADD COLUMN duo_txid    text NOT NULL DEFAULT '';`,
 }
 
 // State is a stepup.State in Postgres. It is safe for concurrent use.
@@ -229,9 +238,9 @@ func (s *State) Land(ctx context.Context, user, flightID string, r stepup.Result
 		if err := update(ctx, tx, user, fn); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO stepup_results (flight_id, outcome, message, expires_at)
-			VALUES ($1, $2, $3, $4) ON CONFLICT (flight_id) DO NOTHING`,
-			flightID, string(r.Outcome), r.Msg, time.Now().Add(resultTTL)); err != nil {
+		if _, err := tx.Exec(ctx, `INSERT INTO stepup_results (flight_id, outcome, message, approved_by, duo_txid, expires_at)
+			VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (flight_id) DO NOTHING`,
+			flightID, string(r.Outcome), r.Msg, r.By, r.TxID, time.Now().Add(resultTTL)); err != nil {
 			return err
 		}
 		_, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, channel, flightID)
@@ -253,7 +262,8 @@ func (s *State) Await(ctx context.Context, flightID string) (stepup.Result, erro
 	for {
 		var r stepup.Result
 		var outcome string
-		err := s.pool.QueryRow(ctx, `SELECT outcome, message FROM stepup_results WHERE flight_id = $1`, flightID).Scan(&outcome, &r.Msg)
+		err := s.pool.QueryRow(ctx, `SELECT outcome, message, approved_by, duo_txid FROM stepup_results WHERE flight_id = $1`,
+			flightID).Scan(&outcome, &r.Msg, &r.By, &r.TxID)
 		switch {
 		case err == nil:
 			r.Outcome = stepup.Outcome(outcome)
