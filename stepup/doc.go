@@ -37,8 +37,9 @@
 //  6. auth sends the push asynchronously, with the tool, reason, summary,
 //     client and server shown on the phone.
 //  7. auth_status is polled until Duo decides or the deadline passes.
-//  8. An approval becomes a grant; a denial starts the cooldown; a fraud
-//     report or a lock-out also revokes the user's grants.
+//  8. An approval becomes a grant; a denial starts the cooldown and
+//     revokes every grant of the user, as a fraud report or a lock-out
+//     does.
 //
 // # Failing closed
 //

@@ -776,9 +776,11 @@ func (g *Guard) pushExpired(err error, subject string) error {
 
 // land records a flight's result and releases its waiters. A denial is
 // never remembered as an approval; only an approval by push becomes a grant
-// (a bypass is Duo's decision to make afresh each time). A plain denial
-// leaves the user's other grants alone: it refuses one call, not the
-// session. Fraud and lock-out revoke them all.
+// (a bypass is Duo's decision to make afresh each time). A denial revokes
+// every grant the user holds, for every client: a person who has just said
+// no to one call means it, and must not see the agent go on with what an
+// earlier approval still covers; everything sensitive asks again after the
+// cooldown. Fraud and lock-out revoke them too.
 //
 // If the State cannot record the result, this Guard's waiters still get
 // it; other Guards' waiters fail closed at the flight's deadline.
@@ -805,10 +807,10 @@ func (g *Guard) land(ctx context.Context, f *flight, id, key string, req Request
 			// refusal, and the push cap already limits retries.
 			us.coolUntil = now.Add(g.cfg.DenyCooldown)
 		}
-		if IsOutcome(err, Fraud) || IsOutcome(err, LockedOut) {
-			// The user says someone else is at work, or Duo stopped
-			// trusting the account: earlier approvals no longer stand
-			// either.
+		if IsOutcome(err, Denied) || IsOutcome(err, Fraud) || IsOutcome(err, LockedOut) {
+			// The user said no, says someone else is at work, or Duo
+			// stopped trusting the account: earlier approvals no longer
+			// stand either.
 			clear(us.grants)
 		}
 		if us.flight != nil && us.flight.ID == id {

@@ -133,28 +133,36 @@ func TestDenialCooldown(t *testing.T) {
 	}
 }
 
-func TestFraudRevokesGrants(t *testing.T) {
+func TestDenialRevokesGrants(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		d, g := newBubble(t, stepup.Config{DenyCooldown: time.Minute}, nil)
+		d, g := newBubble(t, stepup.Config{DenyCooldown: time.Minute, MaxPushes: 10}, nil)
 		d.Script("alice", duotest.Approve)
 		a, b := request("alice"), withKey(request("alice"), `{"query":"military"}`)
 		require.NoError(t, g.Approve(t.Context(), a, nil))
 		require.NoError(t, g.Approve(t.Context(), b, nil))
 
-		// A plain denial of a third call leaves a's grant standing.
+		// A plain denial of a third call revokes a's and b's grants: the
+		// cooldown refuses a, and after it a needs a push again.
 		d.Script("alice", duotest.Deny)
 		err := g.Approve(t.Context(), withKey(a, `{"q":3}`), nil)
 		require.True(t, stepup.IsOutcome(err, stepup.Denied), "got %v", err)
-		require.NoError(t, g.Approve(t.Context(), a, nil), "grants come before the cooldown")
+		err = g.Approve(t.Context(), a, nil)
+		require.True(t, stepup.IsOutcome(err, stepup.CoolingDown), "a denial leaves no grant to serve a: got %v", err)
+		time.Sleep(time.Minute)
+		d.Script("alice", duotest.Approve)
+		pushes := len(d.Pushes())
+		require.NoError(t, g.Approve(t.Context(), a, nil))
+		assert.Len(t, d.Pushes(), pushes+1, "a's grant should be gone after the denial")
+		require.NoError(t, g.Approve(t.Context(), b, nil))
+		assert.Len(t, d.Pushes(), pushes+2, "b's grant should be gone after the denial")
 
 		// Fraud revokes every grant.
-		time.Sleep(time.Minute)
 		d.Script("alice", duotest.Fraud)
 		err = g.Approve(t.Context(), withKey(a, `{"q":4}`), nil)
 		require.True(t, stepup.IsOutcome(err, stepup.Fraud), "got %v", err)
 		time.Sleep(time.Minute)
 		d.Script("alice", duotest.Approve)
-		pushes := len(d.Pushes())
+		pushes = len(d.Pushes())
 		require.NoError(t, g.Approve(t.Context(), b, nil))
 		assert.Len(t, d.Pushes(), pushes+1, "b's grant should be gone")
 	})

@@ -427,3 +427,32 @@ func TestStepUpWriteApprovalIsOneShot(t *testing.T) {
 	require.False(t, call(t, cs, "create_deal", args).IsError)
 	assert.Len(t, e.duo.Pushes(), 2, "each write needs its own approval")
 }
+
+// TestStepUpDenialRevokesGrants is the README's step 4: after the user
+// denies one call, an approval given earlier no longer covers anything. The
+// same client's approved search is refused during the cooldown instead of
+// answering from the old grant, and asks again after it.
+func TestStepUpDenialRevokesGrants(t *testing.T) {
+	e := newStepUpEnv(t, func(c *stepup.Config, _ *tools.StepUp) { c.DenyCooldown = 300 * time.Millisecond })
+	cs := e.connect(t, e.token("alice", "crm"))
+	search := map[string]any{"query": "defence"}
+	res := call(t, cs, "list_contacts", search)
+	require.False(t, res.IsError, text(res))
+	require.Contains(t, resultJSON(t, res), "Riley", "the approved search returns the restricted match")
+	require.Len(t, e.duo.Pushes(), 1)
+
+	e.duo.Script("alice", duotest.Deny)
+	require.True(t, call(t, cs, "get_contact", map[string]any{"id": 6}).IsError)
+	require.Len(t, e.duo.Pushes(), 2)
+
+	res = call(t, cs, "list_contacts", search)
+	require.True(t, res.IsError, "the earlier approval must not answer after a denial")
+	assert.NotContains(t, resultJSON(t, res), "Riley")
+	assert.Len(t, e.duo.Pushes(), 2, "refused by the cooldown, without a push")
+
+	time.Sleep(400 * time.Millisecond)
+	e.duo.Script("alice", duotest.Approve)
+	res = call(t, cs, "list_contacts", search)
+	require.False(t, res.IsError, text(res))
+	assert.Len(t, e.duo.Pushes(), 3, "after the cooldown the search asks again")
+}
