@@ -64,7 +64,7 @@ func (c *catalog) recordInvalid() mcp.Middleware {
 func (c *catalog) writeInvalid(ctx context.Context, call *mcp.CallToolRequest, record func(context.Context, audit.Event) error) {
 	name := call.Params.Name
 	if c.byName[name] == nil {
-		name = cut(name)
+		name = cutName(name)
 	}
 	ev := audit.Event{RequestID: newRequestID(), Kind: audit.ToolCalled, Outcome: "invalid", Tool: name}
 	if ev.Tool == "" {
@@ -83,8 +83,8 @@ func (c *catalog) writeInvalid(ctx context.Context, call *mcp.CallToolRequest, r
 	}
 }
 
-// cut shortens a client's unknown tool name for the trail.
-func cut(name string) string {
+// cutName shortens a client's unknown tool name for the trail.
+func cutName(name string) string {
 	if len(name) <= maxInvalidName {
 		return name
 	}
