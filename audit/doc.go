@@ -32,15 +32,29 @@
 // (tool.called ok, error, invalid) acts on nothing: it is written at once
 // and reaches the disk with the next synced line or Close, so a crash or a
 // power loss may cost the last outcomes, never a decision. A failed write or fsync makes
-// the Log refuse every later Record (fail closed): the file's tail is then
-// in doubt, and reopening it is the recovery.
+// the Log refuse its events (fail closed) until it can write again: the
+// next Record then cuts the file back to its last line known to be
+// written, appends a [Recovered] event saying since when and how many
+// events were refused, and goes on, with no restart.
+//
+// Strings are written with every control, format, bidi and invisible
+// character as a JSON \uXXXX escape, the characters a Duo Push escapes
+// for its approver: the bytes show what the line says in a terminal, and
+// a JSON reader decodes the exact value.
+//
+// A [Tally] counts the requests the front door refuses and writes one
+// auth.failed line per reason and source per interval, unsynced, instead
+// of a synced line each (see Tally for why).
 //
 // A crash during a write (kill -9, the process dying any other way) can
 // leave only one defect: a torn final line, bytes after the last "\n". Its
 // Record never returned, so nothing was acted on because of it. The rule:
 //
 //   - [Verify] accepts a torn final line, reports its size in
-//     [Summary.TornBytes], and does not count it as a record. Accepting it
+//     [Summary.TornBytes], and does not count it as a record; the
+//     crm-mcp audit verify command fails such a file unless told
+//     (--allow-torn) that it reads a crashed server's file, since an
+//     edited last line without its newline looks the same. Accepting it
 //     costs nothing: whoever can cut a file mid-line can as well cut it at a
 //     line boundary, which no hash chain detects on its own (see below).
 //     Anything else, such as an incomplete line followed by more lines, an

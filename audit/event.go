@@ -18,7 +18,8 @@ type Kind string
 // path, in the order a call meets them.
 const (
 	// AuthFailed: the front door refused a token (Reason says why, such as
-	// expired or wrong audience).
+	// expired or wrong audience). A Tally writes it as a count: Count
+	// requests from Source refused for Reason since Since.
 	AuthFailed Kind = "auth.failed"
 	// ScopeDenied: a valid token lacks the scope a tool needs.
 	ScopeDenied Kind = "scope.denied"
@@ -34,8 +35,11 @@ const (
 	StepUpFailed Kind = "stepup.failed"
 	// ToolCalled: a tool ran; Outcome and Duration say how it went.
 	ToolCalled Kind = "tool.called"
-	// Recovered is written by Open only, after it removed a torn final
-	// line left by a crash (Reason gives its size and SHA-256).
+	// Recovered is written by the Log only: by Open after it removed a
+	// torn final line left by a crash (Reason gives its size and
+	// SHA-256), and by Record once the file can be written again after a
+	// failed write (Reason says since when and how many events were
+	// refused).
 	Recovered Kind = "audit.recovered"
 )
 
@@ -110,6 +114,10 @@ type line struct {
 	DuoTxID    string          `json:"duo_txid,omitempty"`
 	Outcome    string          `json:"outcome,omitempty"`
 	DurationMS *float64        `json:"duration_ms,omitempty"`
+	// A Tally's line: refusals from Source counted since Since.
+	Source string `json:"source,omitempty"`
+	Count  int    `json:"count,omitempty"`
+	Since  string `json:"since,omitempty"`
 }
 
 // FieldError is an Event that cannot be recorded, naming the field.
@@ -129,7 +137,7 @@ func toLine(e Event, includeArgs bool, now time.Time) (line, error) {
 	if !ok {
 		msg := "is not an event kind"
 		if e.Kind == Recovered {
-			msg = "is written by Open only"
+			msg = "is written by the Log only"
 		}
 		return line{}, &FieldError{Kind: e.Kind, Field: "Kind", Msg: msg}
 	}

@@ -47,7 +47,13 @@ type Log struct {
 	size   int64    // bytes of f known to be complete lines
 	seq    uint64   // of the last line written
 	prev   string   // hash of the last line written
-	failed error    // set by a failed write or by Close: every Record returns it
+	failed error    // set by Close, or by a failed write to a plain writer: every Record returns it
+
+	// A file whose write or fsync failed is broken: Record refuses its
+	// events until a recovery succeeds (see recover).
+	broken      error
+	brokenSince time.Time
+	refused     int // events refused while broken
 }
 
 // New returns a Log writing to w (standard output, say), unsynced. Its
@@ -130,8 +136,13 @@ func open(f *os.File, path string, created bool, opts Options) (*Log, error) {
 
 // Record writes e as one line and, for a file, fsyncs it before
 // returning. An error means the event is not on record: the caller must
-// not act on the decision (fail closed). After a failed write every later
-// Record fails too, until the file is opened again.
+// not act on the decision (fail closed). After a failed write to a file
+// (a full disk, say) each later Record first tries to recover: it takes
+// back what the failed write left, writes an audit.recovered line saying
+// how long the trail was broken and how many events it refused, and goes
+// on; until that succeeds it refuses its event too. A failed write to a
+// plain writer fails every later Record: bytes already sent cannot be
+// taken back.
 //
 // Record does not give up when ctx is done: an event about a cancelled
 // call must still be recorded, and a write cannot be undone halfway.
@@ -151,6 +162,17 @@ func (l *Log) append(ln line) error {
 	if l.failed != nil {
 		return l.failed
 	}
+	if l.broken != nil {
+		if err := l.recover(); err != nil {
+			l.refused++
+			return err
+		}
+	}
+	return l.appendLine(ln)
+}
+
+// appendLine encodes, escapes, chains and writes ln; l.mu is held.
+func (l *Log) appendLine(ln line) error {
 	ln.Seq = l.seq + 1
 	ln.Prev = l.prev
 	var b bytes.Buffer
@@ -159,15 +181,50 @@ func (l *Log) append(ln line) error {
 	if err := enc.Encode(ln); err != nil { // Encode ends the line with "\n"
 		return fmt.Errorf("audit: encoding event %q: %w", ln.Event, err)
 	}
-	if b.Len() > maxLine {
-		return &FieldError{Kind: ln.Event, Field: "Args", Msg: fmt.Sprintf("make the line %d bytes long, over the limit of %d", b.Len(), maxLine)}
+	out := escapeLine(b.Bytes())
+	if len(out) > maxLine {
+		return &FieldError{Kind: ln.Event, Field: "Args", Msg: fmt.Sprintf("make the line %d bytes long, over the limit of %d", len(out), maxLine)}
 	}
-	if err := l.write(b.Bytes(), needsSync(ln)); err != nil {
-		l.failed = fmt.Errorf("audit: writing the log failed, every later event is refused: %w", err)
-		return l.failed
+	if err := l.write(out, needsSync(ln)); err != nil {
+		if l.f == nil {
+			l.failed = fmt.Errorf("audit: writing the log failed, every later event is refused: %w", err)
+			return l.failed
+		}
+		l.broken = err
+		l.brokenSince = l.now()
+		l.refused = 1
+		return fmt.Errorf("audit: writing the log failed, events are refused until it can be written again: %w", err)
 	}
 	l.seq = ln.Seq
-	l.prev = hashHex(b.Bytes()[:b.Len()-1])
+	l.prev = hashHex(out[:len(out)-1])
+	return nil
+}
+
+// recover makes a broken file whole again: it cuts the file back to its
+// last complete line known to be written (a failed write may have left
+// part of a line; a failed fsync, a line whose pages the kernel may have
+// dropped, which the caller was told is not on record), syncs that, and
+// writes a synced audit.recovered line that chains to that last line and
+// says what was refused. Its error leaves the file broken; the next
+// Record tries again. Called with l.mu held.
+func (l *Log) recover() error {
+	refusing := fmt.Errorf("audit: the log cannot be written (since %s: %w), every event is refused until it can", l.brokenSince.UTC().Format(time.RFC3339), l.broken)
+	if err := l.f.Truncate(l.size); err != nil {
+		return refusing
+	}
+	if err := l.f.Sync(); err != nil {
+		return refusing
+	}
+	reason := fmt.Sprintf("the log could not be written from %s to %s (%v): %d event(s) were refused, and not acted on",
+		l.brokenSince.UTC().Format(time.RFC3339Nano), l.now().UTC().Format(time.RFC3339Nano), l.broken, l.refused)
+	cause, since, refused := l.broken, l.brokenSince, l.refused
+	l.broken = nil
+	if err := l.appendLine(line{Time: l.now().UTC().Format(time.RFC3339Nano), Event: Recovered, Reason: reason}); err != nil {
+		// Still broken: keep the first failure's time and count.
+		l.broken, l.brokenSince, l.refused = cause, since, refused
+		return refusing
+	}
+	l.refused = 0
 	return nil
 }
 
@@ -177,7 +234,15 @@ func (l *Log) append(ln line) error {
 // nothing: it is written at once and reaches the disk with the next synced
 // line (or Close), so a read does not pay an fsync for its outcome.
 func needsSync(ln line) bool {
-	return ln.Event != ToolCalled || ln.Outcome == "started"
+	switch ln.Event {
+	case ToolCalled:
+		return ln.Outcome == "started"
+	case AuthFailed:
+		// A Tally's count of refusals at the front door (Count set): a
+		// summary of requests already answered, which nothing acts on.
+		return ln.Count == 0
+	}
+	return true
 }
 
 func (l *Log) write(b []byte, sync bool) error {
@@ -220,6 +285,10 @@ func (l *Log) Close() error {
 	l.failed = ErrClosed
 	if l.f == nil {
 		return nil
+	}
+	if l.broken != nil {
+		// Best effort, as in write: leave complete lines only.
+		l.f.Truncate(l.size)
 	}
 	err := l.f.Sync()
 	if cerr := l.f.Close(); err == nil {

@@ -177,6 +177,7 @@ func NewHandler(cfg Config) (*Handler, error) {
 		streamable = h.limits
 	}
 	server.AddReceivingMiddleware(cat.explainRefusal)
+	server.AddReceivingMiddleware(cat.recordInvalid()) // outermost: sees every tools/call
 	gate := &gate{rs: cfg.Auth, cat: cat, refusals: newRefusals(nil), log: cfg.Logger, next: streamable}
 	h.Handler = requestLog(cfg.Logger, h.countPOSTs(cfg.Auth.Middleware(gate)))
 	return h, nil

@@ -56,14 +56,18 @@ func TestAuditVerify(t *testing.T) {
 		{"edited", []string{"verify", write("edited", strings.Join(edited, ""))}, 1, "", "NOT INTACT: line 3: prev is not the SHA-256 of line 2"},
 		{"removed", []string{"verify", write("removed", strings.Join(removed, ""))}, 1, "", "NOT INTACT: line 3: seq is 4, want 3"},
 		{"swapped", []string{"verify", write("swapped", strings.Join(swapped, ""))}, 1, "", "NOT INTACT: line 4: seq is 5, want 4"},
-		{"torn final line", []string{"verify", write("torn", strings.Join(lines, "")+`{"seq":6,"pr`)}, 0, "intact: 5 records", ""},
+		{"torn final line", []string{"verify", write("torn", strings.Join(lines, "")+`{"seq":6,"pr`)}, 1, "", "NOT INTACT: line 6: no final newline (12 bytes)"},
+		{"torn final line allowed", []string{"verify", "--allow-torn", filepath.Join(dir, "torn")}, 0, "intact: 5 records", ""},
+		{"edited last line without its newline", []string{"verify", write("lastedited", strings.Join(lines[:4], "")+
+			strings.TrimSuffix(strings.Replace(lines[4], `"subject":"alice"`, `"subject":"bob"`, 1), "\n"))}, 1, "", "NOT INTACT: line 5: no final newline"},
+		{"unknown flag", []string{"verify", "--allow-tron", path}, 2, "", "usage:"},
 		{"empty", []string{"verify", write("empty", "")}, 0, "intact: 0 records, head none (no records)", ""},
 		{"missing file", []string{"verify", filepath.Join(dir, "nope")}, 1, "", "no such file or directory"},
-		{"no file", []string{"verify"}, 2, "", "usage: crm-mcp audit verify FILE"},
-		{"two files", []string{"verify", path, path}, 2, "", "usage: crm-mcp audit verify FILE"},
-		{"no subcommand", nil, 2, "", "usage: crm-mcp audit verify FILE"},
+		{"no file", []string{"verify"}, 2, "", "usage: crm-mcp audit verify [--allow-torn] FILE"},
+		{"two files", []string{"verify", path, path}, 2, "", "usage: crm-mcp audit verify [--allow-torn] FILE"},
+		{"no subcommand", nil, 2, "", "usage: crm-mcp audit verify [--allow-torn] FILE"},
 		{"unknown subcommand", []string{"check", path}, 2, "", "usage:"},
-		{"help", []string{"-h"}, 0, "usage: crm-mcp audit verify FILE", ""},
+		{"help", []string{"-h"}, 0, "usage: crm-mcp audit verify [--allow-torn] FILE", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -76,6 +80,6 @@ func TestAuditVerify(t *testing.T) {
 	}
 
 	var stdout bytes.Buffer
-	run(context.Background(), []string{"audit", "verify", write("torn2", strings.Join(lines, "")+"{")}, nil, &stdout, &bytes.Buffer{})
+	run(context.Background(), []string{"audit", "verify", "--allow-torn", write("torn2", strings.Join(lines, "")+"{")}, nil, &stdout, &bytes.Buffer{})
 	assert.Contains(t, stdout.String(), "ends with a torn line of 1 bytes")
 }

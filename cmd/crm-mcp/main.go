@@ -100,7 +100,7 @@ commands:
   healthcheck
             GET /healthz of a running server, exit 0 when healthy
             (flags, see crm-mcp healthcheck -h)
-  audit verify FILE
+  audit verify [--allow-torn] FILE
             check the hash chain of an audit log, naming the first bad line
 
 serve and check take their configuration from environment variables only;

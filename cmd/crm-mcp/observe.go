@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/crm-mcp/crm-mcp/audit"
 	"github.com/crm-mcp/crm-mcp/resourceserver"
@@ -177,8 +179,32 @@ func (c config) observeLogAttrs() []any {
 // the metrics, which count what the log holds.
 type trail struct {
 	audit *audit.Log
-	m     *metrics
-	log   *slog.Logger
+	// refusals counts the front door's refusals (see refused).
+	refusals *audit.Tally
+	m        *metrics
+	log      *slog.Logger
+}
+
+const (
+	// refusalInterval is how often the front door's refusals are written,
+	// counted per reason and source.
+	refusalInterval = time.Minute
+	// refusalSources bounds the sources one interval names; refusals from
+	// more are counted under audit.OtherSource.
+	refusalSources = 1000
+)
+
+// newTrail starts the trail; close writes the refusals still counted.
+func newTrail(l *audit.Log, m *metrics, log *slog.Logger) *trail {
+	return &trail{audit: l, refusals: audit.NewTally(l, refusalInterval, refusalSources), m: m, log: log}
+}
+
+// close writes the last interval's refusals, then closes the audit log.
+func (t *trail) close() error {
+	if err := t.refusals.Close(); err != nil {
+		t.log.Warn("writing the last refusal counts to the audit trail", "error", err.Error())
+	}
+	return t.audit.Close()
 }
 
 // record is tools.Config.Record: every decision on a tool call. Its error
@@ -190,10 +216,29 @@ func (t *trail) record(ctx context.Context, e audit.Event) error {
 }
 
 // refused is resourceserver.Config.OnRefuse: a request the front door or
-// the scope gate refused. The refusal stands whether or not its line is
-// written, so a failure is only logged (and counted); the log then refuses
-// every later line, which fails every later tool call closed.
+// the scope gate refused.
+//
+// A refusal of the front door (no token, a bad token, a bad Origin, a
+// malformed request: auth.failed) concerns a caller the server does not
+// know and decides nothing about anyone, so it is counted, not written:
+// one line per reason and source per minute (audit.Tally), whose source
+// is the client's IP address as the connection shows it (RemoteAddr;
+// never X-Forwarded-For, which the client writes itself; behind a proxy
+// it is the proxy's). Not the token's fingerprint: a flood of invented
+// tokens would make each its own key. So an anonymous flood costs a map
+// increment per request, not a line and an fsync under the lock every
+// decision waits on, and grows the trail by a bounded number of lines.
+//
+// A valid token that lacks a tool's scopes (403 insufficient_scope:
+// scope.denied) is a decision about a known caller: it stays a line of
+// its own, synced, naming the token. The refusal stands whether or not
+// its line is written, so a failure is only logged (and counted).
 func (t *trail) refused(ctx context.Context, rf resourceserver.Refusal) {
+	if rf.Reason != "insufficient_scope" {
+		t.refusals.Add(cmp.Or(rf.Reason, "internal"), sourceOf(ctx))
+		t.m.refused(rf, nil)
+		return
+	}
 	e := refusalEvent(rf, newRequestID())
 	err := t.audit.Record(ctx, e)
 	t.m.refused(rf, err)
@@ -230,4 +275,29 @@ func newRequestID() string {
 	var b [8]byte
 	rand.Read(b[:])
 	return hex.EncodeToString(b[:])
+}
+
+// peerKey holds the remote address of a request's connection.
+type peerKey struct{}
+
+// withPeer is http.Server.ConnContext: it keeps the connection's remote
+// address, from which sourceOf names a refused request's source.
+func withPeer(ctx context.Context, c net.Conn) context.Context {
+	return context.WithValue(ctx, peerKey{}, c.RemoteAddr())
+}
+
+// sourceOf is the client's IP address, as the connection shows it, or
+// "unknown".
+func sourceOf(ctx context.Context) string {
+	addr, _ := ctx.Value(peerKey{}).(net.Addr)
+	if addr == nil {
+		return "unknown"
+	}
+	if tcp, ok := addr.(*net.TCPAddr); ok {
+		return tcp.IP.String()
+	}
+	if host, _, err := net.SplitHostPort(addr.String()); err == nil {
+		return host
+	}
+	return "unknown"
 }

@@ -5,6 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,6 +16,9 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/oauthex"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/crm-mcp/crm-mcp/audit"
+	"github.com/crm-mcp/crm-mcp/resourceserver/rstest"
 )
 
 // registerDevClient registers a public client with the dev authorization
@@ -122,4 +129,53 @@ func TestDevRefusalExplainsItself(t *testing.T) {
 	assert.Len(t, bob.authorizations(), 4)
 	assert.Equal(t, 3, forbidden())
 	assert.Contains(t, bob.authorizations()[3].Query().Get("scope"), "crm.deals.read")
+}
+
+// TestServeCountsRefusals: requests refused at the front door cost no line
+// and no fsync each. They are counted per reason and source, written once
+// per interval and at shutdown; a scope denial, about a verified caller,
+// stays a line of its own.
+func TestServeCountsRefusals(t *testing.T) {
+	as := rstest.NewServer()
+	defer as.Close()
+	env := testEnv(t, as)
+	auditPath := filepath.Join(t.TempDir(), "audit.log")
+	env["AUDIT_LOG_PATH"] = auditPath
+	s := startServe(t, env)
+	mcpURL := s.url("/mcp")
+	const list = `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`
+	for range 200 {
+		require.Equal(t, http.StatusUnauthorized, rawPost(t, mcpURL, nil, list))
+	}
+	for i := range 50 {
+		require.Equal(t, http.StatusUnauthorized, rawPost(t, mcpURL, bearerHeader("garbage"+strconv.Itoa(i)), list))
+	}
+	good := as.Mint(as.Claims("alice", testResource, "crm.contacts.read"))
+	require.Equal(t, http.StatusForbidden, rawPost(t, mcpURL, bearerHeader(good),
+		`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"list_deals","arguments":{}}}`))
+
+	_, lines := readAudit(t, auditPath)
+	require.Len(t, lines, 1, "250 refusals wrote nothing yet; the scope denial is on record")
+	assert.Equal(t, "scope.denied", lines[0].Event)
+	assert.Equal(t, "alice", lines[0].Subject)
+
+	require.Equal(t, 0, s.stop(t))
+	b, err := os.ReadFile(auditPath)
+	require.NoError(t, err)
+	_, err = audit.Verify(bytes.NewReader(b))
+	require.NoError(t, err)
+	type counted struct {
+		Event, Reason, Source, Decision string
+		Count                           int
+	}
+	var got []counted
+	for _, l := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")[1:] {
+		var c counted
+		require.NoError(t, json.Unmarshal([]byte(l), &c))
+		got = append(got, c)
+	}
+	assert.Equal(t, []counted{
+		{Event: "auth.failed", Reason: "malformed", Source: "127.0.0.1", Decision: "deny", Count: 50},
+		{Event: "auth.failed", Reason: "no_token", Source: "127.0.0.1", Decision: "deny", Count: 200},
+	}, got, "written at shutdown, one line per reason and source")
 }

@@ -106,8 +106,10 @@ func (a *app) serveConfig(ctx context.Context, cfg config, opts serveOptions) in
 		log.Error("cannot open the audit trail (AUDIT_LOG_PATH): the server does not run without it", "error", err.Error())
 		return 1
 	}
+	m := newMetrics()
+	tr := newTrail(auditLog, m, log)
 	defer func() {
-		if err := auditLog.Close(); err != nil {
+		if err := tr.close(); err != nil {
 			log.Warn("closing the audit trail", "error", err.Error())
 		} else {
 			log.Info("closed the audit trail")
@@ -117,11 +119,10 @@ func (a *app) serveConfig(ctx context.Context, cfg config, opts serveOptions) in
 	if cfg.AuditLogPath == "" {
 		log.Info("the audit trail goes to standard output, unsynced, and restarts its chain at each start; set AUDIT_LOG_PATH for a file that is synced and continues its chain")
 	}
-	m := newMetrics()
-	tr := &trail{audit: auditLog, m: m, log: log}
 
 	mux := http.NewServeMux()
 	srv := newHTTPServer(mux, log)
+	srv.ConnContext = withPeer // the source of a refused request (trail.refused)
 	served := make(chan error, 1)
 	drained := false // set once the graceful shutdown at the end has run
 	if opts.routes != nil {

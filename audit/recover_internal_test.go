@@ -1,0 +1,68 @@
+package audit
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// fullDisk stands between the Log and its file: while full, a write puts
+// part of the line in the file, as a write that runs out of space does,
+// and fails with ENOSPC.
+type fullDisk struct {
+	f    *os.File
+	full bool
+}
+
+func (d *fullDisk) Write(p []byte) (int, error) {
+	if !d.full {
+		return d.f.Write(p)
+	}
+	n, _ := d.f.Write(p[:len(p)/2])
+	return n, syscall.ENOSPC
+}
+
+// TestRecoversAfterFailedWrite: once the disk has room again, the next
+// Record takes back the partial line, records the outage, and goes on;
+// the chain is whole, with no restart.
+func TestRecoversAfterFailedWrite(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	l, err := Open(path, Options{})
+	require.NoError(t, err)
+	disk := &fullDisk{f: l.f}
+	l.w = disk
+	ctx := context.Background()
+	ev := Event{Kind: StepUpApproved, Subject: "alice", Tool: "get_contact"}
+	require.NoError(t, l.Record(ctx, ev))
+
+	disk.full = true
+	err = l.Record(ctx, ev)
+	require.Error(t, err)
+	assert.True(t, errors.Is(err, syscall.ENOSPC), "%v", err)
+	require.Error(t, l.Record(ctx, ev), "still full")
+	require.Error(t, l.Record(ctx, Event{Kind: ToolCalled, Tool: "get_contact", Outcome: "ok"}), "still full")
+
+	disk.full = false
+	require.NoError(t, l.Record(ctx, ev), "recovered without a restart")
+	require.NoError(t, l.Record(ctx, ev))
+	require.NoError(t, l.Close())
+
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	s, err := Verify(bytes.NewReader(b))
+	require.NoError(t, err, "the chain continues")
+	assert.Zero(t, s.TornBytes)
+	assert.Equal(t, 4, s.Records, "approved, recovered, approved, approved")
+	ls := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+	assert.Contains(t, ls[1], `"event":"audit.recovered"`)
+	assert.Contains(t, ls[1], "3 event(s) were refused")
+	assert.Contains(t, ls[1], "no space left on device")
+}
