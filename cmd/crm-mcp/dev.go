@@ -20,6 +20,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/crm-mcp/crm-mcp/internal/devduo"
 	"github.com/crm-mcp/crm-mcp/resourceserver/rstest"
 	"github.com/crm-mcp/crm-mcp/stepup/duotest"
 )
@@ -310,7 +311,7 @@ func (s *devStack) routes(mux *http.ServeMux) {
 	as := s.loopbackOnly(s.as)
 	mux.Handle("/.well-known/oauth-authorization-server"+devIssuerPath, as)
 	mux.Handle(devIssuerPath+"/", as)
-	phone := s.loopbackOnly(s.duo.PhoneHandler(devPushPath))
+	phone := s.loopbackOnly(devduo.PushPage(s.duo.Duo, devPushPath))
 	mux.Handle(devPushPath, phone)
 	mux.Handle(devPushPath+"/", phone)
 	mux.Handle("GET /{$}", s.loopbackOnly(http.HandlerFunc(s.serveIndex)))
