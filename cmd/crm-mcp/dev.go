@@ -28,11 +28,13 @@ import (
 // crm-mcp dev runs the whole flow on one machine: the MCP server that serve
 // runs, configured the way serve is (an environment map through
 // loadConfig), in front of stand-ins that speak the real protocols. The
-// authorization server (rstest) signs real JWTs that the front door
-// verifies against its JWKS and introspects; the Duo Auth API (duotest)
-// checks the real HMAC signatures of duo_api_golang over TLS, trusted
-// through DUO_AUTH_CA_FILE as a corporate proxy's CA would be. Nothing
-// here loosens a check: the stand-ins are what differs, not the code.
+// authorization server (the rstest fake, with internal/devduo's sign-in
+// pages in front) signs real JWTs that the front door verifies against its
+// JWKS and introspects; the Duo Auth API (duotest) checks the real HMAC
+// signatures of duo_api_golang over TLS, trusted through DUO_AUTH_CA_FILE
+// as a corporate proxy's CA would be, and devduo's push page answers its
+// pushes. Nothing here loosens a check: the stand-ins are what differs, not
+// the code.
 //
 // The stand-ins have no authentication of their own (anyone who reaches
 // them signs in as any user, grants any scope, approves any push), so dev
@@ -118,7 +120,7 @@ func (a *app) parseDevFlags(args []string) (f devFlags, code int, ok bool) {
 		fs.Usage()
 		return f, 2, false
 	}
-	if f.autoLogin != "" && !slices.ContainsFunc(rstest.DevUsers(), func(u rstest.User) bool { return u.Name == f.autoLogin }) {
+	if f.autoLogin != "" && !slices.ContainsFunc(devduo.DefaultUsers(), func(u devduo.User) bool { return u.Name == f.autoLogin }) {
 		fmt.Fprintf(a.stderr, "crm-mcp dev: -auto-login %q is not a dev user: want alice, bob or carol\n", truncate(f.autoLogin))
 		return f, 2, false
 	}
@@ -220,7 +222,7 @@ type devStack struct {
 	caFile   string
 	auditLog string
 
-	as                  *rstest.AuthServer
+	signIn              *devduo.SignIn
 	duo                 *duotest.Server
 	duoHost             string // the Duo stand-in's host:port
 	introspectionSecret string
@@ -255,13 +257,14 @@ func newDevStack(addr, dataDir, autoLogin string) (*devStack, error) {
 		introspectionSecret: rand.Text(),
 	}
 
-	s.as = rstest.NewAuthServer(s.issuer)
-	s.as.SetUsers(rstest.DevUsers()...)
-	s.as.SetResources(s.mcpURL)
-	s.as.SetAutoLogin(autoLogin)
-	s.as.SetIntrospectionClient(devIntrospectionClient, s.introspectionSecret)
-	s.as.KID("RS256") // the signing key exists before the first JWKS fetch
-	s.adminURL = s.as.AdminURL()
+	as := rstest.NewAuthServer(s.issuer)
+	as.SetIntrospectionClient(devIntrospectionClient, s.introspectionSecret)
+	as.KID("RS256") // the signing key exists before the first JWKS fetch
+	s.signIn = devduo.NewSignIn(as)
+	s.signIn.SetUsers(devduo.DefaultUsers()...)
+	s.signIn.SetResources(s.mcpURL)
+	s.signIn.SetAutoLogin(autoLogin)
+	s.adminURL = s.signIn.AdminURL()
 
 	s.duo = duotest.NewServer()
 	// Set before anyone knows the fake's address, so before it serves.
@@ -308,7 +311,7 @@ func (s *devStack) routes(mux *http.ServeMux) {
 	// RFC 8414 metadata sits at the root with the issuer's path appended;
 	// everything else (OpenID discovery, JWKS, register, authorize, token,
 	// introspect, revoke, admin) is under the issuer's path.
-	as := s.loopbackOnly(s.as)
+	as := s.loopbackOnly(s.signIn)
 	mux.Handle("/.well-known/oauth-authorization-server"+devIssuerPath, as)
 	mux.Handle(devIssuerPath+"/", as)
 	phone := s.loopbackOnly(devduo.PushPage(s.duo.Duo, devPushPath))
@@ -387,7 +390,7 @@ func (s *devStack) banner() string {
 
 	fmt.Fprintf(&b, "\nUsers (no password: pick one on the login page, or pass login_hint):\n")
 	tw = tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
-	for _, u := range s.as.Users() {
+	for _, u := range s.signIn.Users() {
 		fmt.Fprintf(tw, "  %s\t%s\n", u.Name, strings.Join(u.Scopes, " "))
 	}
 	tw.Flush()
@@ -440,6 +443,6 @@ func (s *devStack) serveIndex(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Content-Type-Options", "nosniff")
 	_ = devIndex.Execute(w, map[string]any{
 		"MCP": s.mcpURL, "Push": devPushPath, "Admin": devIssuerPath + "/admin", "Issuer": s.issuer,
-		"Users": s.as.Users(),
+		"Users": s.signIn.Users(),
 	})
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/crm-mcp/crm-mcp/internal/devduo"
 	"github.com/crm-mcp/crm-mcp/resourceserver/rstest"
 )
 
@@ -390,7 +391,7 @@ func TestDevEndToEnd(t *testing.T) {
 		assert.Contains(t, out, "MCP_AUTO_OPEN_ENABLED=false npx -y -p node@22 -p @modelcontextprotocol/inspector@2 mcp-inspector --cli "+d.mcp+" --transport http", "the Inspector CLI line, headless")
 		assert.Contains(t, out, `{"mcpServers":{"crm":{"command":"npx","args":["mcp-remote","`+d.mcp+`"]}}}`)
 		assert.Contains(t, out, `{"servers":{"crm":{"type":"http","url":"`+d.mcp+`"}}}`)
-		for _, u := range rstest.DevUsers() {
+		for _, u := range devduo.DefaultUsers() {
 			assert.Regexp(t, regexp.MustCompile(`(?m)^  `+u.Name+` +`+regexp.QuoteMeta(strings.Join(u.Scopes, " "))+`$`), out)
 		}
 	})
@@ -778,8 +779,8 @@ func TestDevAddressInUse(t *testing.T) {
 // TestDevBanner pins the printed output's shape (testdata/dev_banner.golden;
 // go test -run TestDevBanner -update rewrites it).
 func TestDevBanner(t *testing.T) {
-	as := rstest.NewAuthServer("http://127.0.0.1:8080/oauth2/dev")
-	as.SetUsers(rstest.DevUsers()...)
+	as := devduo.NewSignIn(rstest.NewAuthServer("http://127.0.0.1:8080/oauth2/dev"))
+	as.SetUsers(devduo.DefaultUsers()...)
 	s := &devStack{
 		base:     "http://127.0.0.1:8080",
 		mcpURL:   "http://127.0.0.1:8080/mcp",
@@ -790,7 +791,7 @@ func TestDevBanner(t *testing.T) {
 		caFile:   "/home/you/crm-mcp/.crm-mcp-dev/duo-ca.pem",
 		auditLog: "/home/you/crm-mcp/.crm-mcp-dev/audit.log",
 		duoHost:  "127.0.0.1:41234",
-		as:       as,
+		signIn:   as,
 	}
 	for _, tt := range []struct{ name, autoLogin string }{{"dev_banner", ""}, {"dev_banner_auto_login", "alice"}} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -829,7 +830,7 @@ func TestDevStandInsRefuseOtherHosts(t *testing.T) {
 		resp.Body.Close()
 		assert.Equal(t, http.StatusForbidden, resp.StatusCode, "%s %s", tc.method, tc.path)
 	}
-	for _, u := range d.stack.as.Users() {
+	for _, u := range d.stack.signIn.Users() {
 		if u.Name == "carol" {
 			assert.NotContains(t, u.Scopes, "crm.deals.write", "the rebound request must not have granted a scope")
 		}

@@ -2,7 +2,6 @@ package devduo
 
 import (
 	"embed"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"html/template"
@@ -208,14 +207,14 @@ func (p *phone) serveAsset(name, contentType string) http.HandlerFunc {
 
 func (p *phone) serveList(w http.ResponseWriter, r *http.Request) {
 	noStore(w.Header())
-	phoneJSON(w, http.StatusOK, phonePushes(p.d))
+	writeJSON(w, http.StatusOK, phonePushes(p.d))
 }
 
 func (p *phone) serveDecide(approve bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		noStore(w.Header())
 		if status, msg := p.decide(r.PathValue("txid"), approve); status != http.StatusNoContent {
-			phoneJSON(w, status, map[string]string{"error": msg})
+			writeJSON(w, status, map[string]string{"error": msg})
 			return
 		}
 		w.WriteHeader(http.StatusNoContent)
@@ -266,15 +265,4 @@ func noStore(h http.Header) {
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Referrer-Policy", "no-referrer")
-}
-
-func phoneJSON(w http.ResponseWriter, status int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		http.Error(w, "encoding failed", http.StatusInternalServerError)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	w.Write(append(b, '\n'))
 }

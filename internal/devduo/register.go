@@ -1,4 +1,4 @@
-package rstest
+package devduo
 
 import (
 	"encoding/json"
@@ -10,7 +10,7 @@ import (
 	"time"
 )
 
-// clientMetadata is the client metadata the fake understands (RFC 7591
+// clientMetadata is the client metadata the sign-in understands (RFC 7591
 // section 2, plus OpenID Connect's application_type). Other fields are
 // ignored, as section 2 requires; jwks and software statements among them.
 type clientMetadata struct {
@@ -84,7 +84,7 @@ func loopbackIP(host string) bool {
 	return err == nil && ip.IsLoopback()
 }
 
-// checkRedirectURI enforces what the fake accepts as a redirection
+// checkRedirectURI enforces what the sign-in accepts as a redirection
 // endpoint: https anywhere, or http on a loopback host (RFC 8252 section
 // 7.3, OAuth 2.1 section 2.3.1). Private-use schemes ("com.example.app:/")
 // are refused: the clients this project meets use loopback redirects.
@@ -106,7 +106,7 @@ func checkRedirectURI(s string) *oauthError {
 
 // serveRegister implements open dynamic client registration (RFC 7591
 // section 3): anyone may register, no initial access token is needed.
-func (a *AuthServer) serveRegister(w http.ResponseWriter, r *http.Request) {
+func (si *SignIn) serveRegister(w http.ResponseWriter, r *http.Request) {
 	if !allowMethod(w, r, http.MethodPost) {
 		return
 	}
@@ -126,9 +126,9 @@ func (a *AuthServer) serveRegister(w http.ResponseWriter, r *http.Request) {
 		c.secret = randomString(32)
 	}
 	issuedAt := time.Now().Unix()
-	a.mu.Lock()
-	a.clients[c.id] = c
-	a.mu.Unlock()
+	si.mu.Lock()
+	si.clients[c.id] = c
+	si.mu.Unlock()
 
 	// RFC 7591 section 3.2.1: the registered metadata, defaults filled in,
 	// and client_secret_expires_at whenever a secret is issued (0: never).
