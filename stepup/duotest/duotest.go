@@ -168,7 +168,6 @@ func (d *Duo) now() time.Time {
 type Push struct {
 	TxID            string
 	User            string // the username or user_id value
-	Factor          string // always "push"
 	Device          string // as sent: "auto" or a device ID
 	Type            string
 	DisplayUsername string
@@ -178,12 +177,10 @@ type Push struct {
 	Created         time.Time
 	Result          string // "waiting", "allow" or "deny"
 	Status          string // "pushed", "allow", "bypass", "deny", "fraud", "timeout", "locked_out"
-	StatusMsg       string
 }
 
 // Request is one request as the fake saw it. It holds no credentials.
 type Request struct {
-	Time        time.Time
 	Method      string
 	Path        string
 	Params      url.Values // query for GET, form body for POST
@@ -268,7 +265,7 @@ func (t *tx) snapshot(now time.Time) Push {
 	p := t.push
 	p.PushInfo = cloneValues(p.PushInfo)
 	st := t.state(now)
-	p.Result, p.Status, p.StatusMsg = st.Result, st.Status, st.StatusMsg
+	p.Result, p.Status = st.Result, st.Status
 	return p
 }
 
@@ -420,7 +417,6 @@ func (d *Duo) record(r *http.Request, params url.Values) int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.reqs = append(d.reqs, Request{
-		Time:   d.now(),
 		Method: r.Method,
 		Path:   r.URL.Path,
 		Params: cloneValues(params),
@@ -525,7 +521,6 @@ func (d *Duo) serveAuth(w http.ResponseWriter, r *http.Request, params url.Value
 		push: Push{
 			TxID:            newTxID(),
 			User:            user,
-			Factor:          params.Get("factor"),
 			Device:          params.Get("device"),
 			Type:            params.Get("type"),
 			DisplayUsername: params.Get("display_username"),
