@@ -53,3 +53,5 @@ var DialPublicOrLoopback = dialPublicOrLoopback
 // DefaultDocumentClient fetches metadata documents unless a test sets
 // another.
 var DefaultDocumentClient = defaultDocumentClient
+
+const MaxClients = maxClients

@@ -33,9 +33,10 @@ type clientMetadata struct {
 // client is a registered client. It is never modified after registration,
 // so it may be read without the lock.
 type client struct {
-	id     string
-	secret string // empty for public clients
-	meta   clientMetadata
+	id       string
+	secret   string // empty for public clients
+	meta     clientMetadata
+	issuedAt time.Time // registered clients only
 }
 
 // public reports whether the client authenticates with its client_id
@@ -121,14 +122,17 @@ func (si *SignIn) serveRegister(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	c := &client{id: randomString(16), meta: meta}
+	c := &client{id: randomString(16), meta: meta, issuedAt: time.Now()}
 	if !c.public() {
 		c.secret = randomString(32)
 	}
-	issuedAt := time.Now().Unix()
-	si.mu.Lock()
-	si.clients[c.id] = c
-	si.mu.Unlock()
+	if err := si.addClient(c); err != nil {
+		// Not kept, so not given out: a client_id that a restart would
+		// forget is the failure this refuses.
+		writeOAuthError(w, r, &oauthError{code: "server_error", desc: "the registration could not be saved", status: http.StatusInternalServerError})
+		return
+	}
+	issuedAt := c.issuedAt.Unix()
 
 	// RFC 7591 section 3.2.1: the registered metadata, defaults filled in,
 	// and client_secret_expires_at whenever a secret is issued (0: never).

@@ -55,6 +55,12 @@ type SignIn struct {
 	refresh   map[string]*refreshToken
 	access    map[string]*accessToken
 
+	// persistMu orders the saves of the registrations (clients.go), so
+	// that the file ends with the latest; clientsPath is "" until
+	// KeepClients.
+	persistMu   sync.Mutex
+	clientsPath string
+
 	// Client ID Metadata Documents (cimd.go).
 	documentClient  *http.Client  // nil: defaultDocumentClient
 	documentTimeout time.Duration // 0: defaultDocumentTimeout
