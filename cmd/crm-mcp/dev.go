@@ -63,9 +63,10 @@ const (
 	// (STEPUP_TIMEOUT is 60 s too).
 	devPushTimeout = 60 * time.Second
 
-	devCAFile    = "duo-ca.pem"
-	devDBFile    = "crm.db"
-	devAuditFile = "audit.log"
+	devCAFile      = "duo-ca.pem"
+	devDBFile      = "crm.db"
+	devAuditFile   = "audit.log"
+	devClientsFile = "clients.json" // the sign-in's client registrations, kept across restarts
 )
 
 // devInspectorOrigins are MCP Inspector's origins: its web page calls the
@@ -99,7 +100,7 @@ func (a *app) parseDevFlags(args []string) (f devFlags, code int, ok bool) {
 	var parseOut bytes.Buffer
 	fs.SetOutput(&parseOut)
 	fs.StringVar(&f.addr, "addr", devDefaultAddr, "listen `address`, loopback only; port 0 picks a free port")
-	fs.StringVar(&f.dataDir, "data-dir", devDefaultDataDir, "`directory` for the CRM database, the audit log and the Duo stand-in's CA certificate")
+	fs.StringVar(&f.dataDir, "data-dir", devDefaultDataDir, "`directory` for the CRM database, the audit log, the client registrations and the Duo stand-in's CA certificate")
 	fs.StringVar(&f.autoLogin, "auto-login", "", "sign every authorization in as `user` (alice, bob or carol), without the login page")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), devUsage)
@@ -264,6 +265,12 @@ func newDevStack(addr, dataDir, autoLogin string) (*devStack, error) {
 	s.signIn.SetUsers(devduo.DefaultUsers()...)
 	s.signIn.SetResources(s.mcpURL)
 	s.signIn.SetAutoLogin(autoLogin)
+	// Kept, so that a client that stored its client_id (MCP Inspector
+	// does) still signs in after a restart instead of meeting
+	// invalid_client.
+	if err := s.signIn.KeepClients(filepath.Join(dir, devClientsFile)); err != nil {
+		return nil, fmt.Errorf("cannot read the client registrations (delete the file to start afresh; clients then register again): %v", err)
+	}
 	s.adminURL = s.signIn.AdminURL()
 
 	s.duo = duotest.NewServer()
@@ -384,7 +391,7 @@ func (s *devStack) banner() string {
 	fmt.Fprintf(tw, "  Scope admin\t%s\t(plays Duo's Scope Authorization)\n", s.adminURL)
 	fmt.Fprintf(tw, "  Sign-in\t%s\t(issuer: plays Duo's OAuth authorization server)\n", s.issuer)
 	fmt.Fprintf(tw, "  Duo Auth API\thttps://%s\t(TLS, trusted through %s)\n", s.duoHost, s.caFile)
-	fmt.Fprintf(tw, "  Data\t%s\t(%s: the CRM, seeded on first start)\n", s.dataDir, devDBFile)
+	fmt.Fprintf(tw, "  Data\t%s\t(%s: the CRM, seeded on first start; %s: registered clients)\n", s.dataDir, devDBFile, devClientsFile)
 	fmt.Fprintf(tw, "  Audit log\t%s\t(one line per decision; crm-mcp audit verify checks it)\n", s.auditLog)
 	tw.Flush()
 

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"flag"
@@ -837,4 +838,43 @@ func TestDevStandInsRefuseOtherHosts(t *testing.T) {
 	}
 	code, _ := d.do(t, "GET", "/dev/push/api/pushes")
 	assert.Equal(t, http.StatusOK, code, "the loopback address still works")
+}
+
+// TestDevKeepsClientsAcrossRestart: a client registered before a restart
+// (MCP Inspector keeps its client_id) signs in after it, with the same
+// data folder, instead of meeting invalid_client.
+func TestDevKeepsClientsAcrossRestart(t *testing.T) {
+	dir := t.TempDir()
+	first := startDev(t, "--data-dir", dir)
+	resp, err := http.Post(first.base+"/oauth2/dev/register", "application/json", strings.NewReader(
+		`{"client_name":"inspector","redirect_uris":["http://localhost:6274/oauth/callback"],"token_endpoint_auth_method":"none"}`))
+	require.NoError(t, err)
+	var reg struct {
+		ClientID string `json:"client_id"`
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&reg))
+	resp.Body.Close()
+	require.Equal(t, http.StatusCreated, resp.StatusCode)
+	assert.Equal(t, 0, first.stop(t))
+	assert.FileExists(t, filepath.Join(dir, "clients.json"))
+
+	second := startDev(t, "--data-dir", dir)
+	sum := sha256.Sum256([]byte(strings.Repeat("v", 43)))
+	authURL := second.base + "/oauth2/dev/authorize?" + url.Values{
+		"response_type":         {"code"},
+		"client_id":             {reg.ClientID},
+		"redirect_uri":          {"http://localhost:6274/oauth/callback"},
+		"code_challenge":        {base64.RawURLEncoding.EncodeToString(sum[:])},
+		"code_challenge_method": {"S256"},
+		"login_hint":            {"alice"},
+	}.Encode()
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err = noFollow.Get(authURL)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusFound, resp.StatusCode, "the restarted dev knows the client")
+	loc, err := url.Parse(resp.Header.Get("Location"))
+	require.NoError(t, err)
+	assert.Empty(t, loc.Query().Get("error"), loc.Query().Get("error_description"))
+	assert.NotEmpty(t, loc.Query().Get("code"))
 }
