@@ -323,7 +323,7 @@ func browserContentText(res *mcp.CallToolResult) string {
 	return b.String()
 }
 
-// browserPush is one entry of GET /dev/push/api/pushes (duotest.PhonePush).
+// browserPush is one entry of GET /dev/push/api/pushes (internal/devduo's push page).
 type browserPush struct {
 	TxID     string            `json:"txid"`
 	User     string            `json:"user"`

@@ -20,6 +20,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/crm-mcp/crm-mcp/internal/devduo"
 	"github.com/crm-mcp/crm-mcp/resourceserver/rstest"
 	"github.com/crm-mcp/crm-mcp/stepup/duotest"
 )
@@ -27,11 +28,13 @@ import (
 // crm-mcp dev runs the whole flow on one machine: the MCP server that serve
 // runs, configured the way serve is (an environment map through
 // loadConfig), in front of stand-ins that speak the real protocols. The
-// authorization server (rstest) signs real JWTs that the front door
-// verifies against its JWKS and introspects; the Duo Auth API (duotest)
-// checks the real HMAC signatures of duo_api_golang over TLS, trusted
-// through DUO_AUTH_CA_FILE as a corporate proxy's CA would be. Nothing
-// here loosens a check: the stand-ins are what differs, not the code.
+// authorization server (the rstest fake, with internal/devduo's sign-in
+// pages in front) signs real JWTs that the front door verifies against its
+// JWKS and introspects; the Duo Auth API (duotest) checks the real HMAC
+// signatures of duo_api_golang over TLS, trusted through DUO_AUTH_CA_FILE
+// as a corporate proxy's CA would be, and devduo's push page answers its
+// pushes. Nothing here loosens a check: the stand-ins are what differs, not
+// the code.
 //
 // The stand-ins have no authentication of their own (anyone who reaches
 // them signs in as any user, grants any scope, approves any push), so dev
@@ -60,9 +63,10 @@ const (
 	// (STEPUP_TIMEOUT is 60 s too).
 	devPushTimeout = 60 * time.Second
 
-	devCAFile    = "duo-ca.pem"
-	devDBFile    = "crm.db"
-	devAuditFile = "audit.log"
+	devCAFile      = "duo-ca.pem"
+	devDBFile      = "crm.db"
+	devAuditFile   = "audit.log"
+	devClientsFile = "clients.json" // the sign-in's client registrations, kept across restarts
 )
 
 // devInspectorOrigins are MCP Inspector's origins: its web page calls the
@@ -96,7 +100,7 @@ func (a *app) parseDevFlags(args []string) (f devFlags, code int, ok bool) {
 	var parseOut bytes.Buffer
 	fs.SetOutput(&parseOut)
 	fs.StringVar(&f.addr, "addr", devDefaultAddr, "listen `address`, loopback only; port 0 picks a free port")
-	fs.StringVar(&f.dataDir, "data-dir", devDefaultDataDir, "`directory` for the CRM database, the audit log and the Duo stand-in's CA certificate")
+	fs.StringVar(&f.dataDir, "data-dir", devDefaultDataDir, "`directory` for the CRM database, the audit log, the client registrations and the Duo stand-in's CA certificate")
 	fs.StringVar(&f.autoLogin, "auto-login", "", "sign every authorization in as `user` (alice, bob or carol), without the login page")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), devUsage)
@@ -117,7 +121,7 @@ func (a *app) parseDevFlags(args []string) (f devFlags, code int, ok bool) {
 		fs.Usage()
 		return f, 2, false
 	}
-	if f.autoLogin != "" && !slices.ContainsFunc(rstest.DevUsers(), func(u rstest.User) bool { return u.Name == f.autoLogin }) {
+	if f.autoLogin != "" && !slices.ContainsFunc(devduo.DefaultUsers(), func(u devduo.User) bool { return u.Name == f.autoLogin }) {
 		fmt.Fprintf(a.stderr, "crm-mcp dev: -auto-login %q is not a dev user: want alice, bob or carol\n", truncate(f.autoLogin))
 		return f, 2, false
 	}
@@ -219,7 +223,7 @@ type devStack struct {
 	caFile   string
 	auditLog string
 
-	as                  *rstest.AuthServer
+	signIn              *devduo.SignIn
 	duo                 *duotest.Server
 	duoHost             string // the Duo stand-in's host:port
 	introspectionSecret string
@@ -254,13 +258,20 @@ func newDevStack(addr, dataDir, autoLogin string) (*devStack, error) {
 		introspectionSecret: rand.Text(),
 	}
 
-	s.as = rstest.NewAuthServer(s.issuer)
-	s.as.SetUsers(rstest.DevUsers()...)
-	s.as.SetResources(s.mcpURL)
-	s.as.SetAutoLogin(autoLogin)
-	s.as.SetIntrospectionClient(devIntrospectionClient, s.introspectionSecret)
-	s.as.KID("RS256") // the signing key exists before the first JWKS fetch
-	s.adminURL = s.as.AdminURL()
+	as := rstest.NewAuthServer(s.issuer)
+	as.SetIntrospectionClient(devIntrospectionClient, s.introspectionSecret)
+	as.KID("RS256") // the signing key exists before the first JWKS fetch
+	s.signIn = devduo.NewSignIn(as)
+	s.signIn.SetUsers(devduo.DefaultUsers()...)
+	s.signIn.SetResources(s.mcpURL)
+	s.signIn.SetAutoLogin(autoLogin)
+	// Kept, so that a client that stored its client_id (MCP Inspector
+	// does) still signs in after a restart instead of meeting
+	// invalid_client.
+	if err := s.signIn.KeepClients(filepath.Join(dir, devClientsFile)); err != nil {
+		return nil, fmt.Errorf("cannot read the client registrations (delete the file to start afresh; clients then register again): %v", err)
+	}
+	s.adminURL = s.signIn.AdminURL()
 
 	s.duo = duotest.NewServer()
 	// Set before anyone knows the fake's address, so before it serves.
@@ -307,10 +318,10 @@ func (s *devStack) routes(mux *http.ServeMux) {
 	// RFC 8414 metadata sits at the root with the issuer's path appended;
 	// everything else (OpenID discovery, JWKS, register, authorize, token,
 	// introspect, revoke, admin) is under the issuer's path.
-	as := s.loopbackOnly(s.as)
+	as := s.loopbackOnly(s.signIn)
 	mux.Handle("/.well-known/oauth-authorization-server"+devIssuerPath, as)
 	mux.Handle(devIssuerPath+"/", as)
-	phone := s.loopbackOnly(s.duo.PhoneHandler(devPushPath))
+	phone := s.loopbackOnly(devduo.PushPage(s.duo.Duo, devPushPath))
 	mux.Handle(devPushPath, phone)
 	mux.Handle(devPushPath+"/", phone)
 	mux.Handle("GET /{$}", s.loopbackOnly(http.HandlerFunc(s.serveIndex)))
@@ -380,13 +391,13 @@ func (s *devStack) banner() string {
 	fmt.Fprintf(tw, "  Scope admin\t%s\t(plays Duo's Scope Authorization)\n", s.adminURL)
 	fmt.Fprintf(tw, "  Sign-in\t%s\t(issuer: plays Duo's OAuth authorization server)\n", s.issuer)
 	fmt.Fprintf(tw, "  Duo Auth API\thttps://%s\t(TLS, trusted through %s)\n", s.duoHost, s.caFile)
-	fmt.Fprintf(tw, "  Data\t%s\t(%s: the CRM, seeded on first start)\n", s.dataDir, devDBFile)
+	fmt.Fprintf(tw, "  Data\t%s\t(%s: the CRM, seeded on first start; %s: registered clients)\n", s.dataDir, devDBFile, devClientsFile)
 	fmt.Fprintf(tw, "  Audit log\t%s\t(one line per decision; crm-mcp audit verify checks it)\n", s.auditLog)
 	tw.Flush()
 
 	fmt.Fprintf(&b, "\nUsers (no password: pick one on the login page, or pass login_hint):\n")
 	tw = tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
-	for _, u := range s.as.Users() {
+	for _, u := range s.signIn.Users() {
 		fmt.Fprintf(tw, "  %s\t%s\n", u.Name, strings.Join(u.Scopes, " "))
 	}
 	tw.Flush()
@@ -439,6 +450,6 @@ func (s *devStack) serveIndex(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Content-Type-Options", "nosniff")
 	_ = devIndex.Execute(w, map[string]any{
 		"MCP": s.mcpURL, "Push": devPushPath, "Admin": devIssuerPath + "/admin", "Issuer": s.issuer,
-		"Users": s.as.Users(),
+		"Users": s.signIn.Users(),
 	})
 }

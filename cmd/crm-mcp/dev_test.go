@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"flag"
@@ -26,6 +27,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/crm-mcp/crm-mcp/internal/devduo"
 	"github.com/crm-mcp/crm-mcp/resourceserver/rstest"
 )
 
@@ -390,7 +392,7 @@ func TestDevEndToEnd(t *testing.T) {
 		assert.Contains(t, out, "MCP_AUTO_OPEN_ENABLED=false npx -y -p node@22 -p @modelcontextprotocol/inspector@2 mcp-inspector --cli "+d.mcp+" --transport http", "the Inspector CLI line, headless")
 		assert.Contains(t, out, `{"mcpServers":{"crm":{"command":"npx","args":["mcp-remote","`+d.mcp+`"]}}}`)
 		assert.Contains(t, out, `{"servers":{"crm":{"type":"http","url":"`+d.mcp+`"}}}`)
-		for _, u := range rstest.DevUsers() {
+		for _, u := range devduo.DefaultUsers() {
 			assert.Regexp(t, regexp.MustCompile(`(?m)^  `+u.Name+` +`+regexp.QuoteMeta(strings.Join(u.Scopes, " "))+`$`), out)
 		}
 	})
@@ -778,8 +780,8 @@ func TestDevAddressInUse(t *testing.T) {
 // TestDevBanner pins the printed output's shape (testdata/dev_banner.golden;
 // go test -run TestDevBanner -update rewrites it).
 func TestDevBanner(t *testing.T) {
-	as := rstest.NewAuthServer("http://127.0.0.1:8080/oauth2/dev")
-	as.SetUsers(rstest.DevUsers()...)
+	as := devduo.NewSignIn(rstest.NewAuthServer("http://127.0.0.1:8080/oauth2/dev"))
+	as.SetUsers(devduo.DefaultUsers()...)
 	s := &devStack{
 		base:     "http://127.0.0.1:8080",
 		mcpURL:   "http://127.0.0.1:8080/mcp",
@@ -790,7 +792,7 @@ func TestDevBanner(t *testing.T) {
 		caFile:   "/home/you/crm-mcp/.crm-mcp-dev/duo-ca.pem",
 		auditLog: "/home/you/crm-mcp/.crm-mcp-dev/audit.log",
 		duoHost:  "127.0.0.1:41234",
-		as:       as,
+		signIn:   as,
 	}
 	for _, tt := range []struct{ name, autoLogin string }{{"dev_banner", ""}, {"dev_banner_auto_login", "alice"}} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -829,11 +831,50 @@ func TestDevStandInsRefuseOtherHosts(t *testing.T) {
 		resp.Body.Close()
 		assert.Equal(t, http.StatusForbidden, resp.StatusCode, "%s %s", tc.method, tc.path)
 	}
-	for _, u := range d.stack.as.Users() {
+	for _, u := range d.stack.signIn.Users() {
 		if u.Name == "carol" {
 			assert.NotContains(t, u.Scopes, "crm.deals.write", "the rebound request must not have granted a scope")
 		}
 	}
 	code, _ := d.do(t, "GET", "/dev/push/api/pushes")
 	assert.Equal(t, http.StatusOK, code, "the loopback address still works")
+}
+
+// TestDevKeepsClientsAcrossRestart: a client registered before a restart
+// (MCP Inspector keeps its client_id) signs in after it, with the same
+// data folder, instead of meeting invalid_client.
+func TestDevKeepsClientsAcrossRestart(t *testing.T) {
+	dir := t.TempDir()
+	first := startDev(t, "--data-dir", dir)
+	resp, err := http.Post(first.base+"/oauth2/dev/register", "application/json", strings.NewReader(
+		`{"client_name":"inspector","redirect_uris":["http://localhost:6274/oauth/callback"],"token_endpoint_auth_method":"none"}`))
+	require.NoError(t, err)
+	var reg struct {
+		ClientID string `json:"client_id"`
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&reg))
+	resp.Body.Close()
+	require.Equal(t, http.StatusCreated, resp.StatusCode)
+	assert.Equal(t, 0, first.stop(t))
+	assert.FileExists(t, filepath.Join(dir, "clients.json"))
+
+	second := startDev(t, "--data-dir", dir)
+	sum := sha256.Sum256([]byte(strings.Repeat("v", 43)))
+	authURL := second.base + "/oauth2/dev/authorize?" + url.Values{
+		"response_type":         {"code"},
+		"client_id":             {reg.ClientID},
+		"redirect_uri":          {"http://localhost:6274/oauth/callback"},
+		"code_challenge":        {base64.RawURLEncoding.EncodeToString(sum[:])},
+		"code_challenge_method": {"S256"},
+		"login_hint":            {"alice"},
+	}.Encode()
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err = noFollow.Get(authURL)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusFound, resp.StatusCode, "the restarted dev knows the client")
+	loc, err := url.Parse(resp.Header.Get("Location"))
+	require.NoError(t, err)
+	assert.Empty(t, loc.Query().Get("error"), loc.Query().Get("error_description"))
+	assert.NotEmpty(t, loc.Query().Get("code"))
 }

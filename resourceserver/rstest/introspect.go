@@ -5,9 +5,9 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
-	"strings"
 	"time"
 )
 
@@ -15,13 +15,16 @@ import (
 type issued struct {
 	claims  map[string]any // decoded from JSON, numbers as json.Number
 	revoked bool
-	grant   *grant // set for tokens issued at the token endpoint
+	answer  func(claims map[string]any) map[string]any // WithIntrospection; nil: the claims as minted
 }
 
 // remember records a token for introspection. The claims are copied through
 // JSON so that later changes to the caller's map do not show, and so that
-// JWT and opaque tokens introspect alike.
-func (a *AuthServer) remember(token string, claims map[string]any) {
+// JWT and opaque tokens introspect alike. A token minted
+// WithIntrospection comes from a long-running sign-in rather than a test,
+// so recording one forgets the expired ones of its kind: tests may
+// introspect the others after they expire.
+func (a *AuthServer) remember(token string, claims map[string]any, answer func(map[string]any) map[string]any) {
 	raw, err := json.Marshal(claims)
 	if err != nil {
 		panic(fmt.Sprintf("rstest: encoding claims: %v", err))
@@ -34,7 +37,15 @@ func (a *AuthServer) remember(token string, claims map[string]any) {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.tokens[token] = &issued{claims: copied}
+	if answer != nil {
+		now := time.Now()
+		for raw, t := range a.tokens {
+			if t.answer != nil && !current(t.claims, now) {
+				delete(a.tokens, raw)
+			}
+		}
+	}
+	a.tokens[token] = &issued{claims: copied, answer: answer}
 }
 
 // MintOpaque returns a random opaque access token that the introspection
@@ -43,23 +54,18 @@ func (a *AuthServer) remember(token string, claims map[string]any) {
 // encoded as JSON.
 func (a *AuthServer) MintOpaque(claims map[string]any) string {
 	token := randomString(32)
-	a.remember(token, claims)
+	a.remember(token, claims, nil)
 	return token
 }
 
 // Revoke makes token, JWT or opaque, introspect as inactive from now on.
-// Given a refresh token issued at the token endpoint, it revokes the whole
-// grant, as the revocation endpoint does: the refresh token and every
-// access token issued with it. Unknown tokens are ignored. A revoked JWT
-// still verifies against the JWKS: only introspection can tell.
+// Unknown tokens are ignored. A revoked JWT still verifies against the
+// JWKS: only introspection can tell.
 func (a *AuthServer) Revoke(token string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if t, ok := a.tokens[token]; ok {
 		t.revoked = true
-	}
-	if rt, ok := a.refresh[token]; ok {
-		rt.grant.revoked = true
 	}
 }
 
@@ -150,20 +156,17 @@ func (a *AuthServer) serveIntrospection(w http.ResponseWriter, r *http.Request) 
 	a.mu.Lock()
 	t, ok := a.tokens[token]
 	var resp map[string]any
-	if ok && !t.revoked && current(t.claims, time.Now()) && a.grantLiveLocked(t.grant) {
-		resp = make(map[string]any, len(t.claims)+2)
-		for k, v := range t.claims {
-			resp[k] = v
-		}
-		if t.grant != nil {
-			// Live scopes: those the token was issued with that the user
-			// still holds. Always present, even empty, so that a resource
-			// server narrowing a JWT's scopes to the answer's drops them all.
-			issuedScopes, _ := t.claims["scope"].(string)
-			resp["scope"] = strings.Join(intersect(strings.Fields(issuedScopes), a.userLocked(t.grant.user).Scopes), " ")
-		}
+	var answer func(map[string]any) map[string]any
+	if ok && !t.revoked && current(t.claims, time.Now()) {
+		resp = maps.Clone(t.claims)
+		answer = t.answer
 	}
 	a.mu.Unlock()
+	if answer != nil {
+		// Asked without the lock: it may take its owner's, which is held
+		// while its owner mints.
+		resp = answer(resp)
+	}
 
 	if resp == nil {
 		// RFC 7662 section 2.2: say nothing more about inactive tokens.
@@ -175,13 +178,6 @@ func (a *AuthServer) serveIntrospection(w http.ResponseWriter, r *http.Request) 
 		resp["token_type"] = "Bearer"
 	}
 	writeJSON(w, http.StatusOK, resp)
-}
-
-// grantLiveLocked reports whether a token of grant g is still good: g is
-// nil (a token from Mint or MintOpaque), or neither revoked nor issued to a
-// user who has since been removed.
-func (a *AuthServer) grantLiveLocked(g *grant) bool {
-	return g == nil || (!g.revoked && a.userLocked(g.user) != nil)
 }
 
 // current reports whether now lies within the token's exp and nbf, where

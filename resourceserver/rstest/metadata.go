@@ -2,17 +2,19 @@ package rstest
 
 import (
 	"encoding/json"
+	"maps"
 	"net/http"
 )
 
-// SetScopesSupported sets the scopes_supported list of the metadata; an
-// empty list leaves the field out. The default is crm.contacts.read
-// crm.contacts.write crm.deals.read crm.deals.write. [AuthServer.GrantScope]
-// grants only scopes in this list, unless it is empty.
-func (a *AuthServer) SetScopesSupported(scopes []string) {
+// SetMetadata sets fields of the discovery document, adding them or
+// replacing the fake's own; a nil value removes a field. A test uses it to
+// serve odd metadata, and the dev sign-in (internal/devduo) to advertise
+// the endpoints it serves in front of the fake (authorization_endpoint,
+// token_endpoint, registration_endpoint, ...).
+func (a *AuthServer) SetMetadata(fields map[string]any) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.scopes = append([]string(nil), scopes...)
+	maps.Copy(a.metadata, fields)
 }
 
 // DisableRFC8414 makes the RFC 8414 metadata location
@@ -23,15 +25,6 @@ func (a *AuthServer) DisableRFC8414() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.rfc8414Disabled = true
-}
-
-// DisableOpenIDDiscovery makes the OpenID Connect Discovery location (issuer
-// path + /.well-known/openid-configuration) answer 404, leaving only RFC
-// 8414 metadata.
-func (a *AuthServer) DisableOpenIDDiscovery() {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.oidcDisabled = true
 }
 
 // SetMetadataDown makes both discovery locations answer 503 while down is true.
@@ -51,16 +44,29 @@ func (a *AuthServer) MetadataFetches() int {
 
 // serveMetadata serves the authorization server metadata (RFC 8414 section
 // 3) at the RFC 8414 location or the OpenID Connect Discovery one; the
-// document is the same at both.
+// document is the same at both. It lists what the fake serves, and the
+// fields RFC 8414 and OpenID Connect Discovery require of every server.
 func (a *AuthServer) serveMetadata(w http.ResponseWriter, r *http.Request, rfc8414 bool) {
+	md := map[string]any{
+		"issuer":                 a.issuer,
+		"jwks_uri":               a.JWKSURL(),
+		"introspection_endpoint": a.IntrospectionURL(),
+		"introspection_endpoint_auth_methods_supported": []string{"client_secret_basic", "client_secret_post"},
+		"response_types_supported":                      []string{"code"},   // required by RFC 8414
+		"subject_types_supported":                       []string{"public"}, // required by OpenID Connect Discovery
+		"id_token_signing_alg_values_supported":         algorithms,
+	}
 	a.mu.Lock()
 	a.metadataFetches++
-	disabled := a.oidcDisabled
-	if rfc8414 {
-		disabled = a.rfc8414Disabled
-	}
+	disabled := rfc8414 && a.rfc8414Disabled
 	down := a.metadataDown
-	scopes := a.scopes
+	for k, v := range a.metadata {
+		if v == nil {
+			delete(md, k)
+		} else {
+			md[k] = v
+		}
+	}
 	a.mu.Unlock()
 
 	if disabled {
@@ -74,37 +80,8 @@ func (a *AuthServer) serveMetadata(w http.ResponseWriter, r *http.Request, rfc84
 		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"error": "temporarily_unavailable"})
 		return
 	}
-	md := map[string]any{
-		"issuer":                                        a.issuer,
-		"jwks_uri":                                      a.JWKSURL(),
-		"authorization_endpoint":                        a.AuthorizationURL(),
-		"token_endpoint":                                a.TokenURL(),
-		"registration_endpoint":                         a.RegistrationURL(),
-		"revocation_endpoint":                           a.RevocationURL(),
-		"introspection_endpoint":                        a.IntrospectionURL(),
-		"response_types_supported":                      []string{"code"},
-		"response_modes_supported":                      []string{"query"},
-		"grant_types_supported":                         []string{"authorization_code", "refresh_token"},
-		"code_challenge_methods_supported":              []string{"S256"},
-		"subject_types_supported":                       []string{"public"}, // required by OpenID Connect Discovery
-		"id_token_signing_alg_values_supported":         algorithms,
-		"token_endpoint_auth_methods_supported":         clientAuthMethods,
-		"revocation_endpoint_auth_methods_supported":    clientAuthMethods,
-		"introspection_endpoint_auth_methods_supported": []string{"client_secret_basic", "client_secret_post"},
-		// RFC 9207: the authorization response carries iss.
-		"authorization_response_iss_parameter_supported": true,
-		// draft-ietf-oauth-client-id-metadata-document section 6.
-		"client_id_metadata_document_supported": true,
-	}
-	if len(scopes) > 0 {
-		md["scopes_supported"] = scopes
-	}
 	writeJSON(w, http.StatusOK, md)
 }
-
-// clientAuthMethods are the client authentication methods of the token and
-// revocation endpoints; "none" is for public clients, which rely on PKCE.
-var clientAuthMethods = []string{"none", "client_secret_basic", "client_secret_post"}
 
 // writeJSON writes v as the JSON body of a response with the given status.
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -35,6 +35,7 @@ type mintConfig struct {
 	kid     string
 	headers []headerEdit
 	tamper  bool
+	answer  func(claims map[string]any) map[string]any
 }
 
 type headerEdit struct {
@@ -88,6 +89,20 @@ func WithHMAC(secret []byte) MintOption {
 // WithTamperedSignature flips one bit of the signature after signing.
 func WithTamperedSignature() MintOption {
 	return func(c *mintConfig) { c.tamper = true }
+}
+
+// WithIntrospection makes the introspection endpoint answer for the token
+// with what answer returns, asked afresh at each introspection while the
+// token is neither expired nor revoked: the claims to answer with (answer
+// is given a copy of the minted ones, numbers as json.Number, to change or
+// return), or nil for an inactive token. It is how a token's introspection
+// answer changes after it is issued, as a real server's does when a grant
+// is revoked or a user loses a scope; the dev sign-in (internal/devduo)
+// mints every token with it. answer is called without the fake's lock held
+// and must be safe for concurrent use. Such tokens are forgotten once
+// expired, so that a long-running sign-in does not grow.
+func WithIntrospection(answer func(claims map[string]any) map[string]any) MintOption {
+	return func(c *mintConfig) { c.answer = answer }
 }
 
 // Mint returns a compact-serialized JWT whose payload is claims, used as
@@ -159,7 +174,7 @@ func (a *AuthServer) Mint(claims map[string]any, opts ...MintOption) string {
 	token := input + "." + base64.RawURLEncoding.EncodeToString(sig)
 
 	if c.mode == signServer && !c.tamper {
-		a.remember(token, claims)
+		a.remember(token, claims, c.answer)
 	}
 	return token
 }

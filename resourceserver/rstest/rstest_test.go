@@ -151,29 +151,28 @@ func TestMetadata(t *testing.T) {
 		var md map[string]any
 		require.NoError(t, json.Unmarshal(body, &md))
 		want := map[string]any{
-			"issuer":                           srv.Issuer(),
-			"jwks_uri":                         srv.JWKSURL(),
-			"introspection_endpoint":           srv.IntrospectionURL(),
-			"authorization_endpoint":           srv.Issuer() + "/authorize",
-			"token_endpoint":                   srv.Issuer() + "/token",
-			"response_types_supported":         []any{"code"},
-			"code_challenge_methods_supported": []any{"S256"},
-			"scopes_supported":                 []any{"crm.contacts.read", "crm.contacts.write", "crm.deals.read", "crm.deals.write"},
+			"issuer":                   srv.Issuer(),
+			"jwks_uri":                 srv.JWKSURL(),
+			"introspection_endpoint":   srv.IntrospectionURL(),
+			"response_types_supported": []any{"code"},
+			"subject_types_supported":  []any{"public"},
 			"introspection_endpoint_auth_methods_supported": []any{"client_secret_basic", "client_secret_post"},
 		}
 		for k, v := range want {
 			assert.Equal(t, v, md[k], "%s at %s", k, loc)
 		}
-		for _, k := range []string{"grant_types_supported", "id_token_signing_alg_values_supported", "token_endpoint_auth_methods_supported"} {
-			assert.NotEmpty(t, md[k], "%s at %s", k, loc)
+		assert.NotEmpty(t, md["id_token_signing_alg_values_supported"], loc)
+		for _, k := range []string{"authorization_endpoint", "token_endpoint", "registration_endpoint"} {
+			assert.NotContains(t, md, k, "the fake has no sign-in, so it advertises none (%s)", loc)
 		}
 	}
 	assert.Equal(t, 2, srv.MetadataFetches())
 
-	srv.SetScopesSupported([]string{"crm.all"})
+	srv.SetMetadata(map[string]any{"scopes_supported": []string{"crm.all"}, "jwks_uri": nil})
 	_, body := get(t, srv, oidc)
-	assert.Contains(t, string(body), `"scopes_supported":["crm.all"]`)
-	srv.SetScopesSupported(nil)
+	assert.Contains(t, string(body), `"scopes_supported":["crm.all"]`, "a field added")
+	assert.NotContains(t, string(body), "jwks_uri", "a nil value removes a field")
+	srv.SetMetadata(map[string]any{"scopes_supported": nil})
 	_, body = get(t, srv, oidc)
 	assert.NotContains(t, string(body), "scopes_supported")
 
@@ -203,21 +202,12 @@ func TestMetadataFallback(t *testing.T) {
 	assert.Equal(t, http.StatusNotFound, status, "RFC 8414 location after DisableRFC8414")
 	status, _ = get(t, srv, oidc)
 	assert.Equal(t, http.StatusOK, status, "OpenID location after DisableRFC8414")
-
-	other := rstest.NewServer()
-	defer other.Close()
-	u, _ = url.Parse(other.Issuer())
-	other.DisableOpenIDDiscovery()
-	status, _ = get(t, other, u.Scheme+"://"+u.Host+"/.well-known/oauth-authorization-server"+u.Path)
-	assert.Equal(t, http.StatusOK, status, "RFC 8414 location after DisableOpenIDDiscovery")
-	status, _ = get(t, other, other.Issuer()+"/.well-known/openid-configuration")
-	assert.Equal(t, http.StatusNotFound, status, "OpenID location after DisableOpenIDDiscovery")
 }
 
 func TestUnknownPath(t *testing.T) {
 	srv := rstest.NewServer()
 	defer srv.Close()
-	for _, path := range []string{"/", "/userinfo", "/admin/api", "/admin/api/users/x", "/jwks/x"} {
+	for _, path := range []string{"/", "/userinfo", "/authorize", "/token", "/register", "/admin", "/jwks/x"} {
 		status, _ := get(t, srv, srv.Issuer()+path)
 		assert.Equal(t, http.StatusNotFound, status, "GET issuer+%s", path)
 	}
@@ -559,6 +549,56 @@ func TestIntrospection(t *testing.T) {
 	assert.Equal(t, 2*len(tests)+1, srv.IntrospectionCalls())
 }
 
+// TestWithIntrospection: a token's answer can change after it is minted,
+// and a nil answer makes it inactive; Revoke and expiry still win.
+func TestWithIntrospection(t *testing.T) {
+	srv := rstest.NewServer()
+	defer srv.Close()
+	var mu sync.Mutex
+	live, scope := true, "crm.contacts.read"
+	answer := rstest.WithIntrospection(func(c map[string]any) map[string]any {
+		mu.Lock()
+		defer mu.Unlock()
+		if !live {
+			return nil
+		}
+		c["scope"] = scope
+		return c
+	})
+	set := func(l bool, s string) {
+		mu.Lock()
+		defer mu.Unlock()
+		live, scope = l, s
+	}
+	claims := srv.Claims("alice", audience, "crm.contacts.read", "crm.deals.read")
+	tok := srv.Mint(claims, answer)
+	auth := basic(rstest.DefaultIntrospectionClientID, rstest.DefaultIntrospectionClientSecret)
+
+	_, body := introspect(t, srv, tok, auth)
+	assert.Equal(t, true, body["active"])
+	assert.Equal(t, "crm.contacts.read", body["scope"], "the answer's claims, not the minted ones")
+	assert.Equal(t, "alice", body["sub"], "the other claims as minted")
+	assert.Equal(t, "crm.contacts.read crm.deals.read", claims["scope"], "the caller's map is untouched")
+
+	set(true, "")
+	_, body = introspect(t, srv, tok, auth)
+	assert.Equal(t, "", body["scope"])
+	set(false, "")
+	_, body = introspect(t, srv, tok, auth)
+	assert.Equal(t, map[string]any{"active": false}, body, "nil: inactive")
+
+	set(true, "x")
+	srv.Revoke(tok)
+	_, body = introspect(t, srv, tok, auth)
+	assert.Equal(t, false, body["active"], "Revoke wins over the answer")
+
+	expired := srv.Claims("bob", audience)
+	expired["exp"] = time.Now().Add(-time.Minute).Unix()
+	old := srv.Mint(expired, answer)
+	_, body = introspect(t, srv, old, auth)
+	assert.Equal(t, false, body["active"], "expiry wins over the answer")
+}
+
 func TestIntrospectionClientAuthentication(t *testing.T) {
 	srv := rstest.NewServer()
 	defer srv.Close()
@@ -662,7 +702,7 @@ func TestConcurrentUse(t *testing.T) {
 			}
 			srv.Revoke(tok)
 			srv.SetJWKSDown(false)
-			srv.SetScopesSupported([]string{"a"})
+			srv.SetMetadata(map[string]any{"scopes_supported": []string{"a"}})
 			resp, err := srv.HTTP.Client().Get(srv.JWKSURL())
 			if err == nil {
 				resp.Body.Close()

@@ -1,5 +1,7 @@
-// Package duotest is a fake of the Duo Auth API v2 for tests and for a local
-// development mode, in the manner of net/http/httptest.
+// Package duotest is a fake of the Duo Auth API v2 for tests, in the manner
+// of net/http/httptest: it verifies signatures and answers by script.
+// crm-mcp dev serves it too, behind the push page of internal/devduo that
+// plays Duo Mobile; that page is not part of the fake.
 //
 // The fake verifies real request signatures (the v2 canonical form,
 // HMAC-SHA512), so a client built on github.com/duosecurity/duo_api_golang is
@@ -61,8 +63,8 @@
 // # Interactive use
 //
 // With Manual, a push stays waiting until Decide approves or denies it (or
-// PushTimeout passes). Pending lists such pushes, Subscribe streams new
-// pushes and decisions, and WaitForPush hands a test each new push in turn.
+// PushTimeout passes). Pending lists such pushes, and WaitForPush hands a
+// test each new push in turn.
 package duotest
 
 import (
@@ -80,9 +82,9 @@ import (
 	"time"
 )
 
-// DeviceID is the one device preauth lists for a user with a push outcome;
+// deviceID is the one device preauth lists for a user with a push outcome;
 // auth accepts it or "auto".
-const DeviceID = "DPFZRS9FB0D46QFTM899"
+const deviceID = "DPFZRS9FB0D46QFTM899"
 
 const (
 	deviceName   = "Test phone"
@@ -96,11 +98,8 @@ const maxPushInfo = 20000
 // fits many times over.
 const maxBody = 1 << 20
 
-// subscriberBuffer is how many notifications a slow subscriber may fall
-// behind by before it misses some.
-const subscriberBuffer = 64
-
-// Errors returned by Decide.
+// Errors returned by Decide, so that a page answering pushes for a person
+// (internal/devduo) can tell an unknown push from one already answered.
 var (
 	ErrNotFound   = errors.New("duotest: no such transaction")
 	ErrNotPending = errors.New("duotest: transaction is not a pending Manual push")
@@ -130,8 +129,6 @@ type Duo struct {
 	txs      []*tx
 	byID     map[string]*tx
 	reqs     []Request
-	subs     map[int]chan Push
-	nextSub  int
 	pushed   chan struct{} // closed and replaced when a push is recorded
 	waitNext int           // index of the push WaitForPush returns next
 }
@@ -149,7 +146,6 @@ func New(ikey, skey string) *Duo {
 		def:    entry{outcome: Deny, retryAfter: -1},
 		users:  make(map[string]*userScript),
 		byID:   make(map[string]*tx),
-		subs:   make(map[int]chan Push),
 		pushed: make(chan struct{}),
 	}
 }
@@ -172,7 +168,6 @@ func (d *Duo) now() time.Time {
 type Push struct {
 	TxID            string
 	User            string // the username or user_id value
-	Factor          string // always "push"
 	Device          string // as sent: "auto" or a device ID
 	Type            string
 	DisplayUsername string
@@ -182,12 +177,10 @@ type Push struct {
 	Created         time.Time
 	Result          string // "waiting", "allow" or "deny"
 	Status          string // "pushed", "allow", "bypass", "deny", "fraud", "timeout", "locked_out"
-	StatusMsg       string
 }
 
 // Request is one request as the fake saw it. It holds no credentials.
 type Request struct {
-	Time        time.Time
 	Method      string
 	Path        string
 	Params      url.Values // query for GET, form body for POST
@@ -272,7 +265,7 @@ func (t *tx) snapshot(now time.Time) Push {
 	p := t.push
 	p.PushInfo = cloneValues(p.PushInfo)
 	st := t.state(now)
-	p.Result, p.Status, p.StatusMsg = st.Result, st.Status, st.StatusMsg
+	p.Result, p.Status = st.Result, st.Status
 	return p
 }
 
@@ -329,42 +322,7 @@ func (d *Duo) Decide(txid string, approve bool) error {
 	}
 	t.decided, t.approve = true, approve
 	close(t.done)
-	d.notify(t.snapshot(now))
 	return nil
-}
-
-// Subscribe returns a channel that receives a Push when one is created and
-// again when Decide settles it, and a function that ends the subscription and
-// closes the channel. Changes that come from the clock (AfterDelay,
-// PushTimeout) are not sent. A subscriber more than 64 notifications behind
-// misses the newer ones; it can catch up with Pushes or Pending.
-func (d *Duo) Subscribe() (<-chan Push, func()) {
-	ch := make(chan Push, subscriberBuffer)
-	d.mu.Lock()
-	id := d.nextSub
-	d.nextSub++
-	d.subs[id] = ch
-	d.mu.Unlock()
-	var once sync.Once
-	return ch, func() {
-		once.Do(func() {
-			d.mu.Lock()
-			delete(d.subs, id)
-			close(ch)
-			d.mu.Unlock()
-		})
-	}
-}
-
-// notify sends p to every subscriber that has room. The caller holds d.mu,
-// which also keeps a send from racing the close in the cancel function.
-func (d *Duo) notify(p Push) {
-	for _, ch := range d.subs {
-		select {
-		case ch <- p:
-		default:
-		}
-	}
 }
 
 // WaitForPush returns the oldest push that WaitForPush has not yet returned,
@@ -459,7 +417,6 @@ func (d *Duo) record(r *http.Request, params url.Values) int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.reqs = append(d.reqs, Request{
-		Time:   d.now(),
 		Method: r.Method,
 		Path:   r.URL.Path,
 		Params: cloneValues(params),
@@ -487,7 +444,7 @@ type device struct {
 }
 
 var testPhone = device{
-	Device:       DeviceID,
+	Device:       deviceID,
 	Type:         "phone",
 	Name:         deviceName,
 	Number:       deviceNumber,
@@ -564,7 +521,6 @@ func (d *Duo) serveAuth(w http.ResponseWriter, r *http.Request, params url.Value
 		push: Push{
 			TxID:            newTxID(),
 			User:            user,
-			Factor:          params.Get("factor"),
 			Device:          params.Get("device"),
 			Type:            params.Get("type"),
 			DisplayUsername: params.Get("display_username"),
@@ -586,7 +542,6 @@ func (d *Duo) serveAuth(w http.ResponseWriter, r *http.Request, params url.Value
 	d.byID[t.push.TxID] = t
 	close(d.pushed)
 	d.pushed = make(chan struct{})
-	d.notify(t.snapshot(now))
 	d.mu.Unlock()
 
 	if async {
@@ -696,7 +651,7 @@ func checkAuthParams(params url.Values) *failure {
 	switch dev := params.Get("device"); dev {
 	case "":
 		return missing("device")
-	case "auto", DeviceID:
+	case "auto", deviceID:
 	default:
 		return invalid("device")
 	}

@@ -1,4 +1,4 @@
-package rstest
+package devduo
 
 import (
 	"encoding/json"
@@ -10,7 +10,7 @@ import (
 	"time"
 )
 
-// clientMetadata is the client metadata the fake understands (RFC 7591
+// clientMetadata is the client metadata the sign-in understands (RFC 7591
 // section 2, plus OpenID Connect's application_type). Other fields are
 // ignored, as section 2 requires; jwks and software statements among them.
 type clientMetadata struct {
@@ -33,9 +33,10 @@ type clientMetadata struct {
 // client is a registered client. It is never modified after registration,
 // so it may be read without the lock.
 type client struct {
-	id     string
-	secret string // empty for public clients
-	meta   clientMetadata
+	id       string
+	secret   string // empty for public clients
+	meta     clientMetadata
+	issuedAt time.Time // registered clients only
 }
 
 // public reports whether the client authenticates with its client_id
@@ -84,7 +85,7 @@ func loopbackIP(host string) bool {
 	return err == nil && ip.IsLoopback()
 }
 
-// checkRedirectURI enforces what the fake accepts as a redirection
+// checkRedirectURI enforces what the sign-in accepts as a redirection
 // endpoint: https anywhere, or http on a loopback host (RFC 8252 section
 // 7.3, OAuth 2.1 section 2.3.1). Private-use schemes ("com.example.app:/")
 // are refused: the clients this project meets use loopback redirects.
@@ -106,7 +107,7 @@ func checkRedirectURI(s string) *oauthError {
 
 // serveRegister implements open dynamic client registration (RFC 7591
 // section 3): anyone may register, no initial access token is needed.
-func (a *AuthServer) serveRegister(w http.ResponseWriter, r *http.Request) {
+func (si *SignIn) serveRegister(w http.ResponseWriter, r *http.Request) {
 	if !allowMethod(w, r, http.MethodPost) {
 		return
 	}
@@ -121,14 +122,17 @@ func (a *AuthServer) serveRegister(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	c := &client{id: randomString(16), meta: meta}
+	c := &client{id: randomString(16), meta: meta, issuedAt: time.Now()}
 	if !c.public() {
 		c.secret = randomString(32)
 	}
-	issuedAt := time.Now().Unix()
-	a.mu.Lock()
-	a.clients[c.id] = c
-	a.mu.Unlock()
+	if err := si.addClient(c); err != nil {
+		// Not kept, so not given out: a client_id that a restart would
+		// forget is the failure this refuses.
+		writeOAuthError(w, r, &oauthError{code: "server_error", desc: "the registration could not be saved", status: http.StatusInternalServerError})
+		return
+	}
+	issuedAt := c.issuedAt.Unix()
 
 	// RFC 7591 section 3.2.1: the registered metadata, defaults filled in,
 	// and client_secret_expires_at whenever a secret is issued (0: never).

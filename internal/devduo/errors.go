@@ -1,4 +1,4 @@
-package rstest
+package devduo
 
 import (
 	"fmt"
@@ -36,7 +36,7 @@ func writeOAuthError(w http.ResponseWriter, r *http.Request, e *oauthError) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Pragma", "no-cache")
 	if e.status == http.StatusUnauthorized && r.Header.Get("Authorization") != "" {
-		w.Header().Set("WWW-Authenticate", `Basic realm="rstest"`)
+		w.Header().Set("WWW-Authenticate", `Basic realm="crm-mcp dev"`)
 	}
 	body := map[string]any{"error": e.code}
 	if e.desc != "" {

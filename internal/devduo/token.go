@@ -1,19 +1,21 @@
-package rstest
+package devduo
 
 import (
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/base64"
-	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/crm-mcp/crm-mcp/resourceserver/rstest"
 )
 
-// DefaultTokenLifetime is the life of access tokens issued at the token
-// endpoint until [AuthServer.SetTokenLifetime] changes it.
-const DefaultTokenLifetime = time.Hour
+// defaultTokenLifetime is the life of access tokens issued at the token
+// endpoint.
+const defaultTokenLifetime = time.Hour
 
 // refreshLifetime is the life of a refresh token; each refresh issues a
 // new one.
@@ -31,6 +33,13 @@ type grant struct {
 	revoked   bool
 }
 
+// accessToken is an access token issued at the token endpoint, remembered
+// until it expires so that the revocation endpoint can tell whose it is.
+type accessToken struct {
+	grant   *grant
+	expires time.Time
+}
+
 // refreshToken is an issued refresh token. Refresh tokens rotate: each is
 // good for one refresh (OAuth 2.1 section 4.3.1), and presenting a spent
 // one again revokes the grant, since either the client or an attacker holds
@@ -40,17 +49,6 @@ type refreshToken struct {
 	aud     []string // the audience of the access tokens it refreshes
 	expires time.Time
 	used    bool
-}
-
-// SetTokenLifetime sets the life of access tokens issued at the token
-// endpoint (default [DefaultTokenLifetime]). It panics unless d > 0.
-func (a *AuthServer) SetTokenLifetime(d time.Duration) {
-	if d <= 0 {
-		panic(fmt.Sprintf("rstest: SetTokenLifetime: %v is not positive", d))
-	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.tokenTTL = d
 }
 
 // tokenResponse is a successful token response (RFC 6749 section 5.1).
@@ -63,7 +61,7 @@ type tokenResponse struct {
 }
 
 // serveToken is the token endpoint (RFC 6749 section 3.2).
-func (a *AuthServer) serveToken(w http.ResponseWriter, r *http.Request) {
+func (si *SignIn) serveToken(w http.ResponseWriter, r *http.Request) {
 	if !allowMethod(w, r, http.MethodPost) {
 		return
 	}
@@ -72,7 +70,7 @@ func (a *AuthServer) serveToken(w http.ResponseWriter, r *http.Request) {
 		writeOAuthError(w, r, e)
 		return
 	}
-	c, e := a.authenticateClient(r, form)
+	c, e := si.authenticateClient(r, form)
 	if e != nil {
 		writeOAuthError(w, r, e)
 		return
@@ -83,9 +81,9 @@ func (a *AuthServer) serveToken(w http.ResponseWriter, r *http.Request) {
 		if !slices.Contains(c.meta.GrantTypes, gt) {
 			e = badRequest("unauthorized_client", "the client did not register for the %s grant", gt)
 		} else if gt == "authorization_code" {
-			resp, e = a.exchangeCode(c, form)
+			resp, e = si.exchangeCode(c, form)
 		} else {
-			resp, e = a.refreshGrant(c, form)
+			resp, e = si.refreshGrant(c, form)
 		}
 	case "":
 		e = badRequest("invalid_request", "grant_type is required")
@@ -121,7 +119,7 @@ func readForm(w http.ResponseWriter, r *http.Request, single ...string) (url.Val
 // request (RFC 6749 section 2.3.1): public clients by client_id alone (in
 // the body, or in Basic with an empty password), confidential ones by
 // their secret in Basic or in the body, whichever they registered.
-func (a *AuthServer) authenticateClient(r *http.Request, form url.Values) (*client, *oauthError) {
+func (si *SignIn) authenticateClient(r *http.Request, form url.Values) (*client, *oauthError) {
 	id, secret, basic := r.BasicAuth()
 	if basic {
 		if form.Has("client_secret") {
@@ -145,9 +143,9 @@ func (a *AuthServer) authenticateClient(r *http.Request, form url.Values) (*clie
 	if id == "" {
 		return nil, invalidClient("client authentication is required: send client_id")
 	}
-	a.mu.Lock()
-	c := a.clients[id]
-	a.mu.Unlock()
+	si.mu.Lock()
+	c := si.clients[id]
+	si.mu.Unlock()
 	switch {
 	case c == nil:
 		return nil, invalidClient("unknown client")
@@ -165,7 +163,7 @@ func (a *AuthServer) authenticateClient(r *http.Request, form url.Values) (*clie
 
 // exchangeCode implements the authorization code grant (RFC 6749 section
 // 4.1.3, RFC 7636 section 4.6, RFC 8707 section 2.2).
-func (a *AuthServer) exchangeCode(c *client, form url.Values) (*tokenResponse, *oauthError) {
+func (si *SignIn) exchangeCode(c *client, form url.Values) (*tokenResponse, *oauthError) {
 	code, verifier := form.Get("code"), form.Get("code_verifier")
 	if code == "" {
 		return nil, badRequest("invalid_request", "code is required")
@@ -174,9 +172,9 @@ func (a *AuthServer) exchangeCode(c *client, form url.Values) (*tokenResponse, *
 		return nil, badRequest("invalid_request", "code_verifier is required (PKCE)")
 	}
 	now := time.Now()
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	ac := a.codes[code]
+	si.mu.Lock()
+	defer si.mu.Unlock()
+	ac := si.codes[code]
 	if ac == nil {
 		return nil, badRequest("invalid_grant", "unknown or expired authorization code")
 	}
@@ -208,26 +206,26 @@ func (a *AuthServer) exchangeCode(c *client, form url.Values) (*tokenResponse, *
 		return nil, e
 	}
 	g := &grant{clientID: c.id, user: ac.user, resources: ac.resources, scopes: ac.scopes}
-	scopes := a.grantableLocked(ac.user, ac.scopes)
+	scopes := si.grantableLocked(ac.user, ac.scopes)
 	if len(scopes) == 0 {
 		return nil, badRequest("invalid_grant", "the user no longer holds any of the approved scopes")
 	}
 	ac.grant = g
-	return a.issueLocked(c, g, aud, scopes, now), nil
+	return si.issueLocked(c, g, aud, scopes, now), nil
 }
 
 // refreshGrant implements the refresh token grant (RFC 6749 section 6)
 // with rotation. The scopes are those approved, narrowed by the scope
 // parameter, less those the user has lost since.
-func (a *AuthServer) refreshGrant(c *client, form url.Values) (*tokenResponse, *oauthError) {
+func (si *SignIn) refreshGrant(c *client, form url.Values) (*tokenResponse, *oauthError) {
 	raw := form.Get("refresh_token")
 	if raw == "" {
 		return nil, badRequest("invalid_request", "refresh_token is required")
 	}
 	now := time.Now()
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	rt := a.refresh[raw]
+	si.mu.Lock()
+	defer si.mu.Unlock()
+	rt := si.refresh[raw]
 	switch {
 	case rt == nil || rt.grant.clientID != c.id:
 		return nil, badRequest("invalid_grant", "unknown refresh token")
@@ -256,15 +254,15 @@ func (a *AuthServer) refreshGrant(c *client, form url.Values) (*tokenResponse, *
 			return nil, e
 		}
 	}
-	if a.userLocked(g.user) == nil {
+	if si.userLocked(g.user) == nil {
 		return nil, badRequest("invalid_grant", "the user no longer exists")
 	}
-	scopes := a.grantableLocked(g.user, requested)
+	scopes := si.grantableLocked(g.user, requested)
 	if len(scopes) == 0 {
 		return nil, badRequest("invalid_grant", "the user no longer holds any of the approved scopes")
 	}
 	rt.used = true
-	return a.issueLocked(c, g, aud, scopes, now), nil
+	return si.issueLocked(c, g, aud, scopes, now), nil
 }
 
 // narrowResources checks the resource parameters of a token request: each
@@ -282,33 +280,34 @@ func narrowResources(requested, approved []string) ([]string, *oauthError) {
 }
 
 // issueLocked mints an access token for g and, if the client registered
-// for refreshes, a new refresh token. The JWT is signed with the current
-// RS256 key; aud is the resource, or an array when several were approved
-// and none singled out.
-func (a *AuthServer) issueLocked(c *client, g *grant, aud, scopes []string, now time.Time) *tokenResponse {
-	ttl := a.tokenTTL
+// for refreshes, a new refresh token. The JWT is signed by the rstest fake
+// with its current RS256 key; aud is the resource, or an array when
+// several were approved and none singled out. Its introspection answer is
+// live (answerLocked).
+func (si *SignIn) issueLocked(c *client, g *grant, aud, scopes []string, now time.Time) *tokenResponse {
+	ttl := si.tokenTTL
 	var audClaim any = aud[0]
 	if len(aud) > 1 {
 		audClaim = aud
 	}
+	expires := now.Add(ttl)
 	claims := map[string]any{
-		"iss":       a.issuer,
+		"iss":       si.issuer,
 		"sub":       g.user,
 		"aud":       audClaim,
 		"scope":     strings.Join(scopes, " "),
 		"client_id": c.id,
 		"iat":       now.Unix(),
-		"exp":       now.Add(ttl).Unix(),
+		"exp":       expires.Unix(),
 		"jti":       randomString(16),
 	}
-	// Mint takes the lock itself.
-	a.mu.Unlock()
-	token := a.Mint(claims)
-	a.mu.Lock()
-	if t := a.tokens[token]; t != nil {
-		t.grant = g
-	}
-	a.sweepLocked(now)
+	token := si.as.Mint(claims, rstest.WithIntrospection(func(claims map[string]any) map[string]any {
+		si.mu.Lock()
+		defer si.mu.Unlock()
+		return si.answerLocked(g, claims)
+	}))
+	si.sweepLocked(now)
+	si.access[token] = &accessToken{grant: g, expires: expires}
 	resp := &tokenResponse{
 		AccessToken: token,
 		TokenType:   "Bearer",
@@ -317,36 +316,55 @@ func (a *AuthServer) issueLocked(c *client, g *grant, aud, scopes []string, now 
 	}
 	if slices.Contains(c.meta.GrantTypes, "refresh_token") {
 		resp.RefreshToken = randomString(32)
-		a.refresh[resp.RefreshToken] = &refreshToken{grant: g, aud: aud, expires: now.Add(refreshLifetime)}
+		si.refresh[resp.RefreshToken] = &refreshToken{grant: g, aud: aud, expires: now.Add(refreshLifetime)}
 	}
 	return resp
 }
 
+// answerLocked is the introspection answer for an access token of g with
+// the claims it was issued with: inactive once g is revoked or its user
+// removed, and otherwise with the scopes it was issued with that the user
+// still holds. The scope is always present, even empty, so that a resource
+// server narrowing a JWT's scopes to the answer's drops them all.
+func (si *SignIn) answerLocked(g *grant, claims map[string]any) map[string]any {
+	u := si.userLocked(g.user)
+	if g.revoked || u == nil {
+		return nil
+	}
+	issued, _ := claims["scope"].(string)
+	claims["scope"] = strings.Join(intersect(strings.Fields(issued), u.Scopes), " ")
+	return claims
+}
+
 // sweepLocked forgets expired pending requests, codes, refresh tokens and
-// flow-issued access tokens, so that a long-running dev server does not
-// grow without bound. Tokens made by Mint and MintOpaque are kept: tests
-// may introspect them after they expire.
-func (a *AuthServer) sweepLocked(now time.Time) {
-	for id, p := range a.pending {
+// access tokens, so that a long-running dev server does not grow without
+// bound.
+func (si *SignIn) sweepLocked(now time.Time) {
+	for id, p := range si.pending {
 		if now.After(p.expires) {
-			delete(a.pending, id)
+			delete(si.pending, id)
 		}
 	}
-	for code, ac := range a.codes {
+	for code, ac := range si.codes {
 		if now.After(ac.expires) {
-			delete(a.codes, code)
+			delete(si.codes, code)
 		}
 	}
-	for raw, rt := range a.refresh {
+	for raw, rt := range si.refresh {
 		if now.After(rt.expires) {
-			delete(a.refresh, raw)
+			delete(si.refresh, raw)
 		}
 	}
-	for raw, t := range a.tokens {
-		if t.grant != nil && !current(t.claims, now) {
-			delete(a.tokens, raw)
+	for raw, at := range si.access {
+		if now.After(at.expires) {
+			delete(si.access, raw)
 		}
 	}
+}
+
+// equal compares secrets in constant time.
+func equal(got, want string) bool {
+	return subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
 }
 
 // s256 is the S256 code challenge of verifier (RFC 7636 section 4.2).

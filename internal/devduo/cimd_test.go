@@ -1,4 +1,4 @@
-package rstest_test
+package devduo_test
 
 import (
 	"context"
@@ -18,7 +18,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/crm-mcp/crm-mcp/resourceserver/rstest"
+	"github.com/crm-mcp/crm-mcp/internal/devduo"
 )
 
 // docHost is a client's web site serving Client ID Metadata Documents, over
@@ -91,7 +91,7 @@ func with(doc map[string]any, k string, v any) map[string]any {
 
 // authorizeJSON sends an authorization request asking for JSON errors and
 // returns the response, not following redirects; the caller closes it.
-func authorizeJSON(t *testing.T, srv *rstest.Server, params url.Values) *http.Response {
+func authorizeJSON(t *testing.T, srv *server, params url.Values) *http.Response {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodGet, srv.AuthorizationURL()+"?"+params.Encode(), nil)
 	require.NoError(t, err)
@@ -451,13 +451,13 @@ func TestMetadataDocumentDialPolicy(t *testing.T) {
 		{"[2001:db8::1]:443", false},
 		{"[ff02::1]:443", false},
 	} {
-		err := rstest.DialPublicOrLoopback("tcp", tt.addr, nil)
+		err := devduo.DialPublicOrLoopback("tcp", tt.addr, nil)
 		assert.Equal(t, tt.ok, err == nil, "%s: %v", tt.addr, err)
 	}
 
 	// The default client's dialer applies it, before connecting, and no
 	// proxy dials in its place.
-	tr := rstest.DefaultDocumentClient.Transport.(*http.Transport)
+	tr := devduo.DefaultDocumentClient.Transport.(*http.Transport)
 	assert.Nil(t, tr.Proxy)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -1,4 +1,4 @@
-package rstest_test
+package devduo_test
 
 import (
 	"encoding/json"
@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/crm-mcp/crm-mcp/internal/devduo"
 	"github.com/crm-mcp/crm-mcp/resourceserver/rstest"
 )
 
@@ -25,15 +26,15 @@ func decodeRecorder(t *testing.T, rec *httptest.ResponseRecorder) map[string]any
 }
 
 func TestUsers(t *testing.T) {
-	as := rstest.NewAuthServer("https://as.example")
+	as := devduo.NewSignIn(rstest.NewAuthServer("https://as.example"))
 	assert.Empty(t, as.Users(), "no users by default")
-	users := rstest.DevUsers()
+	users := devduo.DefaultUsers()
 	as.SetUsers(users...)
 	users[0].Scopes[0] = "changed"
-	assert.Equal(t, rstest.DevUsers(), as.Users(), "SetUsers copies")
+	assert.Equal(t, devduo.DefaultUsers(), as.Users(), "SetUsers copies")
 	got := as.Users()
 	got[0].Scopes[0] = "changed"
-	assert.Equal(t, rstest.DevUsers(), as.Users(), "Users copies")
+	assert.Equal(t, devduo.DefaultUsers(), as.Users(), "Users copies")
 
 	require.NoError(t, as.GrantScope("carol", "crm.contacts.write"))
 	require.NoError(t, as.GrantScope("carol", "crm.contacts.write"), "granting twice")
@@ -44,10 +45,8 @@ func TestUsers(t *testing.T) {
 	assert.Error(t, as.GrantScope("mallory", "crm.contacts.read"))
 	assert.Error(t, as.GrantScope("carol", "crm.admin"), "not in scopes_supported")
 	assert.Error(t, as.RevokeScope("carol", "bad scope"))
-	as.SetScopesSupported(nil)
-	assert.NoError(t, as.GrantScope("carol", "crm.admin"), "anything goes without scopes_supported")
 
-	for _, bad := range [][]rstest.User{
+	for _, bad := range [][]devduo.User{
 		{{Name: ""}},
 		{{Name: "a b"}},
 		{{Name: "a/b"}},
@@ -119,7 +118,7 @@ func TestAdminAPI(t *testing.T) {
 
 func TestAdminPage(t *testing.T) {
 	srv := flowServer(t)
-	srv.SetUsers(append(rstest.DevUsers(), rstest.User{Name: "dave", Scopes: []string{"<b>x</b>"}})...)
+	srv.SetUsers(append(devduo.DefaultUsers(), devduo.User{Name: "dave", Scopes: []string{"<b>x</b>"}})...)
 	status, body := get(t, srv, srv.AdminURL())
 	require.Equal(t, http.StatusOK, status)
 	page := string(body)

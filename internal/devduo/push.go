@@ -1,8 +1,7 @@
-package duotest
+package devduo
 
 import (
 	"embed"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"html/template"
@@ -10,12 +9,15 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/crm-mcp/crm-mcp/stepup/duotest"
 )
 
-// The phone page plays Duo Mobile for a person trying the dev mode: it
-// shows each push the way the phone would and answers it with Decide. It
-// has no authentication (whoever reaches it can approve any push), so it
-// belongs on a loopback listener only, like the rest of the fake.
+// The push page plays Duo Mobile for a person trying the dev mode: it
+// shows each push the fake Duo Auth API (duotest) received the way the
+// phone would and answers it with Decide. It has no authentication
+// (whoever reaches it can approve any push), so it belongs on a loopback
+// listener only.
 
 //go:embed phone
 var phoneFiles embed.FS
@@ -29,8 +31,8 @@ const maxDecided = 50
 // maxForm bounds the body of the page's form post.
 const maxForm = 4 << 10
 
-// PhonePush is a push as the phone page's JSON API shows it.
-type PhonePush struct {
+// phonePush is a push as the push page's JSON API shows it.
+type phonePush struct {
 	TxID string `json:"txid"`
 	User string `json:"user"`
 	// Type is the type parameter as sent; Duo Mobile shows it followed by
@@ -46,8 +48,9 @@ type PhonePush struct {
 	Created       time.Time         `json:"created"`
 }
 
-// Title is what Duo Mobile shows at the top of the push.
-func (p PhonePush) Title() string {
+// Title is what Duo Mobile shows at the top of the push (the page's
+// template calls it).
+func (p phonePush) Title() string {
 	if p.Type == "" {
 		return "Login request"
 	}
@@ -55,26 +58,26 @@ func (p PhonePush) Title() string {
 }
 
 // Pending reports whether the push still waits for an answer.
-func (p PhonePush) Pending() bool { return p.Result == "waiting" }
+func (p phonePush) Pending() bool { return p.Result == "waiting" }
 
-// PhonePushes returns what the phone shows: the pushes still waiting,
+// phonePushes returns what the phone shows: the pushes still waiting,
 // newest first, then up to 50 decided ones, newest first.
-func (d *Duo) PhonePushes() []PhonePush {
+func phonePushes(d *duotest.Duo) []phonePush {
 	all := d.Pushes()
-	var pending, decided []PhonePush
+	var pending, decided []phonePush
 	for i := len(all) - 1; i >= 0; i-- {
-		p := phonePush(all[i])
+		p := toPhonePush(all[i])
 		if p.Pending() {
 			pending = append(pending, p)
 		} else if len(decided) < maxDecided {
 			decided = append(decided, p)
 		}
 	}
-	return append(append(make([]PhonePush, 0, len(pending)+len(decided)), pending...), decided...)
+	return append(append(make([]phonePush, 0, len(pending)+len(decided)), pending...), decided...)
 }
 
-func phonePush(p Push) PhonePush {
-	out := PhonePush{
+func toPhonePush(p duotest.Push) phonePush {
+	out := phonePush{
 		TxID:          p.TxID,
 		User:          p.User,
 		Type:          p.Type,
@@ -113,13 +116,13 @@ func orderedPairs(raw string) [][2]string {
 	return out
 }
 
-// PhoneHandler returns a handler serving, under prefix (such as
+// PushPage returns a handler serving, for the fake Duo d, under prefix (such as
 // "/dev/push"; "" for the root), a page that plays Duo Mobile and a JSON
 // API for scripts:
 //
 //	GET  prefix                                a page showing each pending push as the phone would,
 //	                                           with Approve and Deny buttons; it refreshes every second
-//	GET  prefix/api/pushes                     [PhonePush, ...]: pending first, then recent decided ones
+//	GET  prefix/api/pushes                     [push, ...]: pending first, then recent decided ones
 //	POST prefix/api/pushes/{txid}/approve      Decide(txid, true): 204; 404 unknown txid; 409 not pending
 //	POST prefix/api/pushes/{txid}/deny         Decide(txid, false): likewise
 //
@@ -129,12 +132,12 @@ func orderedPairs(raw string) [][2]string {
 // request path. Cross-origin POSTs from browsers are refused
 // (http.CrossOriginProtection), so another site open in the same browser
 // cannot approve a push. There is no other protection: serve it on a
-// loopback address only. PhoneHandler panics if prefix does not start
+// loopback address only. PushPage panics if prefix does not start
 // with "/", ends with "/" or holds a character a ServeMux pattern treats
 // specially.
-func (d *Duo) PhoneHandler(prefix string) http.Handler {
+func PushPage(d *duotest.Duo, prefix string) http.Handler {
 	if prefix != "" && (!strings.HasPrefix(prefix, "/") || strings.HasSuffix(prefix, "/") || strings.ContainsAny(prefix, "{} \t\n")) {
-		panic(fmt.Sprintf("duotest: PhoneHandler: prefix %q must be empty or start with / and not end with /", prefix))
+		panic(fmt.Sprintf("devduo: PushPage: prefix %q must be empty or start with / and not end with /", prefix))
 	}
 	page := prefix
 	if page == "" {
@@ -160,18 +163,18 @@ func (d *Duo) PhoneHandler(prefix string) http.Handler {
 }
 
 type phone struct {
-	d            *Duo
+	d            *duotest.Duo
 	prefix, page string
 }
 
 type phonePage struct {
 	Prefix, API, Decide string
-	Pending, Decided    []PhonePush
+	Pending, Decided    []phonePush
 }
 
 func (p *phone) servePage(w http.ResponseWriter, r *http.Request) {
 	data := phonePage{Prefix: p.prefix, API: p.prefix + "/api/pushes", Decide: p.prefix + "/decide"}
-	for _, push := range p.d.PhonePushes() {
+	for _, push := range phonePushes(p.d) {
 		if push.Pending() {
 			data.Pending = append(data.Pending, push)
 		} else {
@@ -192,7 +195,7 @@ func (p *phone) servePage(w http.ResponseWriter, r *http.Request) {
 func (p *phone) serveAsset(name, contentType string) http.HandlerFunc {
 	body, err := phoneFiles.ReadFile(name)
 	if err != nil {
-		panic("duotest: missing embedded " + name)
+		panic("devduo: missing embedded " + name)
 	}
 	return func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", contentType)
@@ -204,14 +207,14 @@ func (p *phone) serveAsset(name, contentType string) http.HandlerFunc {
 
 func (p *phone) serveList(w http.ResponseWriter, r *http.Request) {
 	noStore(w.Header())
-	phoneJSON(w, http.StatusOK, p.d.PhonePushes())
+	writeJSON(w, http.StatusOK, phonePushes(p.d))
 }
 
 func (p *phone) serveDecide(approve bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		noStore(w.Header())
 		if status, msg := p.decide(r.PathValue("txid"), approve); status != http.StatusNoContent {
-			phoneJSON(w, status, map[string]string{"error": msg})
+			writeJSON(w, status, map[string]string{"error": msg})
 			return
 		}
 		w.WriteHeader(http.StatusNoContent)
@@ -249,9 +252,9 @@ func (p *phone) decide(txid string, approve bool) (int, string) {
 	switch {
 	case err == nil:
 		return http.StatusNoContent, ""
-	case errors.Is(err, ErrNotFound):
+	case errors.Is(err, duotest.ErrNotFound):
 		return http.StatusNotFound, "no push has this transaction id"
-	case errors.Is(err, ErrNotPending):
+	case errors.Is(err, duotest.ErrNotPending):
 		return http.StatusConflict, "this push is no longer waiting for an answer"
 	default:
 		return http.StatusInternalServerError, "the push could not be answered"
@@ -262,15 +265,4 @@ func noStore(h http.Header) {
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Referrer-Policy", "no-referrer")
-}
-
-func phoneJSON(w http.ResponseWriter, status int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		http.Error(w, "encoding failed", http.StatusInternalServerError)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	w.Write(append(b, '\n'))
 }

@@ -1,4 +1,4 @@
-package rstest
+package devduo
 
 import (
 	"errors"
@@ -10,8 +10,8 @@ import (
 
 // The scope admin page and its JSON API stand in for Duo's Scope
 // Authorization. They have no authentication: anyone who can reach the
-// fake can grant any user any scope. The dev mode binds to loopback, and
-// cross-origin posts from browsers are refused (a.csrf), but that is all.
+// sign-in can grant any user any scope. The dev mode binds to loopback, and
+// cross-origin posts from browsers are refused (si.csrf), but that is all.
 
 type adminPage struct {
 	Action, API string
@@ -33,49 +33,49 @@ type adminCell struct {
 // serveAdminPage serves the users × scopes table (GET) and applies its
 // grant and revoke buttons (POST user, scope, action=grant|revoke), then
 // shows the table again (303, so that a reload does not repost).
-func (a *AuthServer) serveAdminPage(w http.ResponseWriter, r *http.Request) {
+func (si *SignIn) serveAdminPage(w http.ResponseWriter, r *http.Request) {
 	switch r.Method {
 	case http.MethodGet:
 	case http.MethodPost:
 		r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
 		if err := r.ParseForm(); err != nil {
-			a.errorPage(w, r, http.StatusBadRequest, "invalid_request", "The form could not be read.")
+			si.errorPage(w, r, http.StatusBadRequest, "invalid_request", "The form could not be read.")
 			return
 		}
 		user, scope := r.PostForm.Get("user"), r.PostForm.Get("scope")
 		var err error
 		switch r.PostForm.Get("action") {
 		case "grant":
-			err = a.GrantScope(user, scope)
+			err = si.grantScope(user, scope)
 		case "revoke":
-			err = a.RevokeScope(user, scope)
+			err = si.revokeScope(user, scope)
 		default:
-			a.errorPage(w, r, http.StatusBadRequest, "invalid_request", "The action must be grant or revoke.")
+			si.errorPage(w, r, http.StatusBadRequest, "invalid_request", "The action must be grant or revoke.")
 			return
 		}
 		if err != nil {
-			a.errorPage(w, r, adminStatus(err), "invalid_request", err.Error())
+			si.errorPage(w, r, adminStatus(err), "invalid_request", err.Error())
 			return
 		}
-		http.Redirect(w, r, a.path+"/admin", http.StatusSeeOther)
+		http.Redirect(w, r, si.path+"/admin", http.StatusSeeOther)
 		return
 	default:
 		w.Header().Set("Allow", "GET, POST")
-		a.errorPage(w, r, http.StatusMethodNotAllowed, "invalid_request", "Use GET, or POST the page's forms.")
+		si.errorPage(w, r, http.StatusMethodNotAllowed, "invalid_request", "Use GET, or POST the page's forms.")
 		return
 	}
 
-	a.mu.Lock()
-	columns := slices.Clone(a.scopes)
-	for _, u := range a.users {
+	si.mu.Lock()
+	columns := slices.Clone(si.scopes)
+	for _, u := range si.users {
 		for _, s := range u.Scopes {
 			if !slices.Contains(columns, s) {
 				columns = append(columns, s)
 			}
 		}
 	}
-	page := adminPage{Action: a.path + "/admin", API: a.path + "/admin/api/users", Scopes: columns}
-	for _, u := range a.users {
+	page := adminPage{Action: si.path + "/admin", API: si.path + "/admin/api/users", Scopes: columns}
+	for _, u := range si.users {
 		page.Users = append(page.Users, User{Name: u.Name})
 		row := adminRow{Name: u.Name}
 		for _, s := range columns {
@@ -83,8 +83,8 @@ func (a *AuthServer) serveAdminPage(w http.ResponseWriter, r *http.Request) {
 		}
 		page.Rows = append(page.Rows, row)
 	}
-	a.mu.Unlock()
-	a.renderPage(w, http.StatusOK, "admin.html", page)
+	si.mu.Unlock()
+	si.renderPage(w, http.StatusOK, "admin.html", page)
 }
 
 // serveAdminAPI serves
@@ -94,8 +94,8 @@ func (a *AuthServer) serveAdminPage(w http.ResponseWriter, r *http.Request) {
 //	DELETE P/admin/api/users/{user}/scopes/{scope}   revoke, 204
 //
 // An unknown user is 404, a scope outside scopes_supported 400.
-func (a *AuthServer) serveAdminAPI(w http.ResponseWriter, r *http.Request) {
-	rest := strings.TrimPrefix(r.URL.EscapedPath(), escapedPath(a.path)+"/admin/api/")
+func (si *SignIn) serveAdminAPI(w http.ResponseWriter, r *http.Request) {
+	rest := strings.TrimPrefix(r.URL.EscapedPath(), escapedPath(si.path)+"/admin/api/")
 	parts := strings.Split(rest, "/")
 	for i, p := range parts {
 		var err error
@@ -113,7 +113,7 @@ func (a *AuthServer) serveAdminAPI(w http.ResponseWriter, r *http.Request) {
 			Name   string   `json:"name"`
 			Scopes []string `json:"scopes"`
 		}
-		users := a.Users()
+		users := si.Users()
 		out := make([]apiUser, len(users))
 		for i, u := range users {
 			out[i] = apiUser{Name: u.Name, Scopes: u.Scopes}
@@ -127,9 +127,9 @@ func (a *AuthServer) serveAdminAPI(w http.ResponseWriter, r *http.Request) {
 		var err error
 		switch r.Method {
 		case http.MethodPost:
-			err = a.GrantScope(parts[1], parts[3])
+			err = si.grantScope(parts[1], parts[3])
 		case http.MethodDelete:
-			err = a.RevokeScope(parts[1], parts[3])
+			err = si.revokeScope(parts[1], parts[3])
 		default:
 			w.Header().Set("Allow", "POST, DELETE")
 			writeJSON(w, http.StatusMethodNotAllowed, map[string]any{"error": "invalid_request"})
@@ -149,7 +149,7 @@ func (a *AuthServer) serveAdminAPI(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// adminStatus maps the errors of GrantScope and RevokeScope to a status.
+// adminStatus maps the errors of grantScope and revokeScope to a status.
 func adminStatus(err error) int {
 	if errors.Is(err, errUnknownUser) {
 		return http.StatusNotFound

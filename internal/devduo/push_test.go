@@ -1,4 +1,4 @@
-package duotest
+package devduo
 
 import (
 	"encoding/json"
@@ -9,41 +9,50 @@ import (
 	"strings"
 	"testing"
 
+	duoapi "github.com/duosecurity/duo_api_golang"
+	"github.com/duosecurity/duo_api_golang/authapi"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/crm-mcp/crm-mcp/stepup/duotest"
 )
 
-// phoneSetup is a Manual fake with its phone page on a test server.
+// Keys for a fake that is not behind a server; not secrets.
+const (
+	testIKey = "DIABCDEFGHIJKLMNOPQR"
+	testSKey = "0123456789abcdefghijABCDEFGHIJ0123456789"
+)
+
+// phoneSetup is a Manual fake Duo with its push page on a test server.
 type phoneSetup struct {
-	d      *Duo
-	duo    *http.Client // reaches the fake's Auth API in process
+	d      *duotest.Duo
+	duo    *authapi.AuthApi // the real Duo client, reaching the fake in process
 	srv    *httptest.Server
 	prefix string
 }
 
 func newPhone(t *testing.T, prefix string) *phoneSetup {
 	t.Helper()
-	d, c := inProcess(t)
-	d.SetDefault(Manual)
-	srv := httptest.NewServer(d.PhoneHandler(prefix))
+	d := duotest.New(testIKey, testSKey)
+	d.SetDefault(duotest.Manual)
+	api := duoapi.NewDuoApi(testIKey, testSKey, "duo.test", "devduo-test")
+	api.SetCustomHTTPClient(&http.Client{Transport: d.Transport()})
+	srv := httptest.NewServer(PushPage(d, prefix))
 	t.Cleanup(srv.Close)
-	return &phoneSetup{d: d, duo: c, srv: srv, prefix: prefix}
+	return &phoneSetup{d: d, duo: authapi.NewAuthApi(*api), srv: srv, prefix: prefix}
 }
 
 // push sends an async push for user with pushinfo and returns its txid.
 func (p *phoneSetup) push(t *testing.T, user, pushType string, info string) string {
 	t.Helper()
-	params := url.Values{"username": {user}, "factor": {"push"}, "device": {"auto"}, "async": {"1"}, "pushinfo": {info}}
+	opts := []func(*url.Values){authapi.AuthUsername(user), authapi.AuthDevice("auto"), authapi.AuthAsync(), authapi.AuthPushinfo(info)}
 	if pushType != "" {
-		params.Set("type", pushType)
+		opts = append(opts, authapi.AuthType(pushType))
 	}
-	resp, env := raw(t, p.d, p.duo, http.MethodPost, "/auth/v2/auth", params)
-	require.Equal(t, http.StatusOK, resp.StatusCode, env.Message)
-	var r struct {
-		TxID string `json:"txid"`
-	}
-	require.NoError(t, json.Unmarshal(env.Response, &r))
-	return r.TxID
+	res, err := p.duo.Auth("push", opts...)
+	require.NoError(t, err)
+	require.Equal(t, "OK", res.Stat, res.Message)
+	return res.Response.Txid
 }
 
 func (p *phoneSetup) do(t *testing.T, method, path string, header http.Header, body io.Reader) (*http.Response, string) {
@@ -62,13 +71,13 @@ func (p *phoneSetup) do(t *testing.T, method, path string, header http.Header, b
 	return resp, string(b)
 }
 
-func (p *phoneSetup) list(t *testing.T) []PhonePush {
+func (p *phoneSetup) list(t *testing.T) []phonePush {
 	t.Helper()
 	resp, body := p.do(t, http.MethodGet, p.prefix+"/api/pushes", nil, nil)
 	require.Equal(t, http.StatusOK, resp.StatusCode, body)
 	assert.Equal(t, "application/json", resp.Header.Get("Content-Type"))
 	assert.Equal(t, "no-store", resp.Header.Get("Cache-Control"))
-	var out []PhonePush
+	var out []phonePush
 	require.NoError(t, json.Unmarshal([]byte(body), &out), body)
 	return out
 }
@@ -259,12 +268,12 @@ func TestPhoneAtRoot(t *testing.T) {
 	assert.Equal(t, http.StatusConflict, resp.StatusCode)
 }
 
-func TestPhoneHandlerPanicsOnBadPrefix(t *testing.T) {
-	d := New(testIKey, testSKey)
+func TestPushPagePanicsOnBadPrefix(t *testing.T) {
+	d := duotest.New(testIKey, testSKey)
 	for _, prefix := range []string{"dev", "/dev/", "/{x}", "/a b"} {
-		assert.Panics(t, func() { d.PhoneHandler(prefix) }, prefix)
+		assert.Panics(t, func() { PushPage(d, prefix) }, prefix)
 	}
-	assert.NotPanics(t, func() { d.PhoneHandler("/dev/push") })
+	assert.NotPanics(t, func() { PushPage(d, "/dev/push") })
 }
 
 // Many decided pushes: the phone lists the 50 newest after the pending.
@@ -277,7 +286,7 @@ func TestPhoneListsRecentDecided(t *testing.T) {
 		ids = append(ids, id)
 	}
 	waiting := p.push(t, "alice", "AI agent", "")
-	got := p.d.PhonePushes()
+	got := phonePushes(p.d)
 	require.Len(t, got, maxDecided+1)
 	assert.Equal(t, waiting, got[0].TxID)
 	assert.Equal(t, ids[len(ids)-1], got[1].TxID)

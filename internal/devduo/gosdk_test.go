@@ -1,4 +1,4 @@
-package rstest_test
+package devduo_test
 
 import (
 	"context"
@@ -19,14 +19,16 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/crm-mcp/crm-mcp/internal/devduo"
 	"github.com/crm-mcp/crm-mcp/resourceserver"
 	"github.com/crm-mcp/crm-mcp/resourceserver/rstest"
 )
 
-// goSDKSetup is an AuthServer and an MCP server protected by
-// resourceserver, each on its own loopback listener.
+// goSDKSetup is a sign-in and an MCP server protected by resourceserver,
+// each on its own loopback listener.
 type goSDKSetup struct {
-	as          *rstest.AuthServer
+	as          *devduo.SignIn
+	issuer      string
 	resource    string
 	tokenCalls  atomic.Int32 // requests to the token endpoint
 	registers   atomic.Int32 // requests to the registration endpoint
@@ -41,8 +43,9 @@ func newGoSDKSetupMode(t *testing.T, mode resourceserver.Mode) *goSDKSetup {
 	s := &goSDKSetup{}
 
 	asServer := httptest.NewUnstartedServer(nil)
-	s.as = rstest.NewAuthServer("http://" + asServer.Listener.Addr().String() + "/oauth2/test")
-	s.as.SetUsers(rstest.DevUsers()...)
+	s.issuer = "http://" + asServer.Listener.Addr().String() + "/oauth2/test"
+	s.as = devduo.NewSignIn(rstest.NewAuthServer(s.issuer))
+	s.as.SetUsers(devduo.DefaultUsers()...)
 	asServer.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case strings.HasSuffix(r.URL.Path, "/token"):
@@ -63,7 +66,7 @@ func newGoSDKSetupMode(t *testing.T, mode resourceserver.Mode) *goSDKSetup {
 	rs, err := resourceserver.New(resourceserver.Config{
 		Resource: s.resource,
 		Issuers: []resourceserver.Issuer{{
-			URL:          s.as.Issuer(),
+			URL:          s.issuer,
 			ClientID:     rstest.DefaultIntrospectionClientID,
 			ClientSecret: rstest.DefaultIntrospectionClientSecret,
 		}},
@@ -196,7 +199,7 @@ func TestGoSDKClientFlow(t *testing.T) {
 
 		u, err := url.Parse(s.authURL.Load().(string))
 		require.NoError(t, err)
-		assert.Equal(t, s.as.AuthorizationURL(), u.Scheme+"://"+u.Host+u.Path, "authorization_endpoint from discovery")
+		assert.Equal(t, s.issuer+"/authorize", u.Scheme+"://"+u.Host+u.Path, "authorization_endpoint from discovery")
 		q := u.Query()
 		assert.Equal(t, "code", q.Get("response_type"))
 		assert.Equal(t, "S256", q.Get("code_challenge_method"))

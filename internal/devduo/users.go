@@ -1,4 +1,4 @@
-package rstest
+package devduo
 
 import (
 	"errors"
@@ -7,7 +7,7 @@ import (
 	"strings"
 )
 
-// User is a person who can sign in at the fake's authorization endpoint,
+// User is a person who can sign in at the authorization endpoint,
 // with the scopes an administrator has granted them (Duo's Scope
 // Authorization). Tokens issued to a user never carry a scope the user does
 // not hold, and introspection drops scopes revoked since.
@@ -16,9 +16,9 @@ type User struct {
 	Scopes []string
 }
 
-// DevUsers returns the users of the dev mode: alice holds every CRM scope,
-// bob every one but crm.deals.read, carol only the read scopes.
-func DevUsers() []User {
+// DefaultUsers returns the users of crm-mcp dev: alice holds every CRM
+// scope, bob every one but crm.deals.read, carol only the read scopes.
+func DefaultUsers() []User {
 	return []User{
 		{Name: "alice", Scopes: []string{"crm.contacts.read", "crm.contacts.write", "crm.deals.read", "crm.deals.write"}},
 		{Name: "bob", Scopes: []string{"crm.contacts.read", "crm.contacts.write", "crm.deals.write"}},
@@ -26,8 +26,8 @@ func DevUsers() []User {
 	}
 }
 
-// Errors of [AuthServer.GrantScope] and [AuthServer.RevokeScope], which the
-// admin API maps to 404 and 400.
+// Errors of grantScope and revokeScope, which the admin API maps to 404 and
+// 400.
 var (
 	errUnknownUser      = errors.New("unknown user")
 	errUnsupportedScope = errors.New("scope not supported")
@@ -37,51 +37,64 @@ var (
 // called. It panics if a name is empty, repeated or contains a character
 // outside printable ASCII, "/" or space, or if a scope is not a valid
 // scope token (RFC 6749 section 3.3). Tokens already issued to a user who is
-// no longer listed introspect as inactive and cannot be refreshed.
-func (a *AuthServer) SetUsers(users ...User) {
+// no longer listed introspect as inactive and cannot be refreshed. The
+// scopes the users hold, in first-seen order, become scopes_supported: the
+// columns of the admin page and what it may grant.
+func (si *SignIn) SetUsers(users ...User) {
 	seen := make(map[string]bool, len(users))
 	copied := make([]User, len(users))
 	for i, u := range users {
 		if !validScopeToken(u.Name) || strings.Contains(u.Name, "/") {
-			panic(fmt.Sprintf("rstest: SetUsers: invalid user name %q", u.Name))
+			panic(fmt.Sprintf("devduo: SetUsers: invalid user name %q", u.Name))
 		}
 		if seen[u.Name] {
-			panic(fmt.Sprintf("rstest: SetUsers: user %q listed twice", u.Name))
+			panic(fmt.Sprintf("devduo: SetUsers: user %q listed twice", u.Name))
 		}
 		seen[u.Name] = true
 		for _, s := range u.Scopes {
 			if !validScopeToken(s) {
-				panic(fmt.Sprintf("rstest: SetUsers: user %q: invalid scope %q", u.Name, s))
+				panic(fmt.Sprintf("devduo: SetUsers: user %q: invalid scope %q", u.Name, s))
 			}
 		}
 		copied[i] = User{Name: u.Name, Scopes: dedupe(u.Scopes)}
 	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.users = copied
+	var scopes []string
+	for _, u := range copied {
+		scopes = append(scopes, u.Scopes...)
+	}
+	scopes = dedupe(scopes)
+	var supported any = scopes
+	if len(scopes) == 0 {
+		supported = nil // no field rather than an empty list
+	}
+	si.as.SetMetadata(map[string]any{"scopes_supported": supported})
+	si.mu.Lock()
+	defer si.mu.Unlock()
+	si.users = copied
+	si.scopes = scopes
 }
 
 // Users returns a copy of the users, in the order given to
-// [AuthServer.SetUsers], with their current scopes.
-func (a *AuthServer) Users() []User {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	out := make([]User, len(a.users))
-	for i, u := range a.users {
+// [SignIn.SetUsers], with their current scopes.
+func (si *SignIn) Users() []User {
+	si.mu.Lock()
+	defer si.mu.Unlock()
+	out := make([]User, len(si.users))
+	for i, u := range si.users {
 		out[i] = User{Name: u.Name, Scopes: slices.Clone(u.Scopes)}
 	}
 	return out
 }
 
-// GrantScope grants scope to user. Tokens issued afterwards may carry it;
+// grantScope grants scope to user (the admin page's grant). Tokens issued afterwards may carry it;
 // tokens issued before keep the scopes they were issued with (a client
 // gets the new scope by authorizing again). Granting a held scope does
 // nothing. It fails if there is no such user, or if scope is not a valid
-// scope token or, when scopes_supported is not empty, not listed there.
-func (a *AuthServer) GrantScope(user, scope string) error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	u, err := a.userForScopeChangeLocked(user, scope)
+// scope token or not listed in scopes_supported.
+func (si *SignIn) grantScope(user, scope string) error {
+	si.mu.Lock()
+	defer si.mu.Unlock()
+	u, err := si.userForScopeChangeLocked(user, scope)
 	if err != nil {
 		return err
 	}
@@ -91,15 +104,15 @@ func (a *AuthServer) GrantScope(user, scope string) error {
 	return nil
 }
 
-// RevokeScope takes scope away from user. It bites at once: introspection
+// revokeScope takes scope away from user (the admin page's revoke). It bites at once: introspection
 // of tokens already issued stops listing it, a refresh no longer grants it
 // and new authorizations leave it out. A JWT verified only locally keeps
 // it until it expires, as with a real authorization server. Revoking a
-// scope not held does nothing. It fails as [AuthServer.GrantScope] does.
-func (a *AuthServer) RevokeScope(user, scope string) error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	u, err := a.userForScopeChangeLocked(user, scope)
+// scope not held does nothing. It fails as grantScope does.
+func (si *SignIn) revokeScope(user, scope string) error {
+	si.mu.Lock()
+	defer si.mu.Unlock()
+	u, err := si.userForScopeChangeLocked(user, scope)
 	if err != nil {
 		return err
 	}
@@ -107,23 +120,23 @@ func (a *AuthServer) RevokeScope(user, scope string) error {
 	return nil
 }
 
-func (a *AuthServer) userForScopeChangeLocked(user, scope string) (*User, error) {
-	u := a.userLocked(user)
+func (si *SignIn) userForScopeChangeLocked(user, scope string) (*User, error) {
+	u := si.userLocked(user)
 	if u == nil {
-		return nil, fmt.Errorf("rstest: %w %q", errUnknownUser, user)
+		return nil, fmt.Errorf("devduo: %w %q", errUnknownUser, user)
 	}
-	if !validScopeToken(scope) || (len(a.scopes) > 0 && !slices.Contains(a.scopes, scope)) {
-		return nil, fmt.Errorf("rstest: %w: %q is not in scopes_supported %v", errUnsupportedScope, scope, a.scopes)
+	if !validScopeToken(scope) || !slices.Contains(si.scopes, scope) {
+		return nil, fmt.Errorf("devduo: %w: %q is not in scopes_supported %v", errUnsupportedScope, scope, si.scopes)
 	}
 	return u, nil
 }
 
 // userLocked returns the user named name, or nil. The pointer is valid
 // until the lock is released.
-func (a *AuthServer) userLocked(name string) *User {
-	for i := range a.users {
-		if a.users[i].Name == name {
-			return &a.users[i]
+func (si *SignIn) userLocked(name string) *User {
+	for i := range si.users {
+		if si.users[i].Name == name {
+			return &si.users[i]
 		}
 	}
 	return nil
@@ -144,7 +157,7 @@ func validScopeToken(s string) bool {
 }
 
 // intersect returns the elements of a that are in b, in a's order. Scopes
-// match exactly: the fake knows no scope hierarchy.
+// match exactly: the sign-in knows no scope hierarchy.
 func intersect(a, b []string) []string {
 	out := []string{}
 	for _, s := range a {

@@ -1,4 +1,4 @@
-package rstest
+package devduo
 
 import "net/http"
 
@@ -9,7 +9,7 @@ import "net/http"
 // (section 2.1 says the server SHOULD). The answer is 200 whether or not
 // the token was known, and a token issued to another client is left alone
 // with the same 200, so the endpoint tells nobody which tokens exist.
-func (a *AuthServer) serveRevoke(w http.ResponseWriter, r *http.Request) {
+func (si *SignIn) serveRevoke(w http.ResponseWriter, r *http.Request) {
 	if !allowMethod(w, r, http.MethodPost) {
 		return
 	}
@@ -18,7 +18,7 @@ func (a *AuthServer) serveRevoke(w http.ResponseWriter, r *http.Request) {
 		writeOAuthError(w, r, e)
 		return
 	}
-	c, e := a.authenticateClient(r, form)
+	c, e := si.authenticateClient(r, form)
 	if e != nil {
 		writeOAuthError(w, r, e)
 		return
@@ -30,13 +30,13 @@ func (a *AuthServer) serveRevoke(w http.ResponseWriter, r *http.Request) {
 	}
 	// token_type_hint only speeds up a lookup (section 2.1); both kinds are
 	// looked up anyway.
-	a.mu.Lock()
-	if rt, ok := a.refresh[token]; ok && rt.grant.clientID == c.id {
+	si.mu.Lock()
+	if rt, ok := si.refresh[token]; ok && rt.grant.clientID == c.id {
 		rt.grant.revoked = true
-	} else if t, ok := a.tokens[token]; ok && t.grant != nil && t.grant.clientID == c.id {
-		t.revoked = true
+	} else if at, ok := si.access[token]; ok && at.grant.clientID == c.id {
+		si.as.Revoke(token)
 	}
-	a.mu.Unlock()
+	si.mu.Unlock()
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
 }

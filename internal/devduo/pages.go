@@ -1,4 +1,4 @@
-package rstest
+package devduo
 
 import (
 	"bytes"
@@ -30,13 +30,13 @@ type consentPage struct {
 
 type errorPage struct{ Error, Description string }
 
-func (a *AuthServer) loginPageLocked(p *pendingAuth) loginPage {
-	users := make([]User, len(a.users))
-	for i, u := range a.users {
+func (si *SignIn) loginPageLocked(p *pendingAuth) loginPage {
+	users := make([]User, len(si.users))
+	for i, u := range si.users {
 		users[i] = User{Name: u.Name, Scopes: slices.Clone(u.Scopes)}
 	}
 	return loginPage{
-		Action:    a.path + "/authorize",
+		Action:    si.path + "/authorize",
 		Pending:   p.id,
 		Client:    p.client.name(),
 		ClientID:  p.client.id,
@@ -47,8 +47,8 @@ func (a *AuthServer) loginPageLocked(p *pendingAuth) loginPage {
 	}
 }
 
-func (a *AuthServer) consentPageLocked(p *pendingAuth) consentPage {
-	granted := a.grantableLocked(p.user, p.scopes)
+func (si *SignIn) consentPageLocked(p *pendingAuth) consentPage {
+	granted := si.grantableLocked(p.user, p.scopes)
 	var withheld []string
 	for _, s := range p.scopes {
 		if !slices.Contains(granted, s) {
@@ -56,7 +56,7 @@ func (a *AuthServer) consentPageLocked(p *pendingAuth) consentPage {
 		}
 	}
 	return consentPage{
-		Action:      a.path + "/authorize",
+		Action:      si.path + "/authorize",
 		Pending:     p.id,
 		Client:      p.client.name(),
 		ClientID:    p.client.id,
@@ -72,10 +72,10 @@ func (a *AuthServer) consentPageLocked(p *pendingAuth) consentPage {
 
 // renderPage writes the HTML page name. The pages carry single-use form
 // ids and must not be framed (clickjacking) or cached.
-func (a *AuthServer) renderPage(w http.ResponseWriter, status int, name string, data any) {
+func (si *SignIn) renderPage(w http.ResponseWriter, status int, name string, data any) {
 	var buf bytes.Buffer
 	if err := pages.ExecuteTemplate(&buf, name, data); err != nil {
-		http.Error(w, "rstest: rendering page: "+err.Error(), http.StatusInternalServerError)
+		http.Error(w, "devduo: rendering page: "+err.Error(), http.StatusInternalServerError)
 		return
 	}
 	h := w.Header()
@@ -91,12 +91,12 @@ func (a *AuthServer) renderPage(w http.ResponseWriter, status int, name string, 
 // errorPage tells the user (not the client: RFC 6749 section 4.1.2.1
 // forbids redirecting to an unverified redirect URI) why a request failed,
 // as HTML, or as JSON when the caller asks for JSON and not HTML.
-func (a *AuthServer) errorPage(w http.ResponseWriter, r *http.Request, status int, code, desc string) {
+func (si *SignIn) errorPage(w http.ResponseWriter, r *http.Request, status int, code, desc string) {
 	accept := r.Header.Get("Accept")
 	if strings.Contains(accept, "application/json") && !strings.Contains(accept, "text/html") {
 		w.Header().Set("Cache-Control", "no-store")
 		writeJSON(w, status, map[string]any{"error": code, "error_description": desc})
 		return
 	}
-	a.renderPage(w, status, "error.html", errorPage{Error: code, Description: desc})
+	si.renderPage(w, status, "error.html", errorPage{Error: code, Description: desc})
 }

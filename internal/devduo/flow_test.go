@@ -1,4 +1,4 @@
-package rstest_test
+package devduo_test
 
 import (
 	"crypto/rand"
@@ -12,11 +12,13 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/lestrrat-go/jwx/v2/jws"
 	"github.com/lestrrat-go/jwx/v2/jwt"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/crm-mcp/crm-mcp/resourceserver/rstest"
+	"github.com/crm-mcp/crm-mcp/internal/devduo"
 )
 
 const (
@@ -25,18 +27,17 @@ const (
 )
 
 // flowServer is a fake with the dev users, serving resource.
-func flowServer(t *testing.T) *rstest.Server {
+func flowServer(t *testing.T) *server {
 	t.Helper()
-	srv := rstest.NewServer()
-	t.Cleanup(srv.Close)
-	srv.SetUsers(rstest.DevUsers()...)
+	srv := newServer(t)
+	srv.SetUsers(devduo.DefaultUsers()...)
 	srv.SetResources(resource)
 	return srv
 }
 
 // noRedirects returns a client of srv that does not follow redirects, as
 // the tests read the Location header themselves.
-func noRedirects(srv *rstest.Server) *http.Client {
+func noRedirects(srv *server) *http.Client {
 	c := *srv.HTTP.Client()
 	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	return &c
@@ -57,7 +58,7 @@ func decode(t *testing.T, resp *http.Response) map[string]any {
 }
 
 // register registers a client with meta and returns the status and answer.
-func register(t *testing.T, srv *rstest.Server, meta map[string]any) (int, map[string]any) {
+func register(t *testing.T, srv *server, meta map[string]any) (int, map[string]any) {
 	t.Helper()
 	body, err := json.Marshal(meta)
 	require.NoError(t, err)
@@ -67,7 +68,7 @@ func register(t *testing.T, srv *rstest.Server, meta map[string]any) (int, map[s
 }
 
 // publicClient registers a public client with redirectURI and returns its id.
-func publicClient(t *testing.T, srv *rstest.Server) string {
+func publicClient(t *testing.T, srv *server) string {
 	t.Helper()
 	status, reg := register(t, srv, map[string]any{
 		"client_name":                "test client",
@@ -100,7 +101,7 @@ func authParams(clientID, challenge string) url.Values {
 
 // authorize sends an authorization request and returns the response
 // without following its redirect; the caller closes the body.
-func authorize(t *testing.T, srv *rstest.Server, params url.Values) *http.Response {
+func authorize(t *testing.T, srv *server, params url.Values) *http.Response {
 	t.Helper()
 	resp, err := noRedirects(srv).Get(srv.AuthorizationURL() + "?" + params.Encode())
 	require.NoError(t, err)
@@ -120,7 +121,7 @@ func redirected(t *testing.T, resp *http.Response) url.Values {
 }
 
 // code runs an authorization request with login_hint user and returns the code.
-func code(t *testing.T, srv *rstest.Server, params url.Values, user string) string {
+func code(t *testing.T, srv *server, params url.Values, user string) string {
 	t.Helper()
 	params.Set("login_hint", user)
 	q := redirected(t, authorize(t, srv, params))
@@ -131,7 +132,7 @@ func code(t *testing.T, srv *rstest.Server, params url.Values, user string) stri
 
 // token posts form to the token endpoint, with Basic credentials when id
 // is not empty, and returns the status and answer.
-func token(t *testing.T, srv *rstest.Server, form url.Values, id, secret string) (int, map[string]any) {
+func token(t *testing.T, srv *server, form url.Values, id, secret string) (int, map[string]any) {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodPost, srv.TokenURL(), strings.NewReader(form.Encode()))
 	require.NoError(t, err)
@@ -156,9 +157,9 @@ func exchangeForm(clientID, code, verifier string) url.Values {
 }
 
 // introspectScope introspects tok and returns active and scope.
-func introspectScope(t *testing.T, srv *rstest.Server, tok string) (bool, string) {
+func introspectScope(t *testing.T, srv *server, tok string) (bool, string) {
 	t.Helper()
-	status, body := introspect(t, srv, tok, basic(rstest.DefaultIntrospectionClientID, rstest.DefaultIntrospectionClientSecret))
+	status, body := introspect(t, srv, tok)
 	require.Equal(t, http.StatusOK, status)
 	active, _ := body["active"].(bool)
 	scope, _ := body["scope"].(string)
@@ -303,8 +304,10 @@ func TestCodeFlow(t *testing.T) {
 	cid, _ := parsed.Get("client_id")
 	assert.Equal(t, clientID, cid)
 	assert.NotEmpty(t, parsed.JwtID())
-	assert.Equal(t, "RS256", header(t, access)["alg"])
-	assert.Equal(t, srv.KID("RS256"), header(t, access)["kid"])
+	msg, err := jws.Parse([]byte(access))
+	require.NoError(t, err)
+	assert.Equal(t, jwa.RS256, msg.Signatures()[0].ProtectedHeaders().Algorithm())
+	assert.Equal(t, srv.as.KID("RS256"), msg.Signatures()[0].ProtectedHeaders().KeyID())
 
 	active, iscope := introspectScope(t, srv, access)
 	assert.True(t, active)
@@ -370,9 +373,8 @@ func TestSeveralResources(t *testing.T) {
 }
 
 func TestAnyResourceWhenNoneConfigured(t *testing.T) {
-	srv := rstest.NewServer()
-	defer srv.Close()
-	srv.SetUsers(rstest.DevUsers()...)
+	srv := newServer(t)
+	srv.SetUsers(devduo.DefaultUsers()...)
 	clientID := publicClient(t, srv)
 	_, challenge := pkce()
 	params := authParams(clientID, challenge)
@@ -535,7 +537,7 @@ func TestTokenErrors(t *testing.T) {
 }
 
 // codeFor runs an authorization request for clientID and returns the code.
-func codeFor(t *testing.T, srv *rstest.Server, clientID, challenge, user string) string {
+func codeFor(t *testing.T, srv *server, clientID, challenge, user string) string {
 	t.Helper()
 	return code(t, srv, authParams(clientID, challenge), user)
 }
@@ -603,7 +605,7 @@ func pendingID(t *testing.T, resp *http.Response) (string, string) {
 	return string(m[1]), string(body)
 }
 
-func postForm(t *testing.T, srv *rstest.Server, form url.Values) *http.Response {
+func postForm(t *testing.T, srv *server, form url.Values) *http.Response {
 	t.Helper()
 	resp, err := noRedirects(srv).PostForm(srv.AuthorizationURL(), form)
 	require.NoError(t, err)
@@ -634,7 +636,7 @@ func TestLoginAndConsentPages(t *testing.T) {
 
 	t.Run("login page lists users and their scopes", func(t *testing.T) {
 		_, _, page := start(t)
-		for _, u := range rstest.DevUsers() {
+		for _, u := range devduo.DefaultUsers() {
 			assert.Contains(t, page, "Sign in as "+u.Name)
 			for _, s := range u.Scopes {
 				assert.Contains(t, page, "<code>"+s+"</code>")

@@ -1,4 +1,4 @@
-package rstest_test
+package devduo_test
 
 import (
 	"net/http"
@@ -14,12 +14,13 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/crm-mcp/crm-mcp/internal/devduo"
 	"github.com/crm-mcp/crm-mcp/resourceserver/rstest"
 )
 
 // grantFor runs the code flow for user with scope and returns the token
 // answer.
-func grantFor(t *testing.T, srv *rstest.Server, clientID, user, scope string) map[string]any {
+func grantFor(t *testing.T, srv *server, clientID, user, scope string) map[string]any {
 	t.Helper()
 	verifier, challenge := pkce()
 	params := authParams(clientID, challenge)
@@ -172,7 +173,7 @@ func TestIntrospectionReflectsLiveScopes(t *testing.T) {
 	assert.Equal(t, "crm.contacts.read", scope, "revoked scope gone at once")
 
 	require.NoError(t, srv.RevokeScope("alice", "crm.contacts.read"))
-	status, body := introspect(t, srv, access, basic(rstest.DefaultIntrospectionClientID, rstest.DefaultIntrospectionClientSecret))
+	status, body := introspect(t, srv, access)
 	require.Equal(t, http.StatusOK, status)
 	assert.Equal(t, true, body["active"])
 	assert.Equal(t, "", body["scope"], "present and empty, so a JWT's scopes narrow to nothing")
@@ -184,19 +185,19 @@ func TestIntrospectionReflectsLiveScopes(t *testing.T) {
 	assert.Equal(t, "crm.contacts.read crm.deals.read", scope)
 
 	// A user who is removed takes their tokens along.
-	srv.SetUsers(rstest.DevUsers()[1:]...)
+	srv.SetUsers(devduo.DefaultUsers()[1:]...)
 	active, _ = introspectScope(t, srv, access)
 	assert.False(t, active)
 
-	// Minted tokens keep the old behaviour: claims as given.
-	minted := srv.Mint(srv.Claims("nobody", resource, "x.y"))
+	// Tokens minted by the fake itself keep its behaviour: claims as given.
+	minted := srv.as.Mint(srv.as.Claims("nobody", resource, "x.y"))
 	active, scope = introspectScope(t, srv, minted)
 	assert.True(t, active)
 	assert.Equal(t, "x.y", scope)
 }
 
 // revoke posts to the revocation endpoint as a public client.
-func revoke(t *testing.T, srv *rstest.Server, clientID string, form url.Values) int {
+func revoke(t *testing.T, srv *server, clientID string, form url.Values) int {
 	t.Helper()
 	if clientID != "" {
 		form.Set("client_id", clientID)
@@ -249,9 +250,9 @@ func TestRevocationEndpoint(t *testing.T) {
 		assert.Equal(t, http.StatusBadRequest, revoke(t, srv, clientID, url.Values{}))
 	})
 
-	t.Run("Revoke method", func(t *testing.T) {
+	t.Run("the fake's Revoke of an access token", func(t *testing.T) {
 		tok := grantFor(t, srv, clientID, "alice", "")
-		srv.Revoke(tok["refresh_token"].(string))
+		srv.as.Revoke(tok["access_token"].(string))
 		active, _ := introspectScope(t, srv, tok["access_token"].(string))
 		assert.False(t, active)
 	})
@@ -260,8 +261,8 @@ func TestRevocationEndpoint(t *testing.T) {
 // The code and pending-request lifetimes, on a fake clock.
 func TestLifetimes(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		as := rstest.NewAuthServer("http://127.0.0.1:1/oauth2/test")
-		as.SetUsers(rstest.DevUsers()...)
+		as := devduo.NewSignIn(rstest.NewAuthServer("http://127.0.0.1:1/oauth2/test"))
+		as.SetUsers(devduo.DefaultUsers()...)
 		serve := func(req *http.Request) *httptest.ResponseRecorder {
 			rec := httptest.NewRecorder()
 			as.ServeHTTP(rec, req)
@@ -311,7 +312,7 @@ func TestConcurrentFlows(t *testing.T) {
 	for i := range 8 {
 		t.Run(strconv.Itoa(i), func(t *testing.T) {
 			t.Parallel()
-			user := rstest.DevUsers()[i%3].Name
+			user := devduo.DefaultUsers()[i%3].Name
 			tok := grantFor(t, srv, clientID, user, "")
 			introspectScope(t, srv, tok["access_token"].(string))
 			if i%2 == 0 {

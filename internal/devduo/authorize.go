@@ -1,4 +1,4 @@
-package rstest
+package devduo
 
 import (
 	"fmt"
@@ -14,7 +14,7 @@ const (
 	// and the user's decision on the login and consent pages.
 	pendingLifetime = 10 * time.Minute
 	// codeLifetime is the life of an authorization code (RFC 6749 section
-	// 4.1.2 recommends at most 10 minutes; the fake is stricter).
+	// 4.1.2 recommends at most 10 minutes; this is stricter).
 	codeLifetime = 60 * time.Second
 )
 
@@ -51,43 +51,43 @@ type authCode struct {
 	grant         *grant // made by the exchange; revoked if the code is replayed
 }
 
-// SetResources sets the resources (RFC 8707) the fake issues tokens for:
+// SetResources sets the resources (RFC 8707) the sign-in issues tokens for:
 // an authorization request must name only these, and when exactly one is
 // set a request naming none gets it. With none set, the default, any
 // absolute URL is accepted and a request must name at least one. It panics
 // if a URL is not absolute or has a fragment.
-func (a *AuthServer) SetResources(urls ...string) {
+func (si *SignIn) SetResources(urls ...string) {
 	for _, u := range urls {
 		if e := checkResource(u); e != nil {
-			panic("rstest: SetResources: " + e.desc)
+			panic("devduo: SetResources: " + e.desc)
 		}
 	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.resources = dedupe(urls)
+	si.mu.Lock()
+	defer si.mu.Unlock()
+	si.resources = dedupe(urls)
 }
 
 // SetAutoLogin makes every authorization request sign in as user without
 // showing the login or consent page, as a login_hint naming a known user
 // does for one request; "" turns it off. A name that is not a user when a
 // request arrives is ignored, and the login page is shown.
-func (a *AuthServer) SetAutoLogin(user string) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.autoLogin = user
+func (si *SignIn) SetAutoLogin(user string) {
+	si.mu.Lock()
+	defer si.mu.Unlock()
+	si.autoLogin = user
 }
 
 // serveAuthorize is the authorization endpoint (RFC 6749 section 3.1):
 // GET starts a request, POST carries the login and consent forms.
-func (a *AuthServer) serveAuthorize(w http.ResponseWriter, r *http.Request) {
+func (si *SignIn) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 	switch r.Method {
 	case http.MethodGet:
-		a.startAuthorization(w, r)
+		si.startAuthorization(w, r)
 	case http.MethodPost:
-		a.csrf.Handler(http.HandlerFunc(a.continueAuthorization)).ServeHTTP(w, r)
+		si.csrf.Handler(http.HandlerFunc(si.continueAuthorization)).ServeHTTP(w, r)
 	default:
 		w.Header().Set("Allow", "GET, POST")
-		a.errorPage(w, r, http.StatusMethodNotAllowed, "invalid_request", "The authorization endpoint is used with GET.")
+		si.errorPage(w, r, http.StatusMethodNotAllowed, "invalid_request", "The authorization endpoint is used with GET.")
 	}
 }
 
@@ -95,32 +95,32 @@ func (a *AuthServer) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 // 4.1.1, RFC 7636 section 4.3, RFC 8707 section 2). Until the client and
 // redirect URI are known good, errors go to the user on a page; after,
 // they go back to the client by redirect (RFC 6749 section 4.1.2.1).
-func (a *AuthServer) startAuthorization(w http.ResponseWriter, r *http.Request) {
+func (si *SignIn) startAuthorization(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	for _, k := range []string{"client_id", "redirect_uri"} {
 		if len(q[k]) > 1 {
-			a.errorPage(w, r, http.StatusBadRequest, "invalid_request", fmt.Sprintf("The %s parameter is repeated.", k))
+			si.errorPage(w, r, http.StatusBadRequest, "invalid_request", fmt.Sprintf("The %s parameter is repeated.", k))
 			return
 		}
 	}
 	clientID := q.Get("client_id")
 	if clientID == "" {
-		a.errorPage(w, r, http.StatusBadRequest, "invalid_request", "The request has no client_id.")
+		si.errorPage(w, r, http.StatusBadRequest, "invalid_request", "The request has no client_id.")
 		return
 	}
-	c, e := a.clientFor(r.Context(), clientID)
+	c, e := si.clientFor(r.Context(), clientID)
 	if e != nil {
-		a.errorPage(w, r, e.status, e.code, e.desc)
+		si.errorPage(w, r, e.status, e.code, e.desc)
 		return
 	}
 	redirectURI, ok := c.redirectFor(q.Get("redirect_uri"))
 	if !ok {
-		a.errorPage(w, r, http.StatusBadRequest, "invalid_request", "The redirect_uri is missing or is not one the client registered.")
+		si.errorPage(w, r, http.StatusBadRequest, "invalid_request", "The redirect_uri is missing or is not one the client registered.")
 		return
 	}
 
 	state := q.Get("state")
-	fail := func(e *oauthError) { a.redirectError(w, r, redirectURI, state, e) }
+	fail := func(e *oauthError) { si.redirectError(w, r, redirectURI, state, e) }
 	for _, k := range []string{"response_type", "state", "scope", "code_challenge", "code_challenge_method", "login_hint"} {
 		if len(q[k]) > 1 {
 			fail(badRequest("invalid_request", "the %s parameter is repeated", k))
@@ -144,7 +144,7 @@ func (a *AuthServer) startAuthorization(w http.ResponseWriter, r *http.Request) 
 		fail(badRequest("invalid_request", "code_challenge must be the 43-character base64url encoding of a SHA-256 hash"))
 		return
 	}
-	resources, e := a.resolveResources(q["resource"])
+	resources, e := si.resolveResources(q["resource"])
 	if e != nil {
 		fail(e)
 		return
@@ -169,25 +169,25 @@ func (a *AuthServer) startAuthorization(w http.ResponseWriter, r *http.Request) 
 		resources:     resources,
 		scopes:        scopes,
 	}
-	if user := a.silentUser(q.Get("login_hint")); user != "" {
+	if user := si.silentUser(q.Get("login_hint")); user != "" {
 		p.user = user
-		a.approve(w, r, p)
+		si.approve(w, r, p)
 		return
 	}
-	a.mu.Lock()
-	a.addPendingLocked(p)
-	page := a.loginPageLocked(p)
-	a.mu.Unlock()
-	a.renderPage(w, http.StatusOK, "login.html", page)
+	si.mu.Lock()
+	si.addPendingLocked(p)
+	page := si.loginPageLocked(p)
+	si.mu.Unlock()
+	si.renderPage(w, http.StatusOK, "login.html", page)
 }
 
 // silentUser returns the user to sign in without any page: the one the
 // login hint names, else the auto-login user, if they exist.
-func (a *AuthServer) silentUser(hint string) string {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	for _, name := range []string{hint, a.autoLogin} {
-		if name != "" && a.userLocked(name) != nil {
+func (si *SignIn) silentUser(hint string) string {
+	si.mu.Lock()
+	defer si.mu.Unlock()
+	for _, name := range []string{hint, si.autoLogin} {
+		if name != "" && si.userLocked(name) != nil {
 			return name
 		}
 	}
@@ -196,49 +196,49 @@ func (a *AuthServer) silentUser(hint string) string {
 
 // continueAuthorization handles the login form (step=login, user) and the
 // consent form (step=consent, decision=approve or deny).
-func (a *AuthServer) continueAuthorization(w http.ResponseWriter, r *http.Request) {
+func (si *SignIn) continueAuthorization(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
 	if err := r.ParseForm(); err != nil {
-		a.errorPage(w, r, http.StatusBadRequest, "invalid_request", "The form could not be read.")
+		si.errorPage(w, r, http.StatusBadRequest, "invalid_request", "The form could not be read.")
 		return
 	}
 	f := r.PostForm
-	a.mu.Lock()
-	p := a.pending[f.Get("pending")]
+	si.mu.Lock()
+	p := si.pending[f.Get("pending")]
 	if p == nil || time.Now().After(p.expires) {
-		a.mu.Unlock()
-		a.errorPage(w, r, http.StatusBadRequest, "invalid_request", "This sign-in request has expired or was already used. Start again from the application.")
+		si.mu.Unlock()
+		si.errorPage(w, r, http.StatusBadRequest, "invalid_request", "This sign-in request has expired or was already used. Start again from the application.")
 		return
 	}
 	switch step := f.Get("step"); {
 	case step == "login" && p.user == "":
 		name := f.Get("user")
-		if a.userLocked(name) == nil {
-			a.mu.Unlock()
-			a.errorPage(w, r, http.StatusBadRequest, "invalid_request", "There is no such user.")
+		if si.userLocked(name) == nil {
+			si.mu.Unlock()
+			si.errorPage(w, r, http.StatusBadRequest, "invalid_request", "There is no such user.")
 			return
 		}
 		// The login form's id is spent; the consent form gets a new one.
-		delete(a.pending, p.id)
+		delete(si.pending, p.id)
 		p.user = name
-		a.addPendingLocked(p)
-		page := a.consentPageLocked(p)
-		a.mu.Unlock()
-		a.renderPage(w, http.StatusOK, "consent.html", page)
+		si.addPendingLocked(p)
+		page := si.consentPageLocked(p)
+		si.mu.Unlock()
+		si.renderPage(w, http.StatusOK, "consent.html", page)
 	case step == "consent" && p.user != "":
-		delete(a.pending, p.id)
-		a.mu.Unlock()
+		delete(si.pending, p.id)
+		si.mu.Unlock()
 		switch f.Get("decision") {
 		case "approve":
-			a.approve(w, r, p)
+			si.approve(w, r, p)
 		case "deny":
-			a.redirectError(w, r, p.redirectURI, p.state, badRequest("access_denied", "the user denied the request"))
+			si.redirectError(w, r, p.redirectURI, p.state, badRequest("access_denied", "the user denied the request"))
 		default:
-			a.errorPage(w, r, http.StatusBadRequest, "invalid_request", "The consent form carried no decision. Start again from the application.")
+			si.errorPage(w, r, http.StatusBadRequest, "invalid_request", "The consent form carried no decision. Start again from the application.")
 		}
 	default:
-		a.mu.Unlock()
-		a.errorPage(w, r, http.StatusBadRequest, "invalid_request", "This form does not belong to this step of the sign-in. Start again from the application.")
+		si.mu.Unlock()
+		si.errorPage(w, r, http.StatusBadRequest, "invalid_request", "This form does not belong to this step of the sign-in. Start again from the application.")
 	}
 }
 
@@ -246,18 +246,18 @@ func (a *AuthServer) continueAuthorization(w http.ResponseWriter, r *http.Reques
 // redirects to the client. The scopes are the requested ones the user
 // holds (all the user holds when none were requested); a request the user
 // holds none of is denied, since a token without scopes opens nothing.
-func (a *AuthServer) approve(w http.ResponseWriter, r *http.Request, p *pendingAuth) {
-	a.mu.Lock()
-	scopes := a.grantableLocked(p.user, p.scopes)
+func (si *SignIn) approve(w http.ResponseWriter, r *http.Request, p *pendingAuth) {
+	si.mu.Lock()
+	scopes := si.grantableLocked(p.user, p.scopes)
 	if len(scopes) == 0 {
-		a.mu.Unlock()
-		a.redirectError(w, r, p.redirectURI, p.state, badRequest("access_denied", "user %s holds none of the requested scopes", p.user))
+		si.mu.Unlock()
+		si.redirectError(w, r, p.redirectURI, p.state, badRequest("access_denied", "user %s holds none of the requested scopes", p.user))
 		return
 	}
 	now := time.Now()
-	a.sweepLocked(now)
+	si.sweepLocked(now)
 	code := randomString(32)
-	a.codes[code] = &authCode{
+	si.codes[code] = &authCode{
 		clientID:      p.client.id,
 		redirectURI:   p.redirectURI,
 		redirectGiven: p.redirectGiven,
@@ -267,18 +267,18 @@ func (a *AuthServer) approve(w http.ResponseWriter, r *http.Request, p *pendingA
 		scopes:        scopes,
 		expires:       now.Add(codeLifetime),
 	}
-	a.mu.Unlock()
+	si.mu.Unlock()
 	params := url.Values{"code": {code}}
 	if p.state != "" {
 		params.Set("state", p.state)
 	}
-	a.redirect(w, r, p.redirectURI, params)
+	si.redirect(w, r, p.redirectURI, params)
 }
 
 // grantableLocked returns the scopes user may be granted out of requested
 // (nil: everything the user holds); nil if the user does not exist.
-func (a *AuthServer) grantableLocked(user string, requested []string) []string {
-	u := a.userLocked(user)
+func (si *SignIn) grantableLocked(user string, requested []string) []string {
+	u := si.userLocked(user)
 	if u == nil {
 		return nil
 	}
@@ -290,10 +290,10 @@ func (a *AuthServer) grantableLocked(user string, requested []string) []string {
 
 // resolveResources validates the resource parameters of a request (RFC
 // 8707 section 2) against the known resources.
-func (a *AuthServer) resolveResources(rs []string) ([]string, *oauthError) {
-	a.mu.Lock()
-	known := a.resources
-	a.mu.Unlock()
+func (si *SignIn) resolveResources(rs []string) ([]string, *oauthError) {
+	si.mu.Lock()
+	known := si.resources
+	si.mu.Unlock()
 	if len(rs) == 0 {
 		if len(known) == 1 {
 			return slices.Clone(known), nil
@@ -327,17 +327,17 @@ func validChallenge(s string) bool {
 	return len(s) == 43 && strings.Trim(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") == ""
 }
 
-func (a *AuthServer) addPendingLocked(p *pendingAuth) {
+func (si *SignIn) addPendingLocked(p *pendingAuth) {
 	now := time.Now()
-	a.sweepLocked(now)
+	si.sweepLocked(now)
 	p.id = randomString(24)
 	p.expires = now.Add(pendingLifetime)
-	a.pending[p.id] = p
+	si.pending[p.id] = p
 }
 
 // redirectError sends the user back to the client with an error (RFC 6749
 // section 4.1.2.1).
-func (a *AuthServer) redirectError(w http.ResponseWriter, r *http.Request, redirectURI, state string, e *oauthError) {
+func (si *SignIn) redirectError(w http.ResponseWriter, r *http.Request, redirectURI, state string, e *oauthError) {
 	params := url.Values{"error": {e.code}}
 	if e.desc != "" {
 		params.Set("error_description", e.desc)
@@ -345,24 +345,24 @@ func (a *AuthServer) redirectError(w http.ResponseWriter, r *http.Request, redir
 	if state != "" {
 		params.Set("state", state)
 	}
-	a.redirect(w, r, redirectURI, params)
+	si.redirect(w, r, redirectURI, params)
 }
 
 // redirect sends the user to redirectURI with params added to its query,
 // and the issuer as iss (RFC 9207), so that a client talking to several
 // authorization servers can tell which one answered. After a form post it
 // uses 303, so that the browser follows with GET.
-func (a *AuthServer) redirect(w http.ResponseWriter, r *http.Request, redirectURI string, params url.Values) {
+func (si *SignIn) redirect(w http.ResponseWriter, r *http.Request, redirectURI string, params url.Values) {
 	u, err := url.Parse(redirectURI) // validated at registration
 	if err != nil {
-		a.errorPage(w, r, http.StatusInternalServerError, "server_error", "The redirect URI cannot be parsed.")
+		si.errorPage(w, r, http.StatusInternalServerError, "server_error", "The redirect URI cannot be parsed.")
 		return
 	}
 	q := u.Query()
 	for k, v := range params {
 		q[k] = v
 	}
-	q.Set("iss", a.issuer)
+	q.Set("iss", si.issuer)
 	u.RawQuery = q.Encode()
 	status := http.StatusFound
 	if r.Method == http.MethodPost {

@@ -1,4 +1,4 @@
-package rstest
+package devduo
 
 import (
 	"context"
@@ -20,34 +20,20 @@ import (
 // Client ID Metadata Documents (draft-ietf-oauth-client-id-metadata-document,
 // which the MCP authorization spec of 2025-11-25 recommends): a client that
 // uses a URL as its client_id needs no registration. The URL serves the
-// client's metadata, and the fake fetches it at every authorization request
+// client's metadata, and the sign-in fetches it at every authorization request
 // (caching is optional, and without it an edited document takes effect at
 // once). The copy from the last good fetch is what the token and revocation
 // endpoints authenticate the client against. Section numbers are those of
 // the draft's revision -02.
 
 const (
-	// maxDocumentSize is the most of a document the fake reads; section 8.7
+	// maxDocumentSize is the most of a document the sign-in reads; section 8.7
 	// of the draft recommends 5 kilobytes.
 	maxDocumentSize = 5 << 10
 	// defaultDocumentTimeout bounds a whole fetch: connecting, TLS, headers
 	// and body. The user is waiting in the browser meanwhile.
 	defaultDocumentTimeout = 5 * time.Second
 )
-
-// SetMetadataDocumentClient sets the HTTP client that fetches Client ID
-// Metadata Documents, so that a test can trust the certificate of the
-// server it serves a document from (httptest.Server.Client). nil restores
-// the default, which connects only to public and loopback addresses (no
-// private networks: server-side request forgery) and uses no proxy.
-// Whatever c says, redirects are not followed (its CheckRedirect is
-// replaced), at most 5 KB are read, and a fetch fails after 5 seconds
-// (sooner if c.Timeout says so).
-func (a *AuthServer) SetMetadataDocumentClient(c *http.Client) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.documentClient = c
-}
 
 // isDocumentURL reports whether a client_id names a metadata document. The
 // ids the registration endpoint issues are base64url, which has no colon,
@@ -57,11 +43,11 @@ func isDocumentURL(clientID string) bool { return strings.Contains(clientID, ":"
 // clientFor returns the client an authorization request names: a
 // registered one or, for a URL, the one its metadata document describes,
 // fetched now. Errors are worded for the user, who sees them on a page.
-func (a *AuthServer) clientFor(ctx context.Context, clientID string) (*client, *oauthError) {
+func (si *SignIn) clientFor(ctx context.Context, clientID string) (*client, *oauthError) {
 	if !isDocumentURL(clientID) {
-		a.mu.Lock()
-		c := a.clients[clientID]
-		a.mu.Unlock()
+		si.mu.Lock()
+		c := si.clients[clientID]
+		si.mu.Unlock()
 		if c == nil {
 			return nil, badRequest("invalid_client", "The client_id is not registered here.")
 		}
@@ -70,13 +56,13 @@ func (a *AuthServer) clientFor(ctx context.Context, clientID string) (*client, *
 	if e := checkDocumentURL(clientID); e != nil {
 		return nil, e
 	}
-	c, e := a.fetchDocument(ctx, clientID)
+	c, e := si.fetchDocument(ctx, clientID)
 	if e != nil {
 		return nil, e
 	}
-	a.mu.Lock()
-	a.clients[clientID] = c
-	a.mu.Unlock()
+	si.mu.Lock()
+	si.clients[clientID] = c
+	si.mu.Unlock()
 	return c, nil
 }
 
@@ -130,11 +116,11 @@ func loopbackHost(host string) bool { return host == "localhost" || loopbackIP(h
 // draft) and validates it. Descriptions name what is wrong with the
 // document or the answer, never a network error's text: the addresses and
 // resolver details in those are the server's business, not the caller's.
-func (a *AuthServer) fetchDocument(ctx context.Context, clientID string) (*client, *oauthError) {
-	a.mu.Lock()
-	hc := a.documentClient
-	timeout := a.documentTimeout
-	a.mu.Unlock()
+func (si *SignIn) fetchDocument(ctx context.Context, clientID string) (*client, *oauthError) {
+	si.mu.Lock()
+	hc := si.documentClient
+	timeout := si.documentTimeout
+	si.mu.Unlock()
 	if hc == nil {
 		hc = defaultDocumentClient
 	}
@@ -238,14 +224,14 @@ var defaultDocumentClient = &http.Client{Transport: &http.Transport{
 	ForceAttemptHTTP2:      true,
 }}
 
-var errSpecialAddress = errors.New("rstest: metadata documents are fetched only from public or loopback addresses")
+var errSpecialAddress = errors.New("devduo: metadata documents are fetched only from public or loopback addresses")
 
 // dialPublicOrLoopback is a net.Dialer Control function: it lets a
 // connection proceed only to a loopback or public address.
 func dialPublicOrLoopback(_, address string, _ syscall.RawConn) error {
 	ap, err := netip.ParseAddrPort(address)
 	if err != nil {
-		return fmt.Errorf("rstest: dialling %q: %w", address, err)
+		return fmt.Errorf("devduo: dialling %q: %w", address, err)
 	}
 	if ip := ap.Addr().Unmap(); ip.IsLoopback() || publicAddr(ip) {
 		return nil
