@@ -1,0 +1,14 @@
+package govern_test
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"net/url"
+)
+
+func urlUnescape(s string) (string, error) { return url.QueryUnescape(s) }
+
+func sha256Hex(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
