@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"net/url"
+	"strings"
 )
 
 func urlUnescape(s string) (string, error) { return url.QueryUnescape(s) }
@@ -12,3 +13,5 @@ func sha256Hex(b []byte) string {
 	s := sha256.Sum256(b)
 	return hex.EncodeToString(s[:])
 }
+
+func bytesReader(s string) *strings.Reader { return strings.NewReader(s) }
