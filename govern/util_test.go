@@ -5,6 +5,8 @@ import (
 	"encoding/hex"
 	"net/url"
 	"strings"
+
+	"github.com/crm-mcp/crm-mcp/stepup"
 )
 
 func urlUnescape(s string) (string, error) { return url.QueryUnescape(s) }
@@ -15,3 +17,5 @@ func sha256Hex(b []byte) string {
 }
 
 func bytesReader(s string) *strings.Reader { return strings.NewReader(s) }
+
+func newTerms() (*stepup.Terms, error) { return stepup.NewTerms(stepup.DefaultSensitiveTerms) }
