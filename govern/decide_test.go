@@ -176,16 +176,18 @@ func TestNoOracle(t *testing.T) {
 	e.ev.codes()
 
 	until := regexp.MustCompile(`\d\d:\d\d:\d\d UTC \(in \d+s\)`)
-	probe := func(args map[string]any) (string, []string, time.Duration) {
-		start := time.Now()
+	// The structure of each refusal: its text, the events on record (the
+	// steps taken, so the same work and waits), and the Duo requests.
+	probe := func(args map[string]any) (string, []string) {
+		requests := len(e.duo.Requests())
 		res := call(t, cs, "notes.get_note", args)
-		took := time.Since(start)
 		require.True(t, res.IsError)
-		return until.ReplaceAllString(text(res), "WHEN"), e.ev.codes(), took
+		assert.Equal(t, requests, len(e.duo.Requests()), "no Duo request while blocked")
+		return until.ReplaceAllString(text(res), "WHEN"), e.ev.codes()
 	}
-	hitText, hitCodes, _ := probe(map[string]any{"id": 6})
-	missText, missCodes, _ := probe(map[string]any{"id": 1})
-	unknownText, unknownCodes, _ := probe(map[string]any{"id": 99})
+	hitText, hitCodes := probe(map[string]any{"id": 6})
+	missText, missCodes := probe(map[string]any{"id": 1})
+	unknownText, unknownCodes := probe(map[string]any{"id": 99})
 	assert.Equal(t, hitText, missText)
 	assert.Equal(t, hitText, unknownText, "not even existence shows while blocked")
 	assert.Equal(t, hitCodes, missCodes)

@@ -157,7 +157,7 @@ func New(cfg Config) (*Governor, error) {
 	return g, nil
 }
 
-// Policy returns the policy of a governed tool, for the gate and checks.
+// lookup returns a governed tool by name, or nil.
 func (g *Governor) lookup(name string) *governed {
 	g.mu.RLock()
 	defer g.mu.RUnlock()
