@@ -178,7 +178,7 @@ func NewHandler(cfg Config) (*Handler, error) {
 	}
 	server.AddReceivingMiddleware(cat.explainRefusal)
 	gate := &gate{rs: cfg.Auth, cat: cat, refusals: newRefusals(nil), log: cfg.Logger, next: streamable}
-	h.Handler = requestLog(cfg.Logger, h.countPOSTs(cfg.Auth.Middleware(gate)))
+	h.Handler = requestLog(cfg.Logger, h.countPOSTs(cfg.Auth.Middleware(refuseGET(cfg.Stateless, gate))))
 	return h, nil
 }
 
@@ -188,7 +188,10 @@ func newMCPServer(cfg Config) (*mcp.Server, *catalog) {
 	server := mcp.NewServer(&mcp.Implementation{Name: "crm-mcp", Title: "CRM (Duo protected)", Version: cfg.Version}, &mcp.ServerOptions{
 		Instructions: "CRM tools. Each tool needs a Duo scope; calls without it are refused with an insufficient_scope challenge naming the scopes to request.",
 		Logger:       cfg.Logger,
+		// Only what the server honours (streams.go).
+		Capabilities: capabilities(),
 	})
+	server.AddReceivingMiddleware(endListen)
 	for _, sp := range cat.specs {
 		sp.add(server)
 	}
