@@ -28,7 +28,7 @@ import (
 //   - stateless: MCP_STATELESS=true, as 2026-07-28 requests.
 //
 // held counts the streams still open when measured, refused the attempts
-// answered 429.
+// answered 429; the log line also counts those acknowledged and ended.
 //
 // Run: go test ./cmd/crm-mcp -run XXX -bench BenchmarkListenFlood -benchtime 1x
 func BenchmarkListenFlood(b *testing.B) {
@@ -57,11 +57,12 @@ func listenFlood(b *testing.B, bin string, stateless bool, n, concurrency int) (
 	as.KID("RS256")
 	dir := b.TempDir()
 	cmd := exec.Command(bin, "serve")
+	// LOG_LEVEL=info: the addresses are logged at info.
 	cmd.Env = []string{
 		"MCP_LISTEN_ADDR=127.0.0.1:0", "METRICS_ADDR=127.0.0.1:0",
 		"MCP_RESOURCE_URL=" + testResource, "DUO_ISSUER=" + as.Issuer(),
 		"CRM_DB_PATH=" + filepath.Join(dir, "crm.db"), "AUDIT_LOG_PATH=" + filepath.Join(dir, "audit.log"),
-		"STEPUP_MODE=off", "LOG_LEVEL=info", // info: the addresses are logged at info "MCP_STATELESS=" + strconv.FormatBool(stateless),
+		"STEPUP_MODE=off", "LOG_LEVEL=info", "MCP_STATELESS=" + strconv.FormatBool(stateless),
 	}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -111,6 +112,7 @@ func listenFlood(b *testing.B, bin string, stateless bool, n, concurrency int) (
 
 	var mu sync.Mutex
 	var open []io.Closer
+	var ended, other int
 	sem := make(chan struct{}, concurrency)
 	var wg sync.WaitGroup
 	for i := range n {
@@ -128,7 +130,12 @@ func listenFlood(b *testing.B, bin string, stateless bool, n, concurrency int) (
 				mu.Unlock()
 			}
 			if resp.StatusCode != http.StatusOK {
-				io.Copy(io.Discard, resp.Body)
+				msg, _ := io.ReadAll(io.LimitReader(resp.Body, 300))
+				mu.Lock()
+				if other++; other == 1 && resp.StatusCode != http.StatusTooManyRequests {
+					b.Logf("first refusal: %d %s", resp.StatusCode, msg)
+				}
+				mu.Unlock()
 				resp.Body.Close()
 				return
 			}
@@ -150,6 +157,9 @@ func listenFlood(b *testing.B, bin string, stateless bool, n, concurrency int) (
 			select {
 			case <-done: // ended with its result
 				resp.Body.Close()
+				mu.Lock()
+				ended++
+				mu.Unlock()
 			case <-time.After(500 * time.Millisecond):
 				mu.Lock()
 				open = append(open, resp.Body)
@@ -167,7 +177,7 @@ func listenFlood(b *testing.B, bin string, stateless bool, n, concurrency int) (
 		b.Fatal(err)
 	}
 	fds = float64(len(entries))
-	b.Logf("%d listen attempts, %d held open, %d refused with 429: RSS %.1f MB, %.0f goroutines, %.0f open descriptors", n, held, refused, rss, goroutines, fds)
+	b.Logf("%d listen attempts: %d acknowledged and ended, %d held open, %d refused with 429, %d other answers: RSS %.1f MB, %.0f goroutines, %.0f open descriptors", n, ended, held, refused, other-refused, rss, goroutines, fds)
 	for _, c := range open {
 		c.Close()
 	}
