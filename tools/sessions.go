@@ -92,7 +92,7 @@ func (l *sessionLimits) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	user := userOf(r)
 	victim, retry, reason := l.reserve(user)
 	if reason != "" {
-		writeTooMany(w, retry, reason)
+		writeTooMany(w, retry, "too_many_sessions", reason)
 		return
 	}
 	res := &reservation{user: user}
@@ -304,11 +304,11 @@ func (l *sessionLimits) count(user string) (all, ofUser int) {
 }
 
 // writeTooMany answers 429 (RFC 6585) with Retry-After in whole seconds
-// and a JSON reason.
-func writeTooMany(w http.ResponseWriter, retry time.Duration, reason string) {
+// and a JSON error code and reason.
+func writeTooMany(w http.ResponseWriter, retry time.Duration, code, reason string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Retry-After", strconv.FormatInt(int64(math.Ceil(retry.Seconds())), 10))
 	w.WriteHeader(http.StatusTooManyRequests)
-	b, _ := json.Marshal(map[string]string{"error": "too_many_sessions", "error_description": reason})
+	b, _ := json.Marshal(map[string]string{"error": code, "error_description": reason})
 	w.Write(append(b, '\n'))
 }

@@ -132,6 +132,14 @@ func decide[In, Out any](ctx context.Context, d *deps, req *mcp.CallToolRequest,
 		return err
 	}
 	reason := strings.Join(all, "; ")
+	// A call may wait here for minutes (its own push, or another call's),
+	// so one user, and all users, can hold only so many (inflight.go). The
+	// place is held until Authorize returns.
+	release, err := d.waitPlace(ctx, user, name, c.ev)
+	if err != nil {
+		return err
+	}
+	defer release()
 	d.log.InfoContext(ctx, "step-up required", "tool", name, "sub", c.tok.Subject, "reason", reason)
 	if err := d.note(ctx, c.ev, audit.Event{Kind: audit.StepUpRequested, Reason: reason}); err != nil {
 		return err
@@ -173,6 +181,32 @@ func decide[In, Out any](ctx context.Context, d *deps, req *mcp.CallToolRequest,
 	}
 	c.approved = true
 	return nil
+}
+
+// waitPlace takes a place among the calls waiting on a push, or refuses
+// the call (on record as stepup.failed "busy") when the user's own, or all
+// users', waiting calls are at their bound. It is decided from the counts
+// alone, before anything is pushed.
+func (d *deps) waitPlace(ctx context.Context, user, name string, ev *audit.Event) (func(), error) {
+	if d.waiting == nil {
+		return func() {}, nil
+	}
+	release, perUser, ok := d.waiting.acquire(user)
+	if ok {
+		return release, nil
+	}
+	limit, msg := LimitStepUpWaiting, fmt.Sprintf("the server has %d calls waiting for approval, the most it holds; no push was sent. Retry in a minute.", d.waiting.max)
+	if perUser {
+		limit, msg = LimitStepUpWaitingPerUser, fmt.Sprintf("you already have %d calls waiting for approval on your phone, the most one user may have; no push was sent. Answer the push, or retry when those calls end.", d.waiting.perUser)
+	}
+	if d.onLimit != nil {
+		d.onLimit(limit)
+	}
+	d.log.InfoContext(ctx, "step-up refused: too many calls waiting", "tool", name, "limit", limit)
+	if err := d.note(ctx, ev, audit.Event{Kind: audit.StepUpFailed, Reason: "busy"}); err != nil {
+		return nil, err
+	}
+	return nil, &toolError{fmt.Sprintf("%s was not run: %s", name, msg)}
 }
 
 // stepUpOutcome is the audit line for a refusal by the guard: denied by

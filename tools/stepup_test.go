@@ -196,10 +196,12 @@ func TestStepUpGrantAndCooldown(t *testing.T) {
 }
 
 func TestStepUpConcurrentCallsShareOnePush(t *testing.T) {
-	e := newStepUpEnv(t)
+	const n = 50
+	// One user holding 50 calls is past the default bounds (inflight.go);
+	// raised here, since this is about sharing one push.
+	e := newStepUpEnvConfig(t, func(c *tools.Config) { c.MaxRequestsPerUser, c.MaxStepUpWaitingPerUser = n, n })
 	e.duo.Script("alice", duotest.Manual)
 	cs := e.connect(t, e.token("alice", "crm"))
-	const n = 50
 	var wg sync.WaitGroup
 	results := make([]*mcp.CallToolResult, n)
 	for i := range n {

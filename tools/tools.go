@@ -84,6 +84,26 @@ type Config struct {
 	// MaxSessions bounds the sessions of all users: an initialize beyond
 	// it gets 429 with Retry-After. Default DefaultMaxSessions.
 	MaxSessions int
+
+	// Bounds on requests in progress (inflight.go), in both modes. Zero
+	// means the default; negative is an error.
+	//
+	// MaxRequestsPerUser bounds the POSTs one user has in flight; one
+	// beyond gets 429 with Retry-After. Default DefaultMaxRequestsPerUser.
+	MaxRequestsPerUser int
+	// MaxRequests bounds the POSTs of all users in flight. Default
+	// DefaultMaxRequests.
+	MaxRequests int
+	// MaxStepUpWaitingPerUser bounds the calls of one Duo user waiting on
+	// a push; a call beyond is refused as a tool error before anything is
+	// pushed. Default DefaultMaxStepUpWaitingPerUser.
+	MaxStepUpWaitingPerUser int
+	// MaxStepUpWaiting bounds the calls of all users waiting on a push.
+	// Default DefaultMaxStepUpWaiting.
+	MaxStepUpWaiting int
+	// OnLimit, when set, hears each request or call a bound refused, by
+	// bound (the Limit* constants), for metrics.
+	OnLimit func(limit string)
 }
 
 // Handler is the MCP endpoint: front door, per-tool scope gate, request
@@ -93,7 +113,17 @@ type Handler struct {
 	server   *mcp.Server
 	limits   *sessionLimits // nil when Stateless
 	inflight atomic.Int64   // POSTs being served
+	requests *counter       // POSTs in flight, per user and overall
+	waiting  *counter       // calls waiting on a Duo Push
+	onLimit  func(limit string)
 }
+
+// Requests is the number of POSTs in flight, for a metrics gauge.
+func (h *Handler) Requests() int { return h.requests.count() }
+
+// StepUpWaiting is the number of tool calls waiting on a Duo Push, for a
+// metrics gauge.
+func (h *Handler) StepUpWaiting() int { return h.waiting.count() }
 
 // Sessions is the number of open Streamable HTTP sessions (always 0 when
 // Stateless), for a metrics gauge.
@@ -160,6 +190,16 @@ func NewHandler(cfg Config) (*Handler, error) {
 	cfg.SessionIdleTimeout = cmp.Or(cfg.SessionIdleTimeout, DefaultSessionIdleTimeout)
 	cfg.MaxSessionsPerUser = cmp.Or(cfg.MaxSessionsPerUser, DefaultMaxSessionsPerUser)
 	cfg.MaxSessions = cmp.Or(cfg.MaxSessions, DefaultMaxSessions)
+	if cfg.MaxRequestsPerUser < 0 || cfg.MaxRequests < 0 || cfg.MaxStepUpWaitingPerUser < 0 || cfg.MaxStepUpWaiting < 0 {
+		return nil, errors.New("tools: MaxRequestsPerUser, MaxRequests, MaxStepUpWaitingPerUser and MaxStepUpWaiting must not be negative")
+	}
+	cfg.MaxRequestsPerUser = cmp.Or(cfg.MaxRequestsPerUser, DefaultMaxRequestsPerUser)
+	cfg.MaxRequests = cmp.Or(cfg.MaxRequests, DefaultMaxRequests)
+	cfg.MaxStepUpWaitingPerUser = cmp.Or(cfg.MaxStepUpWaitingPerUser, DefaultMaxStepUpWaitingPerUser)
+	cfg.MaxStepUpWaiting = cmp.Or(cfg.MaxStepUpWaiting, DefaultMaxStepUpWaiting)
+	if cfg.OnLimit == nil {
+		cfg.OnLimit = func(string) {}
+	}
 	server, cat := newMCPServer(cfg)
 	var streamable http.Handler = mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return server }, &mcp.StreamableHTTPOptions{
 		Stateless: cfg.Stateless,
@@ -170,7 +210,7 @@ func NewHandler(cfg Config) (*Handler, error) {
 		PropagateRequestCancellation: true,
 		SessionTimeout:               cfg.SessionIdleTimeout,
 	})
-	h := &Handler{server: server}
+	h := &Handler{server: server, requests: newCounter(cfg.MaxRequestsPerUser, cfg.MaxRequests), waiting: cat.d.waiting, onLimit: cfg.OnLimit}
 	if !cfg.Stateless {
 		h.limits = newSessionLimits(cfg.SessionIdleTimeout, cfg.MaxSessionsPerUser, cfg.MaxSessions, cfg.Logger, streamable)
 		server.AddReceivingMiddleware(h.limits.track)
@@ -179,17 +219,24 @@ func NewHandler(cfg Config) (*Handler, error) {
 	server.AddReceivingMiddleware(cat.explainRefusal)
 	server.AddReceivingMiddleware(cat.recordInvalid()) // outermost: sees every tools/call
 	gate := &gate{rs: cfg.Auth, cat: cat, refusals: newRefusals(nil), log: cfg.Logger, next: streamable}
-	h.Handler = requestLog(cfg.Logger, h.countPOSTs(cfg.Auth.Middleware(gate)))
+	h.Handler = requestLog(cfg.Logger, h.countPOSTs(cfg.Auth.Middleware(h.limitPOSTs(refuseGET(cfg.Stateless, gate)))))
 	return h, nil
 }
 
 // newMCPServer builds the MCP server with every tool registered.
 func newMCPServer(cfg Config) (*mcp.Server, *catalog) {
-	cat := newCatalog(&deps{store: cfg.Store, log: cfg.Logger, stepUp: cfg.StepUp, record: cfg.Record})
+	d := &deps{store: cfg.Store, log: cfg.Logger, stepUp: cfg.StepUp, record: cfg.Record, onLimit: cfg.OnLimit}
+	if cfg.MaxStepUpWaitingPerUser > 0 { // set by NewHandler; tests of the tools alone leave it unbounded
+		d.waiting = newCounter(cfg.MaxStepUpWaitingPerUser, cfg.MaxStepUpWaiting)
+	}
+	cat := newCatalog(d)
 	server := mcp.NewServer(&mcp.Implementation{Name: "crm-mcp", Title: "CRM (Duo protected)", Version: cfg.Version}, &mcp.ServerOptions{
 		Instructions: "CRM tools. Each tool needs a Duo scope; calls without it are refused with an insufficient_scope challenge naming the scopes to request.",
 		Logger:       cfg.Logger,
+		// Only what the server honours (streams.go).
+		Capabilities: capabilities(),
 	})
+	server.AddReceivingMiddleware(endListen)
 	for _, sp := range cat.specs {
 		sp.add(server)
 	}
@@ -222,6 +269,10 @@ type deps struct {
 	log    *slog.Logger
 	stepUp *StepUp                                  // nil when step-up is off
 	record func(context.Context, audit.Event) error // nil: no audit trail
+	// waiting counts the calls waiting on a push (inflight.go); nil
+	// means unbounded (the tools without a Handler, in tests).
+	waiting *counter
+	onLimit func(limit string)
 }
 
 // spec is one tool and its policy.

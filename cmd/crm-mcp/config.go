@@ -51,6 +51,7 @@ type config struct {
 	IntrospectionCacheTTL time.Duration `env:"AUTH_INTROSPECTION_CACHE_TTL" envDefault:"10s"`
 
 	SessionSettings
+	LimitSettings
 	StepUpSettings
 
 	DBPath string `env:"CRM_DB_PATH" envDefault:"./data/crm.db"`
@@ -218,6 +219,7 @@ func loadConfig(environ map[string]string) (config, error) {
 
 	c.checkStepUp(check)
 	c.checkSessions(check)
+	c.checkLimits(check)
 
 	if strings.TrimSpace(c.DBPath) == "" {
 		check("CRM_DB_PATH", varErrorf("CRM_DB_PATH", "must not be blank"))
@@ -550,6 +552,7 @@ func (c config) logAttrs() []any {
 		"AUTH_INTROSPECTION_CACHE_TTL", c.IntrospectionCacheTTL.String(),
 	}
 	attrs = append(attrs, c.sessionLogAttrs()...)
+	attrs = append(attrs, c.limitLogAttrs()...)
 	attrs = append(attrs, c.stepUpLogAttrs()...)
 	attrs = append(attrs, c.databaseLogAttrs()...)
 	attrs = append(attrs, c.observeLogAttrs()...)

@@ -39,7 +39,7 @@ var (
 	// policy let the user through), off (STEPUP_MODE=off); then the
 	// reasons of stepup.denied and stepup.failed.
 	stepUpOutcomes = []string{"approved", "grant", "bypass", "off", "denied", "fraud", "timeout", "cooldown", "cap",
-		"duo_error", "locked_out", "enroll", "preauth_denied", "cancelled", "unshowable", "error"}
+		"busy", "duo_error", "locked_out", "enroll", "preauth_denied", "cancelled", "unshowable", "error"}
 	// suppressedReasons: the fatigue guard refused to push.
 	suppressedReasons = []string{"cooldown", "cap"}
 )
@@ -62,6 +62,8 @@ type metrics struct {
 	stepUpWait       *prometheus.HistogramVec
 	introspection    *prometheus.HistogramVec
 	auditFailures    prometheus.Counter
+	limitRefusals    *prometheus.CounterVec
+	connsClosed      *prometheus.CounterVec
 
 	now     func() time.Time
 	mu      sync.Mutex
@@ -105,11 +107,19 @@ func newMetrics() *metrics {
 			Name: "crm_mcp_audit_write_failures_total",
 			Help: "Audit lines that could not be written; after one, every tool call fails closed until the server restarts.",
 		}),
+		limitRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "crm_mcp_limit_refusals_total",
+			Help: "Requests (429) and tool calls (a tool error) refused by a bound on what is in progress, by bound: requests_per_user, requests, stepup_waiting_per_user, stepup_waiting.",
+		}, []string{"limit"}),
+		connsClosed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "crm_mcp_connections_closed_by_limit_total",
+			Help: "MCP listener connections closed at MCP_MAX_CONNECTIONS: evicted (the longest idle one, to make room) or refused (the new one, when none was idle).",
+		}, []string{"action"}),
 		now:     time.Now,
 		waiting: map[string]time.Time{},
 	}
 	m.reg.MustRegister(m.httpRequests, m.authFailures, m.toolCalls, m.stepUpDecisions, m.stepUpSuppressed,
-		m.stepUpWait, m.introspection, m.auditFailures,
+		m.stepUpWait, m.introspection, m.auditFailures, m.limitRefusals, m.connsClosed,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Every series exists from the start at 0, so that a rate or an alert
 	// on it has data before the first event.
@@ -133,7 +143,38 @@ func newMetrics() *metrics {
 	for _, r := range []string{"ok", "error"} {
 		m.introspection.WithLabelValues(r)
 	}
+	for _, l := range limitNames {
+		m.limitRefusals.WithLabelValues(l)
+	}
+	for _, a := range []string{"evicted", "refused"} {
+		m.connsClosed.WithLabelValues(a)
+	}
 	return m
+}
+
+// limitNames are tools' Limit* bounds, the values of the limit label.
+var limitNames = []string{tools.LimitRequestsPerUser, tools.LimitRequests, tools.LimitStepUpWaitingPerUser, tools.LimitStepUpWaiting}
+
+// limited is tools.Config.OnLimit.
+func (m *metrics) limited(limit string) {
+	m.limitRefusals.WithLabelValues(bounded(limit, limitNames)).Inc()
+}
+
+// connClosed is connLimiter's onRefuse.
+func (m *metrics) connClosed(action string) {
+	m.connsClosed.WithLabelValues(action).Inc()
+}
+
+// watchLimits adds the gauges of what is held open, read at each scrape.
+func (m *metrics) watchLimits(conns, requests, stepUpWaiting func() int) {
+	gauge := func(name, help string, f func() int) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return float64(f()) })
+	}
+	m.reg.MustRegister(
+		gauge("crm_mcp_connections_open", "Open connections to the MCP listener (bounded by MCP_MAX_CONNECTIONS).", conns),
+		gauge("crm_mcp_requests_in_flight", "POSTs to the MCP endpoint in progress (bounded by MCP_MAX_REQUESTS).", requests),
+		gauge("crm_mcp_stepup_waiting_calls", "Tool calls waiting on a Duo Push (bounded by STEPUP_MAX_WAITING).", stepUpWaiting),
+	)
 }
 
 // bounded is v if it is one of the values, else "other".

@@ -123,6 +123,10 @@ func (a *app) serveConfig(ctx context.Context, cfg config, opts serveOptions) in
 	mux := http.NewServeMux()
 	srv := newHTTPServer(mux, log)
 	srv.ConnContext = withPeer // the source of a refused request (trail.refused)
+	conns := newConnLimiter(cfg.connectionLimit(), m.connClosed)
+	ln = conns.Listener(ln)
+	srv.ConnState = conns.ConnState
+	log.Info("connections to the MCP listener are bounded", "max", conns.max)
 	served := make(chan error, 1)
 	drained := false // set once the graceful shutdown at the end has run
 	if opts.routes != nil {
@@ -205,7 +209,7 @@ func (a *app) serveConfig(ctx context.Context, cfg config, opts serveOptions) in
 		log.Warn("STEP-UP IS OFF (STEPUP_MODE=off): sensitive tool calls and restricted records need NO Duo Push approval")
 	}
 
-	mcpHandler, err := tools.NewHandler(tools.Config{
+	mcpCfg := tools.Config{
 		StepUp:                stepUp,
 		Store:                 store,
 		Auth:                  rs,
@@ -217,13 +221,17 @@ func (a *app) serveConfig(ctx context.Context, cfg config, opts serveOptions) in
 		Logger:                log,
 		Version:               versionString(),
 		Record:                tr.record,
-	})
+		OnLimit:               m.limited,
+	}
+	cfg.applyLimits(&mcpCfg)
+	mcpHandler, err := tools.NewHandler(mcpCfg)
 	if err != nil {
 		log.Error("cannot build the MCP handler", "error", err.Error())
 		return 1
 	}
 
 	m.watch(rs.Status, mcpHandler.Sessions)
+	m.watchLimits(conns.Open, mcpHandler.Requests, mcpHandler.StepUpWaiting)
 	addRoutes(mux, cfg, rs, store, m.countRequests(mcpHandler), log)
 	if opts.routes == nil {
 		go func() { served <- srv.Serve(ln) }()
@@ -384,9 +392,9 @@ func readyHandler(store pinger, rs readiness, log *slog.Logger) http.Handler {
 
 // newHTTPServer configures the HTTP server's limits.
 //
-// MCP keeps responses open for a long time: a GET is a server-sent event
-// stream that lasts as long as the session, and a POST answering a tool
-// call can wait a minute or more on a Duo Push. So there is no
+// MCP keeps responses open for a long time: a POST answering a tool call
+// can wait a minute or more on a Duo Push (there is no GET stream, and
+// subscriptions/listen ends at once: tools/streams.go). So there is no
 // WriteTimeout: its deadline is set when a request starts and never
 // lifted, and it would cut both mid-stream. ReadTimeout is safe: it bounds
 // reading the headers and the body only, because net/http lifts the read
@@ -402,7 +410,9 @@ func newHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
 		// Without this a client dribbling a body a byte at a time holds a
 		// connection and a goroutine for ever.
 		ReadTimeout: 30 * time.Second,
-		// Keep-alive connections between requests.
+		// Keep-alive connections between requests. Each holds a descriptor
+		// and a goroutine, and idle ones are the first to go when the
+		// connections reach MCP_MAX_CONNECTIONS (connlimit.go).
 		IdleTimeout: 2 * time.Minute,
 		// Access tokens are a few KB; 64 KiB leaves room without letting a
 		// client park a megabyte of headers per connection.

@@ -1,0 +1,143 @@
+package main
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"regexp"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/crm-mcp/crm-mcp/resourceserver/rstest"
+)
+
+// dialIdle opens n connections to addr that never send a byte.
+func dialIdle(t *testing.T, addr string, n int) []net.Conn {
+	t.Helper()
+	conns := make([]net.Conn, 0, n)
+	for range n {
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		require.NoError(t, err)
+		conns = append(conns, c)
+	}
+	t.Cleanup(func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return conns
+}
+
+// metricValue reads one unlabelled (or fully labelled) series from a
+// scrape.
+func metricValue(t *testing.T, scrape, series string) float64 {
+	t.Helper()
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\S+)$`).FindStringSubmatch(scrape)
+	require.NotNil(t, m, "no series %s in the scrape", series)
+	v, err := strconv.ParseFloat(m[1], 64)
+	require.NoError(t, err)
+	return v
+}
+
+// TestConnectionFlood: with MCP_MAX_CONNECTIONS=8, a flood of idle
+// connections to the MCP listener neither stops the metrics listener nor
+// keeps out a fresh health probe or an authorized call: each new
+// connection makes room by closing the longest idle one, so the count
+// stays at the bound.
+func TestConnectionFlood(t *testing.T) {
+	as := rstest.NewServer()
+	defer as.Close()
+	as.KID("RS256")
+	env := testEnv(t, as)
+	env["MCP_MAX_CONNECTIONS"] = "8"
+	env["METRICS_ADDR"] = "127.0.0.1:0"
+	s := startServe(t, env)
+	require.NotEmpty(t, s.metricsAddr)
+
+	dialIdle(t, s.addr, 8+40)
+
+	// The metrics listener answers, and says the bound held.
+	resp, scrape := get(t, "http://"+s.metricsAddr+"/metrics")
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.LessOrEqual(t, metricValue(t, scrape, "crm_mcp_connections_open"), 8.0)
+	assert.GreaterOrEqual(t, metricValue(t, scrape, `crm_mcp_connections_closed_by_limit_total{action="evicted"}`), 40.0)
+
+	// A health probe and an authorized call on fresh connections get in.
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
+	hz, err := client.Get(s.url("/healthz"))
+	require.NoError(t, err)
+	hz.Body.Close()
+	assert.Equal(t, http.StatusOK, hz.StatusCode)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cs, err := connect(ctx, s.url("/mcp"), as.Mint(as.Claims("alice", testResource, "crm.contacts.read")))
+	require.NoError(t, err)
+	defer cs.Close()
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "list_contacts"})
+	require.NoError(t, err)
+	assert.False(t, res.IsError)
+}
+
+// TestConnLimiterRefusesWhenNoneIdle: when every connection is busy, a new
+// one is accepted and closed at once, without a read.
+func TestConnLimiterRefusesWhenNoneIdle(t *testing.T) {
+	closed := make(chan string, 10)
+	lim := newConnLimiter(2, func(a string) { closed <- a })
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	release := make(chan struct{})
+	srv := &http.Server{
+		Handler:   http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-release }),
+		ConnState: lim.ConnState,
+	}
+	go srv.Serve(lim.Listener(ln))
+	defer srv.Close()
+	defer close(release)
+
+	for range 2 { // two requests in progress
+		c := dialIdle(t, ln.Addr().String(), 1)[0]
+		_, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		require.NoError(t, err)
+	}
+	require.Eventually(t, func() bool {
+		lim.mu.Lock()
+		defer lim.mu.Unlock()
+		busy := 0
+		for c := range lim.conns {
+			if !c.idle {
+				busy++
+			}
+		}
+		return busy == 2
+	}, 5*time.Second, 5*time.Millisecond)
+
+	c := dialIdle(t, ln.Addr().String(), 1)[0]
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	start := time.Now()
+	_, err = c.Read(make([]byte, 1))
+	assert.ErrorIs(t, err, io.EOF, "closed at once")
+	assert.Less(t, time.Since(start), 2*time.Second)
+	assert.Equal(t, 2, lim.Open())
+	assert.Equal(t, "refused", <-closed)
+	assert.Empty(t, closed, "nothing evicted")
+}
+
+func TestDerivedConnections(t *testing.T) {
+	for _, tt := range []struct {
+		nofile uint64
+		want   int
+	}{
+		{256, 16},
+		{1024, 768},
+		{65536, 16384},
+		{1 << 20, 16384},
+	} {
+		assert.Equal(t, tt.want, derivedConnections(tt.nofile), "RLIMIT_NOFILE %d", tt.nofile)
+	}
+}
