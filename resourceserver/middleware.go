@@ -219,9 +219,16 @@ func reasonCode(err error) string {
 // response. raw is the presented token, if any, for its fingerprint only.
 func (s *Server) refuse(w http.ResponseWriter, r *http.Request, err error, raw string) {
 	resp := s.classify(err)
-	level := slog.LevelInfo
-	if resp.status >= 500 {
+	// A request refused before any token was verified is anyone's to send,
+	// as often as they like: its line is Debug, so a flood cannot grow the
+	// log without bound (OnRefuse counts them). A verified caller's refusal
+	// (a missing scope) is Info, and a 5xx, ours, is Warn.
+	level := slog.LevelDebug
+	switch {
+	case resp.status >= 500:
 		level = slog.LevelWarn
+	case TokenFromContext(r.Context()) != nil:
+		level = slog.LevelInfo
 	}
 	attrs := []slog.Attr{
 		slog.Int("status", resp.status),

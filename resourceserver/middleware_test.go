@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"flag"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -372,4 +373,32 @@ func TestMiddlewareAllowsSameOrigin(t *testing.T) {
 			assert.Equal(t, http.StatusNoContent, pw.Code)
 		})
 	}
+}
+
+// TestRefusalLogLevels: a request refused before any token was verified
+// is anyone's to repeat, so its log line is Debug (a flood must not grow
+// the log at the default level); a verified caller's refusal is Info.
+func TestRefusalLogLevels(t *testing.T) {
+	var logs syncBuffer
+	f := newFixture(t, func(c *resourceserver.Config) {
+		c.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	})
+	h, _ := f.protected(t)
+	for _, auth := range []string{"", "Bearer not-a-jwt", "Basic abc"} {
+		req := httptest.NewRequest(http.MethodPost, resourcePath, nil)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		require.Equal(t, http.StatusUnauthorized, rec.Code)
+	}
+	assert.NotContains(t, logs.String(), "request refused", "an unauthenticated refusal logged at Info")
+
+	req := httptest.NewRequest(http.MethodPost, resourcePath+"?need=crm.deals.read", nil)
+	req.Header.Set("Authorization", "Bearer "+f.as.Mint(f.claims("crm.contacts.read")))
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	require.Equal(t, http.StatusForbidden, rec.Code)
+	assert.Contains(t, logs.String(), "request refused", "a verified caller's refusal is on the log")
 }
