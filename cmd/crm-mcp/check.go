@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/crm-mcp/crm-mcp/resourceserver"
 )
@@ -16,25 +17,35 @@ import (
 // checkTimeout bounds the network part of check, per step.
 const checkTimeout = startupRefreshTimeout
 
-// checkReport prints one line per check and counts the failures.
+// checkReport prints one line per check and counts the failures. It is
+// safe for concurrent use: the front door's background key fetches log
+// their warnings into it (warnHandler).
 type checkReport struct {
-	w              io.Writer
+	w io.Writer
+
+	mu             sync.Mutex
 	passed, failed int
 	warned         map[string]bool // WARN lines printed, so each prints once
 }
 
 func (r *checkReport) pass(what, detail string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	r.passed++
 	r.line("PASS", what, detail)
 }
 
 func (r *checkReport) fail(what, detail string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	r.failed++
 	r.line("FAIL", what, detail)
 }
 
 // warn prints a warning once, however many parts of check log it.
 func (r *checkReport) warn(what, detail string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	if r.warned[what+detail] {
 		return
 	}
@@ -52,6 +63,8 @@ func (r *checkReport) line(verdict, what, detail string) {
 
 // done prints the summary and returns the exit code.
 func (r *checkReport) done() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	if r.failed > 0 {
 		fmt.Fprintf(r.w, "check failed: %d of %d checks failed\n", r.failed, r.passed+r.failed)
 		return 1
