@@ -464,8 +464,8 @@ func (g *Guard) admit(ctx context.Context, req Request, subject string) (*flight
 		}
 		if now.Before(us.coolUntil) {
 			refusal = newError(CoolingDown, nil,
-				"A Duo Push for this user was denied a moment ago, so sensitive calls are refused without a new push until %s; %s was not run.",
-				until(now, us.coolUntil), subject)
+				"A Duo Push for this user was denied a moment ago, so sensitive calls are refused without a new push until %s; %s was not run. (%s)",
+				until(now, us.coolUntil), subject, cooldownHint)
 			return
 		}
 		if f := us.flight; f != nil {
@@ -475,8 +475,8 @@ func (g *Guard) admit(ctx context.Context, req Request, subject string) (*flight
 		}
 		if len(us.pushes) >= g.cfg.MaxPushes {
 			refusal = newError(TooManyPushes, nil,
-				"Too many Duo Pushes for this user: %d in the last 10 minutes, the most allowed, so %s was not run. Try again after %s.",
-				len(us.pushes), subject, until(now, us.pushes[0].Add(pushWindow)))
+				"Too many Duo Pushes for this user: %d in the last 10 minutes, the most allowed, so %s was not run. Try again after %s. (%s)",
+				len(us.pushes), subject, until(now, us.pushes[0].Add(pushWindow)), capHint)
 			return
 		}
 		us.flight = &flightRecord{ID: id, Key: key, Once: req.Once, Deadline: dl}
@@ -593,16 +593,57 @@ func (g *Guard) BlockedContext(ctx context.Context, user string) error {
 		switch {
 		case now.Before(us.coolUntil):
 			refusal = newError(CoolingDown, nil,
-				"A Duo Push for this user was denied a moment ago, so calls that name a record are refused until %s.", until(now, us.coolUntil))
+				"A Duo Push for this user was denied a moment ago, so calls that name a record are refused until %s. (%s)", until(now, us.coolUntil), cooldownHint)
 		case len(us.pushes) >= g.cfg.MaxPushes:
 			refusal = newError(TooManyPushes, nil,
-				"Too many Duo Pushes for this user in the last 10 minutes, so calls that name a record are refused until %s.", until(now, us.pushes[0].Add(pushWindow)))
+				"Too many Duo Pushes for this user in the last 10 minutes, so calls that name a record are refused until %s. (%s)", until(now, us.pushes[0].Add(pushWindow)), capHint)
 		}
 	})
 	if err != nil {
 		return g.stateFailed(ctx, err, "the call")
 	}
 	return refusal
+}
+
+// The refusals of the fatigue guard say which setting changes them, so an
+// administrator (or someone trying the demo) reading one knows where to
+// look. They name settings, never data.
+const (
+	cooldownHint = "The administrator sets how long with STEPUP_DENY_COOLDOWN."
+	capHint      = "The administrator sets the cap with STEPUP_MAX_PUSHES."
+)
+
+// Limits is where a user stands against the fatigue guard, for a page
+// that shows it (crm-mcp dev's push page).
+type Limits struct {
+	// Pushes is how many pushes were sent to the user in the last ten
+	// minutes; MaxPushes is the cap.
+	Pushes, MaxPushes int
+	// NextPush is when the oldest of those pushes leaves the window:
+	// the cap is free again then. Zero when the cap is not reached.
+	NextPush time.Time
+	// CoolUntil is when the cooldown after a denial ends; zero when the
+	// user is not cooling down. DenyCooldown is its length.
+	CoolUntil    time.Time
+	DenyCooldown time.Duration
+}
+
+// Limits reads where user stands against the push cap and the cooldown.
+// It changes nothing but expired entries.
+func (g *Guard) Limits(ctx context.Context, user string) (Limits, error) {
+	now := g.cfg.Now()
+	l := Limits{MaxPushes: g.cfg.MaxPushes, DenyCooldown: g.cfg.DenyCooldown}
+	err := g.state.Update(ctx, user, func(us *UserState) {
+		us.prune(now, g.owns)
+		l.Pushes = len(us.pushes)
+		if l.Pushes >= g.cfg.MaxPushes {
+			l.NextPush = us.pushes[0].Add(pushWindow)
+		}
+		if now.Before(us.coolUntil) {
+			l.CoolUntil = us.coolUntil
+		}
+	})
+	return l, err
 }
 
 // wait blocks until f is done or ctx ends, reporting progress meanwhile.

@@ -433,3 +433,41 @@ func TestBlocked(t *testing.T) {
 		assert.NoError(t, g.Blocked("alice"))
 	})
 }
+
+// TestLimits: the push page of crm-mcp dev shows where a user stands, and
+// each refusal of the fatigue guard names the setting that changes it.
+func TestLimits(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		d, g := newBubble(t, stepup.Config{DenyCooldown: 30 * time.Second, MaxPushes: 2}, nil)
+		start := time.Now()
+		l, err := g.Limits(t.Context(), "alice")
+		require.NoError(t, err)
+		assert.Equal(t, stepup.Limits{MaxPushes: 2, DenyCooldown: 30 * time.Second}, l)
+
+		d.Script("alice", duotest.Approve)
+		require.NoError(t, g.Approve(t.Context(), withKey(request("alice"), `{"q":1}`), nil))
+		d.Script("alice", duotest.Deny)
+		err = g.Approve(t.Context(), withKey(request("alice"), `{"q":2}`), nil)
+		require.True(t, stepup.IsOutcome(err, stepup.Denied), "got %v", err)
+
+		l, err = g.Limits(t.Context(), "alice")
+		require.NoError(t, err)
+		assert.Equal(t, 2, l.Pushes)
+		assert.Equal(t, start.Add(10*time.Minute), l.NextPush, "the cap frees up when the first push leaves the window")
+		assert.Equal(t, time.Now().Add(30*time.Second), l.CoolUntil)
+
+		err = g.Approve(t.Context(), withKey(request("alice"), `{"q":3}`), nil)
+		require.True(t, stepup.IsOutcome(err, stepup.CoolingDown), "got %v", err)
+		assert.Contains(t, err.Error(), "STEPUP_DENY_COOLDOWN")
+		assert.Contains(t, g.BlockedContext(t.Context(), "alice").Error(), "STEPUP_DENY_COOLDOWN")
+
+		time.Sleep(31 * time.Second)
+		err = g.Approve(t.Context(), withKey(request("alice"), `{"q":4}`), nil)
+		require.True(t, stepup.IsOutcome(err, stepup.TooManyPushes), "got %v", err)
+		assert.Contains(t, err.Error(), "STEPUP_MAX_PUSHES")
+		assert.Contains(t, g.BlockedContext(t.Context(), "alice").Error(), "STEPUP_MAX_PUSHES")
+		l, err = g.Limits(t.Context(), "alice")
+		require.NoError(t, err)
+		assert.True(t, l.CoolUntil.IsZero(), "the cooldown is over")
+	})
+}

@@ -10,18 +10,22 @@ import (
 	"fmt"
 	"html/template"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
 	"github.com/crm-mcp/crm-mcp/internal/devduo"
 	"github.com/crm-mcp/crm-mcp/resourceserver/rstest"
+	"github.com/crm-mcp/crm-mcp/stepup"
 	"github.com/crm-mcp/crm-mcp/stepup/duotest"
 )
 
@@ -161,16 +165,31 @@ func (a *app) dev(ctx context.Context, args []string) int {
 	stop := context.AfterFunc(ctx, dev.close)
 	defer stop()
 
-	cfg, err := loadConfig(dev.environ())
+	env, notes, err := dev.environ(a.environ)
 	if err != nil {
-		// dev wrote the environment, so this is a bug, not a user's mistake.
-		fmt.Fprintf(a.stderr, "crm-mcp dev: invalid configuration (a bug in dev):\n%s", formatConfigErrors(err))
+		fmt.Fprintf(a.stderr, "crm-mcp dev: %v\n", err)
+		return 2
+	}
+	for _, n := range notes {
+		fmt.Fprintf(a.stderr, "crm-mcp dev: %s\n", n)
+	}
+	if p, ok := env["AUDIT_LOG_PATH"]; ok {
+		dev.auditLog = p
+	}
+	if err := dev.writeServeEnv(); err != nil {
+		fmt.Fprintf(a.stderr, "crm-mcp dev: %v\n", err)
+		return 1
+	}
+	cfg, err := loadConfig(env)
+	if err != nil {
+		fmt.Fprintf(a.stderr, "crm-mcp dev: invalid configuration:\n%s", formatConfigErrors(err))
 		return 1
 	}
 	return a.serveConfig(ctx, cfg, serveOptions{
 		command:  "dev",
 		listener: ln,
 		routes:   dev.routes,
+		guard:    dev.guard.Store,
 		ready: func(string) {
 			io.WriteString(a.stdout, dev.banner())
 			if a.devStarted != nil {
@@ -228,6 +247,9 @@ type devStack struct {
 	duoHost             string // the Duo stand-in's host:port
 	introspectionSecret string
 	autoLogin           string
+	// guard is the server's step-up Guard once built, for the push page's
+	// limits; nil until then, and with step-up off.
+	guard atomic.Pointer[stepup.Guard]
 
 	closeOnce sync.Once
 }
@@ -263,7 +285,8 @@ func newDevStack(addr, dataDir, autoLogin string) (*devStack, error) {
 	as.KID("RS256") // the signing key exists before the first JWKS fetch
 	s.signIn = devduo.NewSignIn(as)
 	s.signIn.SetUsers(devduo.DefaultUsers()...)
-	s.signIn.SetResources(s.mcpURL)
+	_, serveURL := s.serveURL()
+	s.signIn.SetResources(s.mcpURL, serveURL) // serve pointed at the stand-ins too (serve.env)
 	s.signIn.SetAutoLogin(autoLogin)
 	// Kept, so that a client that stored its client_id (MCP Inspector
 	// does) still signs in after a restart instead of meeting
@@ -290,26 +313,134 @@ func (s *devStack) close() {
 	s.closeOnce.Do(s.duo.Close)
 }
 
-// environ is the environment serve would be given to run against the
-// stand-ins.
-func (s *devStack) environ() map[string]string {
-	return map[string]string{
-		"MCP_LISTEN_ADDR":              s.addr, // for the log: serve is handed the listener
-		"MCP_RESOURCE_URL":             s.mcpURL,
-		"MCP_ALLOWED_ORIGINS":          strings.Join(devInspectorOrigins, ","),
-		"DUO_ISSUER":                   s.issuer,
-		"AUTH_MODE":                    "jwt+introspection",
-		"DUO_CLIENT_ID":                devIntrospectionClient,
-		"DUO_CLIENT_SECRET":            s.introspectionSecret,
-		"AUTH_INTROSPECTION_CACHE_TTL": devIntrospectionCacheTTL,
-		"DUO_AUTH_IKEY":                s.duo.IKey(),
-		"DUO_AUTH_SKEY":                s.duo.SKey(),
-		"DUO_AUTH_HOST":                s.duoHost,
-		"DUO_AUTH_CA_FILE":             s.caFile,
-		"CRM_DB_PATH":                  filepath.Join(s.dataDir, devDBFile),
-		"AUDIT_LOG_PATH":               s.auditLog,
-		"LOG_FORMAT":                   "text",
+// devOwned are the settings dev makes itself, and why: they point the
+// server at dev's stand-ins. The same variables in the environment are
+// named at start as overridden (never their values, which may be secret).
+var devOwned = map[string]string{
+	"MCP_LISTEN_ADDR":       "dev listens on --addr, on loopback only",
+	"MCP_RESOURCE_URL":      "dev's MCP URL follows --addr",
+	"DUO_ISSUER":            "dev runs its own stand-in of Duo's sign-in server",
+	"DUO_JWKS_URL":          "dev runs its own stand-in of Duo's sign-in server",
+	"DUO_INTROSPECTION_URL": "dev runs its own stand-in of Duo's sign-in server",
+	"DUO_AUDIENCES":         "dev's tokens name dev's MCP URL",
+	"AUTH_MODE":             "dev checks its stand-in's tokens by signature and introspection, so a revoked scope bites at once",
+	"DUO_CLIENT_ID":         "dev introspects with its own stand-in's client",
+	"DUO_CLIENT_SECRET":     "dev introspects with its own stand-in's client",
+	"DUO_AUTH_IKEY":         "dev runs its own stand-in of Duo's Auth API",
+	"DUO_AUTH_SKEY":         "dev runs its own stand-in of Duo's Auth API",
+	"DUO_AUTH_HOST":         "dev runs its own stand-in of Duo's Auth API",
+	"DUO_AUTH_CA_FILE":      "dev runs its own stand-in of Duo's Auth API",
+	"CRM_DB_PATH":           "dev keeps the CRM in --data-dir",
+}
+
+// devRefused are settings dev cannot honour: it stops and says why
+// rather than run something other than what was asked for.
+var devRefused = map[string]string{
+	"CRM_DATABASE_URL":   "dev keeps the CRM and the step-up state in --data-dir, on SQLite; run crm-mcp serve to use Postgres",
+	"DUO_USERNAME_CLAIM": "dev's tokens name the Duo user in sub only",
+}
+
+// devDefaults are dev's own defaults for settings the environment may
+// change: a push cap and a cooldown that suit trying the demo (serve's
+// 5 pushes in 10 minutes and 60 s stop a demo within minutes).
+var devDefaults = map[string]string{
+	"MCP_ALLOWED_ORIGINS":          strings.Join(devInspectorOrigins, ","),
+	"AUTH_INTROSPECTION_CACHE_TTL": devIntrospectionCacheTTL,
+	"LOG_FORMAT":                   "text",
+	"STEPUP_MAX_PUSHES":            "20",
+	"STEPUP_DENY_COOLDOWN":         "10s",
+}
+
+// environ is the environment serve is given to run against the stand-ins:
+// dev's own settings (devOwned), over the user's environment for every
+// other setting serve reads, over dev's defaults. notes say what was
+// overridden or taken from the environment; an error names the settings
+// dev cannot honour.
+func (s *devStack) environ(user map[string]string) (env map[string]string, notes []string, err error) {
+	env = maps.Clone(devDefaults)
+	env["AUDIT_LOG_PATH"] = s.auditLog
+	var refused, overridden, taken []string
+	for _, name := range knownVariables() {
+		v, ok := user[name]
+		switch {
+		case !ok:
+		case devRefused[name] != "":
+			refused = append(refused, fmt.Sprintf("%s is set, but %s", name, devRefused[name]))
+		case devOwned[name] != "":
+			overridden = append(overridden, fmt.Sprintf("ignoring %s from the environment: %s", name, devOwned[name]))
+		default:
+			env[name] = v
+			taken = append(taken, name)
+		}
 	}
+	if len(refused) > 0 {
+		slices.Sort(refused)
+		return nil, nil, fmt.Errorf("cannot run with this environment:\n  %s\nunset them for crm-mcp dev", strings.Join(refused, "\n  "))
+	}
+	slices.Sort(overridden)
+	notes = overridden
+	if len(taken) > 0 {
+		slices.Sort(taken)
+		notes = append(notes, "taken from the environment: "+strings.Join(taken, ", "))
+	}
+	maps.Copy(env, map[string]string{
+		"MCP_LISTEN_ADDR":   s.addr, // for the log: serve is handed the listener
+		"MCP_RESOURCE_URL":  s.mcpURL,
+		"DUO_ISSUER":        s.issuer,
+		"AUTH_MODE":         "jwt+introspection",
+		"DUO_CLIENT_ID":     devIntrospectionClient,
+		"DUO_CLIENT_SECRET": s.introspectionSecret,
+		"DUO_AUTH_IKEY":     s.duo.IKey(),
+		"DUO_AUTH_SKEY":     s.duo.SKey(),
+		"DUO_AUTH_HOST":     s.duoHost,
+		"DUO_AUTH_CA_FILE":  s.caFile,
+		"CRM_DB_PATH":       filepath.Join(s.dataDir, devDBFile),
+	})
+	return env, notes, nil
+}
+
+// devServeEnvFile holds the settings that point crm-mcp serve at dev's
+// stand-ins, in the data folder: they include the Duo stand-in's keys,
+// so they go to a file (mode 0600) and not to the terminal.
+const devServeEnvFile = "serve.env"
+
+// serveURL is the MCP URL of a crm-mcp serve pointed at the stand-ins:
+// dev's port plus one. dev's sign-in issues tokens for it too.
+func (s *devStack) serveURL() (addr, mcpURL string) {
+	host, port, _ := net.SplitHostPort(s.addr)
+	p, _ := strconv.Atoi(port)
+	addr = net.JoinHostPort(host, strconv.Itoa(p+1))
+	return addr, "http://" + addr + devMCPPath
+}
+
+// writeServeEnv writes devServeEnvFile: crm-mcp serve with these settings
+// validates tokens of dev's sign-in (by signature) and sends its pushes to
+// dev's Duo stand-in, whose push page shows them. For the demo only.
+func (s *devStack) writeServeEnv() error {
+	addr, mcpURL := s.serveURL()
+	var b strings.Builder
+	b.WriteString("# crm-mcp serve against crm-mcp dev's stand-ins, for the demo only:\n")
+	b.WriteString("#   set -a; . " + filepath.Join(s.dataDir, devServeEnvFile) + "; set +a; crm-mcp serve\n")
+	b.WriteString("# Written by crm-mcp dev at each start; the keys are the stand-in's, valid while dev runs.\n")
+	for _, kv := range [][2]string{
+		{"MCP_LISTEN_ADDR", addr},
+		{"MCP_RESOURCE_URL", mcpURL},
+		{"DUO_ISSUER", s.issuer},
+		{"AUTH_MODE", "jwt"},
+		{"DUO_AUTH_IKEY", s.duo.IKey()},
+		{"DUO_AUTH_SKEY", s.duo.SKey()},
+		{"DUO_AUTH_HOST", s.duoHost},
+		{"DUO_AUTH_CA_FILE", s.caFile},
+		{"CRM_DB_PATH", filepath.Join(s.dataDir, "serve-"+devDBFile)},
+		{"AUDIT_LOG_PATH", filepath.Join(s.dataDir, "serve-"+devAuditFile)},
+	} {
+		fmt.Fprintf(&b, "%s=%s\n", kv[0], kv[1])
+	}
+	path := filepath.Join(s.dataDir, devServeEnvFile)
+	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
+		return fmt.Errorf("cannot write %s: %v", path, err)
+	}
+	return nil
 }
 
 // routes mounts the stand-ins beside the MCP server: the authorization
@@ -321,10 +452,20 @@ func (s *devStack) routes(mux *http.ServeMux) {
 	as := s.loopbackOnly(s.signIn)
 	mux.Handle("/.well-known/oauth-authorization-server"+devIssuerPath, as)
 	mux.Handle(devIssuerPath+"/", as)
-	phone := s.loopbackOnly(devduo.PushPage(s.duo.Duo, devPushPath))
+	phone := s.loopbackOnly(devduo.PushPage(s.duo.Duo, devPushPath, s.limits))
 	mux.Handle(devPushPath, phone)
 	mux.Handle(devPushPath+"/", phone)
 	mux.Handle("GET /{$}", s.loopbackOnly(http.HandlerFunc(s.serveIndex)))
+}
+
+// limits reads where user stands against the step-up Guard's cap and
+// cooldown, for the push page.
+func (s *devStack) limits(ctx context.Context, user string) (stepup.Limits, error) {
+	g := s.guard.Load()
+	if g == nil {
+		return stepup.Limits{}, errors.New("step-up is not running")
+	}
+	return g.Limits(ctx, user)
 }
 
 // loopbackOnly refuses requests whose Host is not this server's loopback
@@ -394,6 +535,10 @@ func (s *devStack) banner() string {
 	fmt.Fprintf(tw, "  Data\t%s\t(%s: the CRM, seeded on first start; %s: registered clients)\n", s.dataDir, devDBFile, devClientsFile)
 	fmt.Fprintf(tw, "  Audit log\t%s\t(one line per decision; crm-mcp audit verify checks it)\n", s.auditLog)
 	tw.Flush()
+
+	_, serveURL := s.serveURL()
+	fmt.Fprintf(&b, "\nPoint crm-mcp serve at these stand-ins (for the demo only; the file holds the\nDuo stand-in's keys): its MCP URL is %s, its pushes appear on the push page.\n", serveURL)
+	fmt.Fprintf(&b, "  set -a; . %s; set +a; crm-mcp serve\n", filepath.Join(s.dataDir, devServeEnvFile))
 
 	fmt.Fprintf(&b, "\nUsers (no password: pick one on the login page, or pass login_hint):\n")
 	tw = tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)

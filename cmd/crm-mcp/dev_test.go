@@ -53,9 +53,9 @@ func startDev(t *testing.T, args ...string) *devServer {
 	listening := make(chan string, 1)
 	stacks := make(chan *devStack, 1)
 	a := &app{
-		// dev reads nothing from the environment: a stray variable must not
-		// change it.
-		environ:    map[string]string{"AUTH_MODE": "jwt", "STEPUP_MODE": "off", "MCP_RESOURCE_URL": "https://elsewhere.example/mcp"},
+		// dev overrides the settings that point at its stand-ins, and
+		// says so (TestDevEnvironment covers the rest).
+		environ:    map[string]string{"AUTH_MODE": "jwt", "MCP_RESOURCE_URL": "https://elsewhere.example/mcp"},
 		stdout:     d.stdout,
 		stderr:     d.stderr,
 		listening:  func(addr string) { listening <- addr },
@@ -398,7 +398,8 @@ func TestDevEndToEnd(t *testing.T) {
 	})
 
 	t.Run("the server runs as serve would, against the stand-ins", func(t *testing.T) {
-		env := d.stack.environ()
+		env, _, err := d.stack.environ(nil)
+		require.NoError(t, err)
 		assert.Equal(t, d.mcp, env["MCP_RESOURCE_URL"])
 		assert.Equal(t, d.base+"/oauth2/dev", env["DUO_ISSUER"])
 		assert.Equal(t, "jwt+introspection", env["AUTH_MODE"])
@@ -407,7 +408,9 @@ func TestDevEndToEnd(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, d.stack.duo.CACertPEM(), ca, "the Duo stand-in is trusted through the CA file, as in production")
 		assert.FileExists(t, env["CRM_DB_PATH"])
-		assert.NotContains(t, d.stderr.String(), "elsewhere.example", "dev ignores the process environment")
+		assert.NotContains(t, d.stderr.String(), "elsewhere.example", "an overridden value is never printed")
+		assert.Contains(t, d.stderr.String(), "ignoring MCP_RESOURCE_URL from the environment: dev's MCP URL follows --addr")
+		assert.Contains(t, d.stderr.String(), "ignoring AUTH_MODE from the environment")
 
 		status, body := d.do(t, http.MethodGet, "/readyz")
 		assert.Equal(t, http.StatusOK, status, body)

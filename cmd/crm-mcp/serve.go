@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/crm-mcp/crm-mcp/resourceserver"
+	"github.com/crm-mcp/crm-mcp/stepup"
 	"github.com/crm-mcp/crm-mcp/stepup/pgstate"
 	"github.com/crm-mcp/crm-mcp/tools"
 )
@@ -59,6 +60,10 @@ type serveOptions struct {
 	// ready, when set, is called with the listening address once the MCP
 	// endpoint is served, before the listening hook.
 	ready func(addr string)
+	// guard, when set, hears the step-up Guard the server uses (nil when
+	// step-up is off), once it is built: dev's push page shows where each
+	// user stands against its push cap and cooldown.
+	guard func(*stepup.Guard)
 }
 
 // serveConfig is serve with a loaded configuration.
@@ -205,6 +210,13 @@ func (a *app) serveConfig(ctx context.Context, cfg config, opts serveOptions) in
 		log.Info("fetched the authorization server keys", "issuers", rs.Status())
 	}
 
+	if opts.guard != nil {
+		if stepUp != nil {
+			opts.guard(stepUp.Guard)
+		} else {
+			opts.guard(nil)
+		}
+	}
 	if stepUp == nil {
 		log.Warn("STEP-UP IS OFF (STEPUP_MODE=off): sensitive tool calls and restricted records need NO Duo Push approval")
 	}

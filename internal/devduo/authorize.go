@@ -52,8 +52,9 @@ type authCode struct {
 }
 
 // SetResources sets the resources (RFC 8707) the sign-in issues tokens for:
-// an authorization request must name only these, and when exactly one is
-// set a request naming none gets it. With none set, the default, any
+// an authorization request must name only these, and a request naming
+// none gets the first (the authorization server's default resource, which
+// RFC 8707 section 2 leaves to it). With none set, the default, any
 // absolute URL is accepted and a request must name at least one. It panics
 // if a URL is not absolute or has a fragment.
 func (si *SignIn) SetResources(urls ...string) {
@@ -295,8 +296,8 @@ func (si *SignIn) resolveResources(rs []string) ([]string, *oauthError) {
 	known := si.resources
 	si.mu.Unlock()
 	if len(rs) == 0 {
-		if len(known) == 1 {
-			return slices.Clone(known), nil
+		if len(known) > 0 {
+			return known[:1:1], nil
 		}
 		return nil, badRequest("invalid_target", "a resource parameter naming the protected resource is required (RFC 8707)")
 	}

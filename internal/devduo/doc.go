@@ -19,7 +19,7 @@
 //	signIn.SetResources("http://127.0.0.1:8080/mcp")
 //	mux.Handle("/.well-known/oauth-authorization-server/oauth2/dev", signIn)
 //	mux.Handle("/oauth2/dev/", signIn)
-//	mux.Handle("/dev/push", devduo.PushPage(duo, "/dev/push"))
+//	mux.Handle("/dev/push", devduo.PushPage(duo, "/dev/push", nil))
 //
 // NEVER SERVE IT BEYOND LOOPBACK. It authenticates nobody: whoever reaches
 // it signs in as any user without a password, grants any user any scope

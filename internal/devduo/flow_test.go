@@ -364,12 +364,17 @@ func TestSeveralResources(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, []string{resource, other}, parsed.Audience())
 
-	// No resource and more than one known: the client must say.
+	// No resource and more than one known: the first is the default.
 	verifier, challenge = pkce()
 	params = authParams(clientID, challenge)
 	params.Del("resource")
-	params.Set("login_hint", "alice")
-	assert.Equal(t, "invalid_target", redirected(t, authorize(t, srv, params)).Get("error"))
+	form = exchangeForm(clientID, code(t, srv, params, "alice"), verifier)
+	form.Del("resource")
+	status, tok = token(t, srv, form, "", "")
+	require.Equal(t, http.StatusOK, status, "token answer %v", tok)
+	parsed, err = jwt.Parse([]byte(tok["access_token"].(string)), jwt.WithKeySet(fetchJWKS(t, srv)))
+	require.NoError(t, err)
+	assert.Equal(t, []string{resource}, parsed.Audience())
 }
 
 func TestAnyResourceWhenNoneConfigured(t *testing.T) {

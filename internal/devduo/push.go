@@ -1,15 +1,19 @@
 package devduo
 
 import (
+	"context"
 	"embed"
 	"errors"
 	"fmt"
 	"html/template"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/crm-mcp/crm-mcp/stepup"
 	"github.com/crm-mcp/crm-mcp/stepup/duotest"
 )
 
@@ -135,7 +139,12 @@ func orderedPairs(raw string) [][2]string {
 // loopback address only. PushPage panics if prefix does not start
 // with "/", ends with "/" or holds a character a ServeMux pattern treats
 // specially.
-func PushPage(d *duotest.Duo, prefix string) http.Handler {
+//
+// limits, when not nil, tells where each user stands against the step-up
+// fatigue guard (the push cap and the cooldown after a denial); the page
+// shows it, so that someone trying the demo sees why a call is refused
+// without a push, and which setting changes it.
+func PushPage(d *duotest.Duo, prefix string, limits LimitsFunc) http.Handler {
 	if prefix != "" && (!strings.HasPrefix(prefix, "/") || strings.HasSuffix(prefix, "/") || strings.ContainsAny(prefix, "{} \t\n")) {
 		panic(fmt.Sprintf("devduo: PushPage: prefix %q must be empty or start with / and not end with /", prefix))
 	}
@@ -143,7 +152,7 @@ func PushPage(d *duotest.Duo, prefix string) http.Handler {
 	if page == "" {
 		page = "/"
 	}
-	p := &phone{d: d, prefix: prefix, page: page}
+	p := &phone{d: d, prefix: prefix, page: page, limits: limits}
 	mux := http.NewServeMux()
 	if prefix == "" {
 		mux.HandleFunc("GET /{$}", p.servePage)
@@ -156,6 +165,7 @@ func PushPage(d *duotest.Duo, prefix string) http.Handler {
 	mux.HandleFunc("GET "+prefix+"/phone.js", p.serveAsset("phone/phone.js", "text/javascript; charset=utf-8"))
 	mux.HandleFunc("GET "+prefix+"/phone.css", p.serveAsset("phone/phone.css", "text/css; charset=utf-8"))
 	mux.HandleFunc("GET "+prefix+"/api/pushes", p.serveList)
+	mux.HandleFunc("GET "+prefix+"/api/limits", p.serveLimits)
 	mux.HandleFunc("POST "+prefix+"/api/pushes/{txid}/approve", p.serveDecide(true))
 	mux.HandleFunc("POST "+prefix+"/api/pushes/{txid}/deny", p.serveDecide(false))
 	mux.HandleFunc("POST "+prefix+"/decide", p.serveForm)
@@ -165,15 +175,67 @@ func PushPage(d *duotest.Duo, prefix string) http.Handler {
 type phone struct {
 	d            *duotest.Duo
 	prefix, page string
+	limits       LimitsFunc
+}
+
+// LimitsFunc reads where user stands against the fatigue guard
+// (stepup.Guard.Limits).
+type LimitsFunc func(ctx context.Context, user string) (stepup.Limits, error)
+
+// userLimits is one user's line of the page's limits section.
+type userLimits struct {
+	User string `json:"user"`
+	Text string `json:"text"`
+}
+
+// userLimits reads the limits of every user the page knows: the sign-in's
+// users and whoever a push went to.
+func (p *phone) userLimits(ctx context.Context) []userLimits {
+	if p.limits == nil {
+		return nil
+	}
+	users := map[string]bool{}
+	for _, u := range DefaultUsers() {
+		users[u.Name] = true
+	}
+	for _, push := range p.d.Pushes() {
+		users[push.User] = true
+	}
+	var out []userLimits
+	for _, u := range slices.Sorted(maps.Keys(users)) {
+		l, err := p.limits(ctx, u)
+		if err != nil {
+			out = append(out, userLimits{User: u, Text: "unknown: the step-up state could not be read"})
+			continue
+		}
+		out = append(out, userLimits{User: u, Text: describeLimits(l, time.Now())})
+	}
+	return out
+}
+
+// describeLimits says where a user stands, in a line.
+func describeLimits(l stepup.Limits, now time.Time) string {
+	s := fmt.Sprintf("%d of %d pushes in the last 10 minutes", l.Pushes, l.MaxPushes)
+	if !l.NextPush.IsZero() {
+		s += fmt.Sprintf(", the cap is reached: calls that need approval are refused until %s", l.NextPush.Format("15:04:05"))
+	}
+	if !l.CoolUntil.IsZero() {
+		s += fmt.Sprintf("; a denial a moment ago: refused without a push until %s (%s after a denial)", l.CoolUntil.Format("15:04:05"), l.DenyCooldown)
+	}
+	return s
 }
 
 type phonePage struct {
-	Prefix, API, Decide string
-	Pending, Decided    []phonePush
+	Prefix, API, Decide, LimitsAPI string
+	Pending, Decided               []phonePush
+	Limits                         []userLimits
 }
 
 func (p *phone) servePage(w http.ResponseWriter, r *http.Request) {
-	data := phonePage{Prefix: p.prefix, API: p.prefix + "/api/pushes", Decide: p.prefix + "/decide"}
+	data := phonePage{Prefix: p.prefix, API: p.prefix + "/api/pushes", Decide: p.prefix + "/decide", Limits: p.userLimits(r.Context())}
+	if p.limits != nil {
+		data.LimitsAPI = p.prefix + "/api/limits"
+	}
 	for _, push := range phonePushes(p.d) {
 		if push.Pending() {
 			data.Pending = append(data.Pending, push)
@@ -208,6 +270,11 @@ func (p *phone) serveAsset(name, contentType string) http.HandlerFunc {
 func (p *phone) serveList(w http.ResponseWriter, r *http.Request) {
 	noStore(w.Header())
 	writeJSON(w, http.StatusOK, phonePushes(p.d))
+}
+
+func (p *phone) serveLimits(w http.ResponseWriter, r *http.Request) {
+	noStore(w.Header())
+	writeJSON(w, http.StatusOK, p.userLimits(r.Context()))
 }
 
 func (p *phone) serveDecide(approve bool) http.HandlerFunc {

@@ -3,17 +3,20 @@ package devduo
 import (
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	duoapi "github.com/duosecurity/duo_api_golang"
 	"github.com/duosecurity/duo_api_golang/authapi"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/crm-mcp/crm-mcp/stepup"
 	"github.com/crm-mcp/crm-mcp/stepup/duotest"
 )
 
@@ -37,7 +40,7 @@ func newPhone(t *testing.T, prefix string) *phoneSetup {
 	d.SetDefault(duotest.Manual)
 	api := duoapi.NewDuoApi(testIKey, testSKey, "duo.test", "devduo-test")
 	api.SetCustomHTTPClient(&http.Client{Transport: d.Transport()})
-	srv := httptest.NewServer(PushPage(d, prefix))
+	srv := httptest.NewServer(PushPage(d, prefix, nil))
 	t.Cleanup(srv.Close)
 	return &phoneSetup{d: d, duo: authapi.NewAuthApi(*api), srv: srv, prefix: prefix}
 }
@@ -271,9 +274,9 @@ func TestPhoneAtRoot(t *testing.T) {
 func TestPushPagePanicsOnBadPrefix(t *testing.T) {
 	d := duotest.New(testIKey, testSKey)
 	for _, prefix := range []string{"dev", "/dev/", "/{x}", "/a b"} {
-		assert.Panics(t, func() { PushPage(d, prefix) }, prefix)
+		assert.Panics(t, func() { PushPage(d, prefix, nil) }, prefix)
 	}
-	assert.NotPanics(t, func() { PushPage(d, "/dev/push") })
+	assert.NotPanics(t, func() { PushPage(d, "/dev/push", nil) })
 }
 
 // Many decided pushes: the phone lists the 50 newest after the pending.
@@ -291,4 +294,45 @@ func TestPhoneListsRecentDecided(t *testing.T) {
 	assert.Equal(t, waiting, got[0].TxID)
 	assert.Equal(t, ids[len(ids)-1], got[1].TxID)
 	assert.Equal(t, ids[5], got[maxDecided].TxID)
+}
+
+// TestPushPageShowsLimits: the page tells where each user stands against
+// the fatigue guard, read from a real Guard that pushed through this Duo.
+func TestPushPageShowsLimits(t *testing.T) {
+	d := duotest.New(testIKey, testSKey)
+	g, err := stepup.New(stepup.Config{
+		IKey: testIKey, SKey: testSKey, Host: "duo.test",
+		HTTPClient: &http.Client{Transport: d.Transport()},
+		MaxPushes:  2, DenyCooldown: time.Minute, PollInterval: 10 * time.Millisecond,
+		Logger: slog.New(slog.DiscardHandler),
+	})
+	require.NoError(t, err)
+	srv := httptest.NewServer(PushPage(d, "/dev/push", g.Limits))
+	t.Cleanup(srv.Close)
+
+	d.Script("alice", duotest.Deny)
+	err = g.Approve(t.Context(), stepup.Request{User: "alice", Tool: "get_contact", Action: "Show contact #6", Key: "k"}, nil)
+	require.True(t, stepup.IsOutcome(err, stepup.Denied), "got %v", err)
+
+	resp, err := http.Get(srv.URL + "/dev/push/api/limits")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	var got []struct{ User, Text string }
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&got))
+	byUser := map[string]string{}
+	for _, l := range got {
+		byUser[l.User] = l.Text
+	}
+	assert.Contains(t, byUser["alice"], "1 of 2 pushes in the last 10 minutes")
+	assert.Contains(t, byUser["alice"], "refused without a push until")
+	assert.Equal(t, "0 of 2 pushes in the last 10 minutes", byUser["bob"], "a user with no push is listed too")
+
+	page, err := http.Get(srv.URL + "/dev/push")
+	require.NoError(t, err)
+	defer page.Body.Close()
+	body, err := io.ReadAll(page.Body)
+	require.NoError(t, err)
+	assert.Contains(t, string(body), "STEPUP_MAX_PUSHES")
+	assert.Contains(t, string(body), "STEPUP_DENY_COOLDOWN")
+	assert.Contains(t, string(body), "1 of 2 pushes")
 }

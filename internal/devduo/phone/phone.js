@@ -6,7 +6,9 @@
 (function () {
   const api = document.body.dataset.api;
   const decideURL = document.body.dataset.decide;
+  const limitsURL = document.body.dataset.limits;
   let last = "";
+  let lastLimits = "";
 
   function el(tag, cls, text) {
     const e = document.createElement(tag);
@@ -65,7 +67,29 @@
     for (const p of pushes) box.appendChild(card(p));
   }
 
+  async function refreshLimits() {
+    if (!limitsURL) return;
+    try {
+      const resp = await fetch(limitsURL, { cache: "no-store" });
+      if (!resp.ok) return;
+      const text = await resp.text();
+      if (text === lastLimits) return;
+      lastLimits = text;
+      const box = document.getElementById("limits");
+      box.replaceChildren();
+      for (const l of JSON.parse(text) || []) {
+        const li = el("li");
+        li.appendChild(el("span", "user", l.user));
+        li.appendChild(document.createTextNode(": " + l.text));
+        box.appendChild(li);
+      }
+    } catch (e) {
+      // Try again on the next tick.
+    }
+  }
+
   async function refresh() {
+    refreshLimits();
     try {
       const resp = await fetch(api, { cache: "no-store" });
       if (!resp.ok) return;

@@ -1,0 +1,160 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestDevEnvironment: dev takes the settings serve reads from the
+// environment where they make sense in a local demo, names those it
+// overrides (never their values), and refuses those it cannot honour.
+func TestDevEnvironment(t *testing.T) {
+	t.Run("taken, overridden and defaults", func(t *testing.T) {
+		s, err := newDevStack("127.0.0.1:8080", t.TempDir(), "")
+		require.NoError(t, err)
+		defer s.close()
+		env, notes, err := s.environ(map[string]string{
+			"STEPUP_MAX_PUSHES": "7",
+			"METRICS_ADDR":      "127.0.0.1:9464",
+			"DUO_AUTH_SKEY":     "a-real-secret-key-0123456789",
+			"DUO_ISSUER":        "https://sso-x.sso.duosecurity.com/oauth2/DIX",
+			"HOME":              "/root", // not a setting: not mentioned
+		})
+		require.NoError(t, err)
+		assert.Equal(t, "7", env["STEPUP_MAX_PUSHES"], "the environment's value wins over dev's default")
+		assert.Equal(t, "10s", env["STEPUP_DENY_COOLDOWN"], "dev's demo default")
+		assert.Equal(t, "127.0.0.1:9464", env["METRICS_ADDR"])
+		assert.Equal(t, s.duo.SKey(), env["DUO_AUTH_SKEY"], "dev's stand-in, not the environment's key")
+		assert.Equal(t, s.issuer, env["DUO_ISSUER"])
+		joined := strings.Join(notes, "\n")
+		assert.Contains(t, joined, "ignoring DUO_AUTH_SKEY from the environment: dev runs its own stand-in of Duo's Auth API")
+		assert.Contains(t, joined, "ignoring DUO_ISSUER from the environment")
+		assert.Contains(t, joined, "taken from the environment: METRICS_ADDR, STEPUP_MAX_PUSHES")
+		assert.NotContains(t, joined, "a-real-secret-key", "a value is never printed")
+		assert.NotContains(t, joined, "HOME")
+		_, err = loadConfig(env)
+		require.NoError(t, err, "what dev hands serve is a valid configuration")
+	})
+	t.Run("refused", func(t *testing.T) {
+		var stdout, stderr bytes.Buffer
+		code := run(context.Background(), []string{"dev", "--addr", "127.0.0.1:0", "--data-dir", t.TempDir()},
+			map[string]string{"CRM_DATABASE_URL": "postgres://u:secretpw@db/crm"}, &stdout, &stderr)
+		assert.Equal(t, 2, code)
+		assert.Contains(t, stderr.String(), "CRM_DATABASE_URL is set, but dev keeps the CRM and the step-up state in --data-dir")
+		assert.NotContains(t, stderr.String(), "secretpw")
+	})
+	t.Run("metrics are served", func(t *testing.T) {
+		d := startDevEnv(t, map[string]string{"METRICS_ADDR": "127.0.0.1:0"})
+		assert.Contains(t, d.stderr.String(), "serving metrics")
+	})
+}
+
+// TestDevPointsServeAtItsStandIns: the serve.env that dev writes runs
+// crm-mcp serve against dev's sign-in and Duo stand-ins: a client signs in
+// through dev's sign-in for serve's URL, and serve's push appears on dev's
+// push page, where it is approved.
+func TestDevPointsServeAtItsStandIns(t *testing.T) {
+	d := startDev(t)
+	envFile := filepath.Join(d.stack.dataDir, devServeEnvFile)
+	info, err := os.Stat(envFile)
+	require.NoError(t, err)
+	assert.Equal(t, os.FileMode(0o600), info.Mode().Perm(), "it holds the stand-in's keys")
+	assert.Contains(t, d.stdout.String(), "set -a; . "+envFile+"; set +a; crm-mcp serve")
+	assert.NotContains(t, d.stdout.String(), d.stack.duo.SKey(), "the banner does not print the key")
+
+	env := readEnvFile(t, envFile)
+	serveURL := env["MCP_RESOURCE_URL"]
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	listening := make(chan string, 1)
+	var stderr syncBuffer
+	a := &app{environ: env, stdout: &syncBuffer{}, stderr: &stderr, listening: func(addr string) { listening <- addr }}
+	done := make(chan int, 1)
+	go func() { done <- a.run(ctx, []string{"serve"}) }()
+	select {
+	case <-listening:
+	case code := <-done:
+		t.Fatalf("serve exited with %d:\n%s", code, stderr.String())
+	case <-time.After(30 * time.Second):
+		t.Fatalf("serve did not start:\n%s", stderr.String())
+	}
+	defer func() {
+		cancel()
+		<-done
+	}()
+
+	c := newDevClient(t, &devServer{mcp: serveURL}, "alice")
+	session := c.connect(t, ctx)
+	type answer struct {
+		text    string
+		isError bool
+	}
+	got := make(chan answer, 1)
+	go func() {
+		res, err := devCall(ctx, session, "get_contact", map[string]any{"id": 6})
+		if err != nil {
+			got <- answer{err.Error(), true}
+			return
+		}
+		got <- answer{devText(res), res.IsError}
+	}()
+	p := d.waitForPush(t, map[string]bool{})
+	assert.Equal(t, "alice", p.User)
+	assert.Contains(t, p.PushInfo["action"], "Show contact #6")
+	status, body := d.do(t, http.MethodPost, "/dev/push/api/pushes/"+p.TxID+"/approve")
+	require.Equal(t, http.StatusNoContent, status, body)
+	res := <-got
+	require.False(t, res.isError, res.text)
+	assert.Contains(t, res.text, "Riley Vance")
+}
+
+// startDevEnv is startDev with an environment.
+func startDevEnv(t *testing.T, environ map[string]string) *devServer {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	d := &devServer{stdout: &syncBuffer{}, stderr: &syncBuffer{}, cancel: cancel, done: make(chan int, 1)}
+	listening := make(chan string, 1)
+	a := &app{environ: environ, stdout: d.stdout, stderr: d.stderr, listening: func(addr string) { listening <- addr }}
+	go func() { d.done <- a.run(ctx, []string{"dev", "--addr", "127.0.0.1:0", "--data-dir", t.TempDir()}) }()
+	select {
+	case addr := <-listening:
+		d.base = "http://" + addr
+		d.mcp = d.base + "/mcp"
+	case code := <-d.done:
+		t.Fatalf("dev exited with %d before listening:\n%s", code, d.stderr)
+	case <-time.After(30 * time.Second):
+		t.Fatalf("dev did not start:\n%s", d.stderr)
+	}
+	t.Cleanup(func() { d.stop(t) })
+	return d
+}
+
+func readEnvFile(t *testing.T, name string) map[string]string {
+	t.Helper()
+	f, err := os.Open(name)
+	require.NoError(t, err)
+	defer f.Close()
+	env := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		require.True(t, ok, "a line of %s is not NAME=VALUE: %q", name, line)
+		env[k] = v
+	}
+	require.NoError(t, sc.Err())
+	return env
+}
