@@ -27,7 +27,8 @@ const (
 	Fraud          Outcome = "fraud"
 	Timeout        Outcome = "timeout"
 	Cooldown       Outcome = "cooldown"
-	Cap            Outcome = "cap" // too many pushes
+	Cap            Outcome = "cap"  // too many pushes
+	Busy           Outcome = "busy" // too many calls waiting on a push (limits.go)
 	DuoError       Outcome = "duo_error"
 	Unshowable     Outcome = "unshowable"
 	LockedOut      Outcome = "locked_out"
