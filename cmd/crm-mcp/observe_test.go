@@ -24,6 +24,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/crm-mcp/crm-mcp/audit"
+	"github.com/crm-mcp/crm-mcp/govern"
 	"github.com/crm-mcp/crm-mcp/internal/pgtest"
 	"github.com/crm-mcp/crm-mcp/resourceserver"
 	"github.com/crm-mcp/crm-mcp/resourceserver/rstest"
@@ -636,11 +637,12 @@ func TestRefusalEvent(t *testing.T) {
 // The metrics count only what the fixed label lists allow.
 func TestMetricsLabelsBounded(t *testing.T) {
 	m := newMetrics()
-	m.observe(audit.Event{Kind: audit.ToolCalled, Tool: "drop_tables", Outcome: "ok"}, nil)
-	m.observe(audit.Event{Kind: audit.StepUpFailed, Tool: "get_contact", Reason: "duo_error: rate_limited"}, nil)
-	m.observe(audit.Event{Kind: audit.StepUpFailed, Tool: "get_contact", Reason: "something new"}, nil)
-	m.observe(audit.Event{Kind: audit.StepUpApproved, Tool: "get_contact", Reason: "step-up is off (STEPUP_MODE=off)"}, nil)
-	m.observe(audit.Event{Kind: audit.ToolCalled, Tool: "get_contact", Outcome: "ok"}, assert.AnError)
+	m.observe(govern.Event{Kind: audit.ToolCalled, Tool: "drop_tables", Outcome: govern.OK}, nil)
+	// Codes, never text: a reason's words decide nothing.
+	m.observe(govern.Event{Kind: audit.StepUpFailed, Tool: "get_contact", Outcome: govern.DuoError, Reason: "timeout"}, nil)
+	m.observe(govern.Event{Kind: audit.StepUpFailed, Tool: "get_contact", Outcome: "something_new"}, nil)
+	m.observe(govern.Event{Kind: audit.StepUpApproved, Tool: "get_contact", Outcome: govern.StepUpOff}, nil)
+	m.observe(govern.Event{Kind: audit.ToolCalled, Tool: "get_contact", Outcome: govern.OK}, assert.AnError)
 	m.refused(resourceserver.Refusal{Reason: "brand_new_reason"}, nil)
 	assert.Equal(t, 1.0, testutilValue(t, m, `crm_mcp_tool_calls_total{outcome="ok",tool="unknown"}`))
 	assert.Equal(t, 0.0, testutilValue(t, m, `crm_mcp_tool_calls_total{outcome="ok",tool="get_contact"}`), "not on record: not counted")
