@@ -68,7 +68,7 @@ func (g *Governor) Gate(rs *resourceserver.Server, next http.Handler) http.Handl
 			info = &Request{}
 			r = r.WithContext(context.WithValue(r.Context(), requestKey{}, info))
 		}
-		info.ID = id
+		info.ID, info.Subject = id, tok.Subject
 		if len(names) > 0 {
 			info.Tool = truncateName(names[0])
 		}
@@ -125,6 +125,8 @@ func (g *Governor) Gate(rs *resourceserver.Server, next http.Handler) http.Handl
 type Request struct {
 	// ID is the request id every audit line of the request carries.
 	ID string
+	// Subject is the verified token's subject.
+	Subject string
 	// Tool is the (first) tool a tools/call names, cut to 64 bytes; ""
 	// for any other request.
 	Tool string
