@@ -373,7 +373,7 @@ func TestRecordValidation(t *testing.T) {
 		{"contradicting decision", audit.Event{Kind: audit.StepUpDenied, Decision: "allow"}, `Decision "allow" contradicts the event, which is a deny`},
 		{"unknown decision", audit.Event{Kind: audit.StepUpRequested, Decision: "maybe"}, `Decision "maybe" is not allow or deny`},
 		{"bad args", audit.Event{Kind: audit.StepUpRequested, Args: json.RawMessage(`{"id":`)}, "Args is not JSON"},
-		{"trailing args", audit.Event{Kind: audit.StepUpRequested, Args: json.RawMessage(`{} {}`)}, "Args is not JSON: data after the value"},
+		{"trailing args", audit.Event{Kind: audit.StepUpRequested, Args: json.RawMessage(`{} {}`)}, "Args is not JSON: invalid character"},
 		{"negative duration", audit.Event{Kind: audit.ToolCalled, Tool: "t", Outcome: "ok", Duration: -1}, "Duration is negative"},
 	}
 	var buf bytes.Buffer
@@ -412,10 +412,14 @@ func TestArguments(t *testing.T) {
 		require.NoError(t, json.Unmarshal(buf.Bytes(), &v))
 		return v
 	}
+	// args_sha256 is the SHA-256 of the bytes the client sent, so that an
+	// auditor holding the request recomputes it: two spellings of one
+	// request hash apart.
+	sent := "{ \"limit\" : 5,\n \"query\":\"Aegis secret plans\" }"
 	a := record(audit.Options{}, `{"query":"Aegis secret plans","limit":5}`)
-	b := record(audit.Options{}, "{ \"limit\" : 5,\n \"query\":\"Aegis secret plans\" }")
-	assert.Equal(t, a["args_sha256"], b["args_sha256"], "the hash is of the canonical form")
-	assert.Equal(t, sha(`{"limit":5,"query":"Aegis secret plans"}`), a["args_sha256"])
+	b := record(audit.Options{}, sent)
+	assert.Equal(t, sha(`{"query":"Aegis secret plans","limit":5}`), a["args_sha256"])
+	assert.Equal(t, sha(sent), b["args_sha256"], "the hash is of the bytes as sent")
 	assert.NotContains(t, a, "args", "arguments stay out without IncludeArgs")
 
 	c := record(audit.Options{}, `{"query":"Aegis secret plans","limit":6}`)
@@ -423,10 +427,19 @@ func TestArguments(t *testing.T) {
 
 	d := record(audit.Options{IncludeArgs: true}, `{"query":"<Aegis> & co","limit":5}`)
 	assert.Equal(t, map[string]any{"limit": 5.0, "query": "<Aegis> & co"}, d["args"])
-	assert.Equal(t, sha(`{"limit":5,"query":"<Aegis> & co"}`), d["args_sha256"])
+	assert.Equal(t, sha(`{"query":"<Aegis> & co","limit":5}`), d["args_sha256"])
 
 	e := record(audit.Options{IncludeArgs: true}, `{"amount":12345678901234567890.50}`)
 	assert.Equal(t, sha(`{"amount":12345678901234567890.50}`), e["args_sha256"], "numbers as written")
+
+	// A hash the caller computed from the raw bytes is written as given.
+	var buf bytes.Buffer
+	require.NoError(t, audit.New(&buf, audit.Options{}).Record(context.Background(), audit.Event{Kind: audit.StepUpRequested, Tool: "t", ArgsSHA256: sha(sent)}))
+	assert.Contains(t, buf.String(), `"args_sha256":"`+sha(sent)+`"`)
+	err := audit.New(&buf, audit.Options{}).Record(context.Background(), audit.Event{Kind: audit.StepUpRequested, Tool: "t", ArgsSHA256: "not-hex"})
+	var fe *audit.FieldError
+	require.ErrorAs(t, err, &fe)
+	assert.Equal(t, "ArgsSHA256", fe.Field)
 }
 
 func TestConcurrentRecords(t *testing.T) {

@@ -5,9 +5,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
+	"strings"
 	"time"
 )
 
@@ -74,11 +73,15 @@ type Event struct {
 	TokenFingerprint string // resourceserver.Fingerprint(token): "sha256:" and 16 hex digits
 
 	// What: the tool and its arguments. Args is the JSON of the call's
-	// arguments; the log always holds the SHA-256 of their canonical form
-	// (args_sha256), and the arguments themselves only with
-	// Options.IncludeArgs.
-	Tool string
-	Args json.RawMessage
+	// arguments exactly as the client sent them (params.arguments), and
+	// ArgsSHA256 the hex SHA-256 of exactly those bytes, so that an
+	// auditor holding the request can recompute it; empty means this
+	// package hashes Args itself. The log always holds the hash
+	// (args_sha256), and the arguments only with Options.IncludeArgs
+	// (with insignificant space removed, so the line stays one line).
+	Tool       string
+	Args       json.RawMessage
+	ArgsSHA256 string
 
 	// Decision is allow or deny; empty takes the one the Kind implies
 	// (deny for auth.failed, scope.denied, stepup.denied and stepup.failed,
@@ -88,8 +91,9 @@ type Event struct {
 	Reason   string // required for auth.failed and stepup.failed
 	DuoTxID  string
 
-	// Outcome (required for tool.called) is how the tool call ended, such
-	// as ok or error; Duration how long it ran.
+	// Outcome (required for tool.called) is how the tool call ended, a
+	// code such as ok, error, invalid or started (govern.Outcome);
+	// Duration how long it ran.
 	Outcome  string
 	Duration time.Duration
 }
@@ -185,44 +189,26 @@ func toLine(e Event, includeArgs bool, now time.Time) (line, error) {
 		Outcome:   e.Outcome,
 	}
 	if len(e.Args) > 0 {
-		canon, err := canonicalJSON(e.Args)
-		if err != nil {
+		var compact bytes.Buffer
+		if err := json.Compact(&compact, e.Args); err != nil {
 			return line{}, &FieldError{Kind: e.Kind, Field: "Args", Msg: "is not JSON: " + err.Error()}
 		}
-		l.ArgsHash = hashHex(canon)
+		l.ArgsHash = hashHex(e.Args)
 		if includeArgs {
-			l.Args = canon
+			l.Args = compact.Bytes()
 		}
+	}
+	if e.ArgsSHA256 != "" {
+		if len(e.ArgsSHA256) != 64 || strings.Trim(e.ArgsSHA256, "0123456789abcdef") != "" {
+			return line{}, &FieldError{Kind: e.Kind, Field: "ArgsSHA256", Msg: "is not 64 lower-case hex digits"}
+		}
+		l.ArgsHash = e.ArgsSHA256
 	}
 	if e.Kind == ToolCalled {
 		ms := float64(e.Duration.Microseconds()) / 1000
 		l.DurationMS = &ms
 	}
 	return l, nil
-}
-
-// canonicalJSON re-encodes a JSON value so that equal arguments hash
-// equal whatever their spacing or member order: encoding/json's output
-// for the decoded value, with object members sorted by key, no
-// insignificant whitespace, no HTML escaping, and numbers exactly as
-// written.
-func canonicalJSON(raw []byte) ([]byte, error) {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
-		return nil, err
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return nil, errors.New("data after the value")
-	}
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return nil, err
-	}
-	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }
 
 func hashHex(b []byte) string {

@@ -17,7 +17,7 @@ import (
 
 // Options tune a Log. The zero value is the safe default.
 type Options struct {
-	// IncludeArgs writes each call's arguments (canonical JSON) next to
+	// IncludeArgs writes each call's arguments (as sent, space removed) next to
 	// their hash. Off by default: arguments can hold personal data that the
 	// readers of the audit trail are not entitled to see.
 	IncludeArgs bool

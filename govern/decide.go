@@ -117,6 +117,14 @@ func (g *Governor) decide(ctx context.Context, gt *governed, c *Call, n *noter) 
 		return &ToolError{fmt.Sprintf("%s was not run, and no approval was asked for. %s", name, err.Error())}
 	}
 	reason := strings.Join(all, "; ")
+	// A call may wait here for minutes (its own push, or another call's),
+	// so one user, and all users, can hold only so many (limits.go). The
+	// place is held until Authorize returns.
+	release, err := g.waitPlace(c, n)
+	if err != nil {
+		return err
+	}
+	defer release()
 	g.log.InfoContext(ctx, "step-up required", "tool", name, "sub", c.Token.Subject, "reason", reason)
 	if err := n.note(Event{Kind: audit.StepUpRequested, Outcome: Requested, Reason: reason}); err != nil {
 		return err

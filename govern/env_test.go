@@ -227,7 +227,9 @@ func newEnv(t testing.TB, o envOpts) *env {
 
 	terms, err := stepup.NewTerms(stepup.DefaultSensitiveTerms)
 	require.NoError(t, err)
-	cfg := govern.Config{Terms: terms, OnWrite: true, Records: e.notes, Recorder: e.ev.record, Logger: slog.New(slog.DiscardHandler)}
+	cfg := govern.Config{Terms: terms, OnWrite: true, Records: e.notes, Recorder: e.ev.record, Logger: slog.New(slog.DiscardHandler),
+		// Tests of shared pushes start more identical calls than the default bound.
+		MaxWaitingPerUser: 64, MaxRequestsPerUser: 64}
 	scfg := stepup.Config{IKey: e.duo.IKey(), SKey: e.duo.SKey(), Host: e.duo.Host(), CACertPEM: e.duo.CACertPEM(),
 		PollInterval: 20 * time.Millisecond, Timeout: 10 * time.Second, MaxPushes: 100, Logger: slog.New(slog.DiscardHandler)}
 	if o.tune != nil {

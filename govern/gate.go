@@ -2,6 +2,7 @@ package govern
 
 import (
 	"bytes"
+	"context"
 
 	"encoding/json"
 	"io"
@@ -46,15 +47,30 @@ func (g *Governor) Gate(rs *resourceserver.Server, next http.Handler) http.Handl
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		r.Header.Del(explainHeader)
 		r.Header.Del(requestIDHeader)
-		r.Header.Set(requestIDHeader, g.edge+" "+newRequestID())
+		id := newRequestID()
+		r.Header.Set(requestIDHeader, g.edge+" "+id)
 		tok := resourceserver.TokenFromContext(r.Context())
 		if r.Method != http.MethodPost || tok == nil {
 			next.ServeHTTP(w, r)
 			return
 		}
+		release, ok := g.limitPOST(w, tok)
+		if !ok {
+			return
+		}
+		defer release()
 		names, ok := toolNames(w, r)
 		if !ok {
 			return
+		}
+		info := RequestFrom(r.Context())
+		if info == nil {
+			info = &Request{}
+			r = r.WithContext(context.WithValue(r.Context(), requestKey{}, info))
+		}
+		info.ID, info.Subject = id, tok.Subject
+		if len(names) > 0 {
+			info.Tool = truncateName(names[0])
 		}
 		var needs, held, lacking []string
 		for _, name := range names {
@@ -101,6 +117,36 @@ func (g *Governor) Gate(rs *resourceserver.Server, next http.Handler) http.Handl
 		}
 		rs.InsufficientScope(w, r, g.challengeScopes(tok.Scopes, needs), desc)
 	})
+}
+
+// Request is what the Gate knows of one HTTP request, for the layers
+// around it: the request log and the audit line of a 403 the Gate answers
+// (resourceserver.Config.OnRefuse hears the request's context).
+type Request struct {
+	// ID is the request id every audit line of the request carries.
+	ID string
+	// Subject is the verified token's subject.
+	Subject string
+	// Tool is the (first) tool a tools/call names, cut to 64 bytes; ""
+	// for any other request.
+	Tool string
+}
+
+type requestKey struct{}
+
+// WithRequest returns ctx carrying an empty Request that the Gate fills
+// in, for a layer outside the Gate that reports on the request after it
+// ends (a request log).
+func WithRequest(ctx context.Context) (context.Context, *Request) {
+	r := &Request{}
+	return context.WithValue(ctx, requestKey{}, r), r
+}
+
+// RequestFrom returns what the Gate knew of the request whose context
+// this is, or nil outside a POST the Gate judged.
+func RequestFrom(ctx context.Context) *Request {
+	r, _ := ctx.Value(requestKey{}).(*Request)
+	return r
 }
 
 // challengeScopes: every scope the call needs plus the granted ones that

@@ -1,6 +1,7 @@
 package govern
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -51,6 +52,20 @@ type Config struct {
 	// Logger receives one line per decision, never a token or an
 	// argument value. Default slog.Default().
 	Logger *slog.Logger
+
+	// Bounds on what is in progress (limits.go). Zero means the default;
+	// negative is an error.
+	//
+	// MaxRequestsPerUser and MaxRequests bound the POSTs the Gate has in
+	// flight, per user and overall; one beyond gets 429 with Retry-After.
+	MaxRequestsPerUser, MaxRequests int
+	// MaxWaitingPerUser and MaxWaiting bound the calls waiting on a Duo
+	// Push, per user and overall; a call beyond is refused as a tool
+	// error (Busy) before anything is pushed.
+	MaxWaitingPerUser, MaxWaiting int
+	// OnLimit, when set, hears each request or call a bound refused, by
+	// bound (the Limit* constants), for metrics.
+	OnLimit func(limit string)
 }
 
 // Records is the application's hook to the records a policy names.
@@ -99,6 +114,7 @@ type Call struct {
 	ApprovedSensitive bool
 
 	canon []byte
+	in    any // the typed input, built once by AddTool
 }
 
 // ArgsJSON is the canonical encoding of Args: what the grant key names
@@ -118,6 +134,10 @@ type Governor struct {
 	refusals RefusalMemory
 	edge     string // proves a header was set by this Governor's Gate
 
+	requests *counter // POSTs in flight
+	waiting  *counter // calls waiting on a push
+	onLimit  func(limit string)
+
 	mu      sync.RWMutex
 	tools   map[string]*governed
 	known   []string // every scope some tool needs, sorted
@@ -131,6 +151,19 @@ type governed struct {
 	desc   *describer
 	schema *jsonschema.Resolved
 	always bool
+	// prepare builds the typed input once the schema has judged the
+	// arguments, and runs its Validate method if it has one: a request
+	// the application refuses is refused before anything is decided.
+	prepare func(c *Call) error
+}
+
+// Validator is implemented by a tool's input that checks itself beyond its
+// schema, as the application will when it runs. AddTool calls Validate
+// before the step-up decision, so a bad request is refused on its own
+// terms before a push is sent; the push shows the arguments as the client
+// sent them. Its error is what the caller reads.
+type Validator interface {
+	Validate() error
 }
 
 // New checks cfg and returns a Governor with no tools.
@@ -144,10 +177,19 @@ func New(cfg Config) (*Governor, error) {
 	if cfg.UsernameClaim == "" {
 		cfg.UsernameClaim = "sub"
 	}
+	if cfg.MaxRequestsPerUser < 0 || cfg.MaxRequests < 0 || cfg.MaxWaitingPerUser < 0 || cfg.MaxWaiting < 0 {
+		return nil, errors.New("govern: MaxRequestsPerUser, MaxRequests, MaxWaitingPerUser and MaxWaiting must not be negative")
+	}
+	if cfg.OnLimit == nil {
+		cfg.OnLimit = func(string) {}
+	}
 	if cfg.Guard == nil {
 		cfg.Logger.Warn("STEP-UP IS OFF: calls that need Duo approval run without it (STEPUP_MODE=off)")
 	}
-	g := &Governor{cfg: cfg, log: cfg.Logger, refusals: cfg.Refusals, tools: map[string]*governed{}, servers: map[*mcp.Server]bool{}}
+	g := &Governor{cfg: cfg, log: cfg.Logger, refusals: cfg.Refusals, tools: map[string]*governed{}, servers: map[*mcp.Server]bool{},
+		requests: newCounter(cmp.Or(cfg.MaxRequestsPerUser, DefaultMaxRequestsPerUser), cmp.Or(cfg.MaxRequests, DefaultMaxRequests)),
+		waiting:  newCounter(cmp.Or(cfg.MaxWaitingPerUser, DefaultMaxWaitingPerUser), cmp.Or(cfg.MaxWaiting, DefaultMaxWaiting)),
+		onLimit:  cfg.OnLimit}
 	if g.refusals == nil {
 		g.refusals = NewRefusalMemory(0, 0)
 	}
@@ -254,7 +296,8 @@ func (g *Governor) only(next mcp.MethodHandler) mcp.MethodHandler {
 		switch method {
 		case "tools/call":
 			if call, ok := req.(*mcp.CallToolRequest); ok && call.Params != nil && g.lookup(call.Params.Name) == nil {
-				return nil, fmt.Errorf("unknown tool %q", call.Params.Name)
+				g.recordUnknown(ctx, call)
+				return nil, fmt.Errorf("unknown tool %q", truncateName(call.Params.Name))
 			}
 		case "tools/list":
 			res, err := next(ctx, method, req)
@@ -308,12 +351,22 @@ func Add[In, Out any](g *Governor, s *mcp.Server, t *mcp.Tool, p Policy, h func(
 		return err
 	}
 	direct := assignable(reflect.TypeFor[In](), map[reflect.Type]bool{})
+	gt.prepare = func(c *Call) error {
+		in, err := inputOf[In](c.Args, direct)
+		if err != nil {
+			return &ToolError{"invalid arguments: " + err.Error()}
+		}
+		if v, ok := any(&in).(Validator); ok {
+			if err := v.Validate(); err != nil {
+				return &ToolError{err.Error()}
+			}
+		}
+		c.in = in
+		return nil
+	}
 	s.AddTool(&tool, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 		return g.serve(ctx, gt, req, func(ctx context.Context, c *Call) (*mcp.CallToolResult, error) {
-			in, err := inputOf[In](c.Args, direct)
-			if err != nil {
-				return nil, &ToolError{"invalid arguments: " + err.Error()}
-			}
+			in, _ := c.in.(In)
 			res, out, err := h(ctx, c, in)
 			if err != nil {
 				return nil, err
@@ -424,9 +477,17 @@ func (g *Governor) handle(ctx context.Context, gt *governed, req *mcp.CallToolRe
 	if err == nil {
 		err = validate(gt.schema, args)
 	}
+	if err == nil && gt.prepare != nil {
+		c.Args = args
+		err = gt.prepare(c)
+	}
 	if err != nil {
 		if rerr := n.note(Event{Kind: audit.ToolCalled, Outcome: Invalid}); rerr != nil {
 			return nil, rerr
+		}
+		var te *ToolError
+		if errors.As(err, &te) {
+			return nil, te
 		}
 		return nil, &ToolError{err.Error()}
 	}
@@ -452,6 +513,45 @@ func (g *Governor) handle(ctx context.Context, gt *governed, req *mcp.CallToolRe
 		return nil, rerr
 	}
 	return res, err
+}
+
+// recordUnknown puts a call of a tool no policy names on record as
+// Invalid: every tools/call leaves a line. The name is the client's, so it
+// is cut: a line must not grow with what a client sends. The refusal
+// stands whatever happens to its line.
+func (g *Governor) recordUnknown(ctx context.Context, req *mcp.CallToolRequest) {
+	if g.cfg.Recorder == nil {
+		return
+	}
+	var header http.Header
+	if req.Extra != nil {
+		header = req.Extra.Header
+	}
+	e := Event{Kind: audit.ToolCalled, Outcome: Invalid, RequestID: g.requestID(header), Tool: cutName(req.Params.Name), Token: caller(req)}
+	if e.Tool == "" {
+		e.Tool = `""`
+	}
+	if raw := req.Params.Arguments; json.Valid(raw) {
+		sum := sha256.Sum256(raw)
+		e.Args, e.ArgsSHA256 = raw, hex.EncodeToString(sum[:])
+	}
+	if err := g.cfg.Recorder(ctx, e); err != nil {
+		g.log.ErrorContext(ctx, "the audit trail refused the line of an invalid call", "error", err.Error())
+	}
+}
+
+// cutName shortens a client's unknown tool name for the trail, never
+// inside a UTF-8 sequence.
+func cutName(name string) string {
+	const max = 64
+	if len(name) <= max {
+		return name
+	}
+	i := max
+	for i > 0 && name[i]&0xC0 == 0x80 {
+		i--
+	}
+	return name[:i] + "..."
 }
 
 // noter records the events of one call.

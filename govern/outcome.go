@@ -27,7 +27,8 @@ const (
 	Fraud          Outcome = "fraud"
 	Timeout        Outcome = "timeout"
 	Cooldown       Outcome = "cooldown"
-	Cap            Outcome = "cap" // too many pushes
+	Cap            Outcome = "cap"  // too many pushes
+	Busy           Outcome = "busy" // too many calls waiting on a push (limits.go)
 	DuoError       Outcome = "duo_error"
 	Unshowable     Outcome = "unshowable"
 	LockedOut      Outcome = "locked_out"
@@ -66,11 +67,11 @@ type Event struct {
 // call closed: a decision that is not on record must not be acted on.
 type Recorder func(ctx context.Context, e Event) error
 
-// AuditEvent is e as the audit package records it. audit hashes Args in
-// canonical form itself, so its args_sha256 differs from e.ArgsSHA256
-// until audit takes a precomputed hash (a proposed follow-up).
+// AuditEvent is e as the audit package records it: args_sha256 is
+// e.ArgsSHA256, the hash of the bytes the client sent, and the outcome or
+// reason is the code.
 func (e Event) AuditEvent() audit.Event {
-	a := audit.Event{Kind: e.Kind, RequestID: e.RequestID, Tool: e.Tool, Args: e.Args, DuoTxID: e.DuoTxID}
+	a := audit.Event{Kind: e.Kind, RequestID: e.RequestID, Tool: e.Tool, Args: e.Args, ArgsSHA256: e.ArgsSHA256, DuoTxID: e.DuoTxID}
 	if t := e.Token; t != nil {
 		a.Issuer, a.Subject, a.ClientID, a.JTI, a.TokenFingerprint = t.Issuer, t.Subject, t.ClientID, t.JTI, t.Fingerprint
 	}

@@ -4,13 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/crm-mcp/crm-mcp/crm"
-	"github.com/crm-mcp/crm-mcp/stepup"
+	"github.com/crm-mcp/crm-mcp/govern"
 )
 
 // ListContactsIn is the input of list_contacts.
@@ -66,265 +65,233 @@ type UpdateContactIn struct {
 	Owner          *string `json:"owner,omitempty" jsonschema:"new account owner"`
 }
 
-func contactTools(d *deps) []spec {
-	readOnly := &mcp.ToolAnnotations{ReadOnlyHint: true, IdempotentHint: true, OpenWorldHint: ptr(false)}
-	return []spec{
-		define(d, toolDef[ListContactsIn, ContactList]{tool: &mcp.Tool{
-			Name:  "list_contacts",
-			Title: "List contacts",
-			Description: "List CRM contacts, optionally filtered by a search text. Restricted contacts are left out; " +
-				"include_restricted: true asks for them, which needs the user's approval on their phone (Duo Push). " +
-				"A search that mentions a sensitive term needs approval too, and once approved returns the restricted contacts it matches.",
-			Annotations: readOnly,
-		}, scopes: []string{ScopeContactsRead},
-			asks: func(in ListContactsIn) bool { return in.IncludeRestricted },
-			describe: func(c *call[ListContactsIn]) (string, []stepup.Detail, error) {
-				in := c.in
-				action := "List contacts"
-				if in.Query != "" {
-					q, err := quoted("query", in.Query)
-					if err != nil {
-						return "", nil, err
-					}
-					action = "Search contacts for " + q
-				}
-				details := []stepup.Detail{{Key: "restricted", New: "included"}}
-				return action, append(details, paging(in.Limit, in.Offset)...), nil
-			},
-			run: func(ctx context.Context, c *call[ListContactsIn]) (string, ContactList, error) {
-				in := c.in
-				f := crm.ContactFilter{Query: in.Query, Limit: in.Limit, Offset: in.Offset, IncludeRestricted: c.approved}
-				var out ContactList
-				var err error
-				if !c.approved && in.Query == "" {
-					// The total withheld by a plain listing depends on no
-					// input, so it tells nothing a question could steer.
-					// One query reads the page and the total.
-					var n int
-					if out.Contacts, n, err = d.store.ListContactsWithheld(ctx, f); err != nil {
-						return "", ContactList{}, err
-					}
-					out.WithheldRestricted = &n
-					out.Note = fmt.Sprintf("%d restricted contact(s) withheld. %s", n, noteContacts)
-				} else {
-					if out.Contacts, err = d.store.ListContacts(ctx, f); err != nil {
-						return "", ContactList{}, err
-					}
-					if !c.approved {
-						out.Note = noteContacts
-					}
-				}
-				contacts := out.Contacts
-				var b strings.Builder
-				fmt.Fprintf(&b, "%d contact(s)", len(contacts))
-				if in.Query != "" {
-					fmt.Fprintf(&b, " matching %q", in.Query)
-				}
-				b.WriteString(":\n")
-				for _, c := range contacts {
-					fmt.Fprintf(&b, "- #%d %s <%s>, %s (%s, %s)\n", c.ID, c.Name, c.Email, c.Company, c.Sector, c.Classification)
-				}
-				if out.Note != "" {
-					b.WriteString(out.Note + "\n")
-				}
-				return b.String(), out, nil
-			}}),
+// Validate refuses a contact the store would refuse, before anything is
+// decided, so no push is sent for it.
+func (in CreateContactIn) Validate() error {
+	_, err := crm.NewContact{Name: in.Name, Email: in.Email, Phone: in.Phone, Company: in.Company, Sector: in.Sector,
+		Classification: crm.Classification(in.Classification), Owner: in.Owner}.Validate()
+	return storeError(err)
+}
 
-		define(d, toolDef[ContactID, crm.Contact]{tool: &mcp.Tool{
-			Name:        "get_contact",
-			Title:       "Get a contact",
-			Description: "Get one CRM contact by id. A restricted contact needs the user's approval (Duo Push).",
-			Annotations: readOnly,
-		}, scopes: []string{ScopeContactsRead},
-			names: func(ctx context.Context, in ContactID) (target, error) { return d.namedContact(ctx, "id", in.ID) },
-			describe: func(c *call[ContactID]) (string, []stepup.Detail, error) {
-				return "Show contact " + contactLabel(c.target.contact), nil, nil
-			},
-			run: func(ctx context.Context, c *call[ContactID]) (string, crm.Contact, error) {
-				got := *c.target.contact
-				if c.approved {
+// Validate refuses an update that sets nothing (a write that sets nothing
+// would be a read that costs a push: refused from the request alone,
+// before the record is read) or that the store would refuse.
+func (in UpdateContactIn) Validate() error {
+	if (in == UpdateContactIn{ID: in.ID}) {
+		return errNothingToChange
+	}
+	var cl *crm.Classification
+	if in.Classification != nil {
+		c := crm.Classification(*in.Classification)
+		cl = &c
+	}
+	_, err := crm.ContactUpdate{Name: in.Name, Email: in.Email, Phone: in.Phone, Company: in.Company, Sector: in.Sector, Classification: cl, Owner: in.Owner}.Validate()
+	return storeError(err)
+}
+
+// asksRestricted is the StepUp of a request that asks for restricted data
+// by itself: such a call needs approval whatever the data holds.
+const reasonAsks = "the call asks for restricted records"
+
+// contactName is a contact named by a policy's record, as the push's
+// sentence shows it: "#3 Priya Raman (Ledgerstone Capital)".
+const contactName = `#{{.record.fields.id}} {{.record.fields.name}}{{if .record.fields.company}} ({{.record.fields.company}}){{end}}`
+
+var (
+	listContactsPolicy = govern.Policy{
+		Scopes: []string{ScopeContactsRead},
+		StepUp: govern.StepUp{TermsIn: []string{"*"}, WhenArgumentIs: map[string][]any{"include_restricted": {true}}, Reason: reasonAsks},
+		Action: `{{if .query}}Search contacts for {{quote .query}}{{else}}List contacts{{end}}`,
+		Rows:   []govern.Row{{Key: "restricted", New: "included"}, {Key: "limit", Arg: "limit"}, {Key: "offset", Arg: "offset"}},
+	}
+	getContactPolicy = govern.Policy{
+		Scopes: []string{ScopeContactsRead},
+		StepUp: govern.StepUp{TermsIn: []string{"*"}},
+		Record: &govern.RecordRef{Arg: "id", Kind: kindContact},
+		Action: "Show contact " + contactName,
+	}
+	createContactPolicy = govern.Policy{
+		Scopes: []string{ScopeContactsWrite},
+		Writes: true,
+		StepUp: govern.StepUp{TermsIn: []string{"*"}, WhenArgumentIs: map[string][]any{"classification": {string(crm.Restricted)}}, Reason: reasonAsks},
+		Action: "Create a contact",
+		Rows: []govern.Row{
+			{Key: "name", New: "{{.name}}"}, {Key: "email", New: "{{.email}}"}, {Key: "phone", New: "{{.phone}}"},
+			{Key: "company", New: "{{.company}}"}, {Key: "sector", New: "{{.sector}}"},
+			{Key: "classification", New: "{{if .classification}}{{.classification}}{{else}}internal (default){{end}}"},
+			{Key: "owner", New: "{{if .owner}}{{.owner}}{{else}}you (the signed-in user){{end}}"},
+		},
+	}
+	updateContactPolicy = govern.Policy{
+		Scopes: []string{ScopeContactsWrite},
+		Writes: true,
+		StepUp: govern.StepUp{TermsIn: []string{"*"}, WhenArgumentIs: map[string][]any{"classification": {string(crm.Restricted)}}, Reason: reasonAsks},
+		Record: &govern.RecordRef{Arg: "id", Kind: kindContact},
+		Action: "Update contact " + contactName,
+		Rows: []govern.Row{
+			{Key: "name", Arg: "name", Old: "name"}, {Key: "email", Arg: "email", Old: "email"}, {Key: "phone", Arg: "phone", Old: "phone"},
+			{Key: "company", Arg: "company", Old: "company"}, {Key: "sector", Arg: "sector", Old: "sector"},
+			{Key: "classification", Arg: "classification", Old: "classification"}, {Key: "owner", Arg: "owner", Old: "owner"},
+		},
+	}
+)
+
+func contactTools() []tool {
+	readOnly := &mcp.ToolAnnotations{ReadOnlyHint: true, IdempotentHint: true, OpenWorldHint: ptr(false)}
+	return []tool{
+		{"list_contacts", listContactsPolicy, func(g *govern.Governor, s *mcp.Server, store *crm.Store) {
+			govern.AddTool(g, s, &mcp.Tool{
+				Name:  "list_contacts",
+				Title: "List contacts",
+				Description: "List CRM contacts, optionally filtered by a search text. Restricted contacts are left out; " +
+					"include_restricted: true asks for them, which needs the user's approval on their phone (Duo Push). " +
+					"A search that mentions a sensitive term needs approval too, and once approved returns the restricted contacts it matches.",
+				Annotations: readOnly,
+				Meta:        scopesMeta(listContactsPolicy),
+			}, listContactsPolicy, func(ctx context.Context, c *govern.Call, in ListContactsIn) (*mcp.CallToolResult, ContactList, error) {
+				return listContacts(ctx, store, c, in)
+			})
+		}},
+		{"get_contact", getContactPolicy, func(g *govern.Governor, s *mcp.Server, store *crm.Store) {
+			govern.AddTool(g, s, &mcp.Tool{
+				Name:        "get_contact",
+				Title:       "Get a contact",
+				Description: "Get one CRM contact by id. A restricted contact needs the user's approval (Duo Push).",
+				Annotations: readOnly,
+				Meta:        scopesMeta(getContactPolicy),
+			}, getContactPolicy, func(ctx context.Context, c *govern.Call, in ContactID) (*mcp.CallToolResult, crm.Contact, error) {
+				got := *c.Record.Value.(*crm.Contact)
+				if c.Approved {
 					// The approval may have taken a minute: answer with the
 					// record as it is now.
 					var err error
-					if got, err = d.store.GetContact(ctx, c.in.ID); err != nil {
-						return "", crm.Contact{}, err
+					if got, err = store.GetContact(ctx, in.ID); err != nil {
+						return nil, crm.Contact{}, storeError(err)
 					}
-					if err := c.mayShow(got.Classification); err != nil {
-						return "", crm.Contact{}, err
+					if err := mayShow(c, got.Classification); err != nil {
+						return nil, crm.Contact{}, err
 					}
 				}
-				return describeContact(got), got, nil
-			}}),
-
-		define(d, toolDef[CreateContactIn, ContactWritten]{tool: &mcp.Tool{
-			Name:        "create_contact",
-			Title:       "Create a contact",
-			Description: "Create a CRM contact. name and email are required. Answers with the new contact's id and the fields as stored.",
-			Annotations: &mcp.ToolAnnotations{DestructiveHint: ptr(false), OpenWorldHint: ptr(false)},
-		}, scopes: []string{ScopeContactsWrite}, writes: true,
-			asks: func(in CreateContactIn) bool { return isRestricted(in.Classification) },
-			check: func(in CreateContactIn) (CreateContactIn, error) {
-				nc, err := crm.NewContact{Name: in.Name, Email: in.Email, Phone: in.Phone, Company: in.Company, Sector: in.Sector,
-					Classification: crm.Classification(in.Classification), Owner: in.Owner}.Validate()
-				if err != nil {
-					return in, err
-				}
-				defaulted := in.Classification == ""
-				in = CreateContactIn{Name: nc.Name, Email: nc.Email, Phone: nc.Phone, Company: nc.Company, Sector: nc.Sector, Classification: string(nc.Classification), Owner: nc.Owner}
-				if defaulted {
-					in.Classification = ""
-				}
-				return in, nil
-			},
-			describe: func(c *call[CreateContactIn]) (string, []stepup.Detail, error) {
-				in := c.in
-				cl := in.Classification
-				if cl == "" {
-					cl = string(crm.Internal) + " (default)"
-				}
-				owner := in.Owner
-				if owner == "" {
-					owner = c.tok.Subject + " (you)"
-				}
-				return "Create a contact", []stepup.Detail{
-					{Key: "name", New: in.Name},
-					{Key: "email", New: in.Email},
-					{Key: "phone", New: in.Phone},
-					{Key: "company", New: in.Company},
-					{Key: "sector", New: in.Sector},
-					{Key: "classification", New: cl},
-					{Key: "owner", New: owner},
-				}, nil
-			},
-			run: func(ctx context.Context, c *call[CreateContactIn]) (string, ContactWritten, error) {
-				in := c.in
+				return text(describeContact(got)), got, nil
+			})
+		}},
+		{"create_contact", createContactPolicy, func(g *govern.Governor, s *mcp.Server, store *crm.Store) {
+			govern.AddTool(g, s, &mcp.Tool{
+				Name:        "create_contact",
+				Title:       "Create a contact",
+				Description: "Create a CRM contact. name and email are required. Answers with the new contact's id and the fields as stored.",
+				Annotations: &mcp.ToolAnnotations{DestructiveHint: ptr(false), OpenWorldHint: ptr(false)},
+				Meta:        scopesMeta(createContactPolicy),
+			}, createContactPolicy, func(ctx context.Context, c *govern.Call, in CreateContactIn) (*mcp.CallToolResult, ContactWritten, error) {
 				nc := crm.NewContact{Name: in.Name, Email: in.Email, Phone: in.Phone, Company: in.Company, Sector: in.Sector, Owner: in.Owner}
 				if in.Classification != "" {
 					cl, err := crm.ParseClassification(in.Classification)
 					if err != nil {
-						return "", ContactWritten{}, err
+						return nil, ContactWritten{}, storeError(err)
 					}
 					nc.Classification = cl
 				}
 				if nc.Owner == "" {
-					nc.Owner = c.tok.Subject
+					nc.Owner = c.Token.Subject
 				}
-				got, err := d.store.CreateContact(ctx, nc)
+				got, err := store.CreateContact(ctx, nc)
 				if err != nil {
-					return "", ContactWritten{}, err
+					return nil, ContactWritten{}, storeError(err)
 				}
 				// Every field is one the call set (or its default).
 				out := ContactWritten{Created: contactTarget(&got), ID: got.ID, Changed: allContact(got)}
-				return out.text(), out, nil
-			}}),
-
-		define(d, toolDef[UpdateContactIn, ContactWritten]{tool: &mcp.Tool{
-			Name:        "update_contact",
-			Title:       "Update a contact",
-			Description: "Change fields of a CRM contact; fields left out stay as they are, and at least one must be set. Answers with the fields it changed, not the whole record.",
-			Annotations: &mcp.ToolAnnotations{DestructiveHint: ptr(true), IdempotentHint: true, OpenWorldHint: ptr(false)},
-		}, scopes: []string{ScopeContactsWrite}, writes: true,
-			asks: func(in UpdateContactIn) bool { return in.Classification != nil && isRestricted(*in.Classification) },
-			check: func(in UpdateContactIn) (UpdateContactIn, error) {
-				if (in == UpdateContactIn{ID: in.ID}) {
-					// A write that sets nothing would be a read that
-					// costs a push: refused from the request alone,
-					// before the record is read.
-					return in, errNothingToChange
-				}
-				var cl *crm.Classification
-				if in.Classification != nil {
-					c := crm.Classification(*in.Classification)
-					cl = &c
-				}
-				u, err := crm.ContactUpdate{Name: in.Name, Email: in.Email, Phone: in.Phone, Company: in.Company, Sector: in.Sector, Classification: cl, Owner: in.Owner}.Validate()
-				if err != nil {
-					return in, err
-				}
-				out := UpdateContactIn{ID: in.ID, Name: u.Name, Email: u.Email, Phone: u.Phone, Company: u.Company, Sector: u.Sector, Owner: u.Owner}
-				if u.Classification != nil {
-					out.Classification = ptr(string(*u.Classification))
-				}
-				return out, nil
-			},
-			names: func(ctx context.Context, in UpdateContactIn) (target, error) { return d.namedContact(ctx, "id", in.ID) },
-			describe: func(c *call[UpdateContactIn]) (string, []stepup.Detail, error) {
-				in, old := c.in, c.target.contact
-				var details []stepup.Detail
-				change := func(key string, now string, v *string) {
-					if v != nil {
-						details = append(details, stepup.Detail{Key: key, Old: now, HasOld: true, New: *v})
-					}
-				}
-				change("name", old.Name, in.Name)
-				change("email", old.Email, in.Email)
-				change("phone", old.Phone, in.Phone)
-				change("company", old.Company, in.Company)
-				change("sector", old.Sector, in.Sector)
-				change("classification", string(old.Classification), in.Classification)
-				change("owner", old.Owner, in.Owner)
-				return "Update " + contactTarget(old), details, nil
-			},
-			run: func(ctx context.Context, c *call[UpdateContactIn]) (string, ContactWritten, error) {
-				in := c.in
+				return text(out.text()), out, nil
+			})
+		}},
+		{"update_contact", updateContactPolicy, func(g *govern.Governor, s *mcp.Server, store *crm.Store) {
+			govern.AddTool(g, s, &mcp.Tool{
+				Name:        "update_contact",
+				Title:       "Update a contact",
+				Description: "Change fields of a CRM contact; fields left out stay as they are, and at least one must be set. Answers with the fields it changed, not the whole record.",
+				Annotations: &mcp.ToolAnnotations{DestructiveHint: ptr(true), IdempotentHint: true, OpenWorldHint: ptr(false)},
+				Meta:        scopesMeta(updateContactPolicy),
+			}, updateContactPolicy, func(ctx context.Context, c *govern.Call, in UpdateContactIn) (*mcp.CallToolResult, ContactWritten, error) {
+				old := c.Record.Value.(*crm.Contact)
 				u := crm.ContactUpdate{Name: in.Name, Email: in.Email, Phone: in.Phone, Company: in.Company, Sector: in.Sector, Owner: in.Owner}
 				if in.Classification != nil {
 					cl, err := crm.ParseClassification(*in.Classification)
 					if err != nil {
-						return "", ContactWritten{}, err
+						return nil, ContactWritten{}, storeError(err)
 					}
 					u.Classification = &cl
 				}
 				// Written only while the record is classified as it was when
 				// the call was decided (and shown to the approver).
-				got, err := d.store.UpdateContactIf(ctx, in.ID, u, c.target.contact.Classification)
+				got, err := store.UpdateContactIf(ctx, in.ID, u, old.Classification)
 				if errors.Is(err, crm.ErrChanged) {
-					return "", ContactWritten{}, errReclassified("contact")
+					return nil, ContactWritten{}, errReclassified("contact")
 				}
 				if err != nil {
-					return "", ContactWritten{}, err
+					return nil, ContactWritten{}, storeError(err)
 				}
 				// The answer holds only what the call set, so nothing of
 				// the record it did not ask to see leaves the server.
-				out := ContactWritten{Updated: contactTarget(c.target.contact), ID: got.ID, Changed: setContact(got, in)}
-				return out.text(), out, nil
-			}}),
+				out := ContactWritten{Updated: contactTarget(old), ID: got.ID, Changed: setContact(got, in)}
+				return text(out.text()), out, nil
+			})
+		}},
 	}
 }
 
-// namedContact reads the contact a call names. A malformed id is refused
-// before the store is asked.
-func (d *deps) namedContact(ctx context.Context, field string, id int64) (target, error) {
-	if id <= 0 {
-		return target{}, &toolError{field + " must be a positive contact id (see list_contacts)"}
+// listContacts answers list_contacts. Restricted contacts are returned
+// only to a call that needed approval and got it; a search that was not
+// approved simply leaves them out, and says so whatever matched.
+func listContacts(ctx context.Context, store *crm.Store, c *govern.Call, in ListContactsIn) (*mcp.CallToolResult, ContactList, error) {
+	f := crm.ContactFilter{Query: in.Query, Limit: in.Limit, Offset: in.Offset, IncludeRestricted: c.Approved}
+	var out ContactList
+	var err error
+	if !c.Approved && in.Query == "" {
+		// The total withheld by a plain listing depends on no input, so
+		// it tells nothing a question could steer. One query reads the
+		// page and the total.
+		var n int
+		if out.Contacts, n, err = store.ListContactsWithheld(ctx, f); err != nil {
+			return nil, ContactList{}, storeError(err)
+		}
+		out.WithheldRestricted = &n
+		out.Note = fmt.Sprintf("%d restricted contact(s) withheld. %s", n, noteContacts)
+	} else {
+		if out.Contacts, err = store.ListContacts(ctx, f); err != nil {
+			return nil, ContactList{}, storeError(err)
+		}
+		if !c.Approved {
+			out.Note = noteContacts
+		}
 	}
-	c, err := d.store.GetContact(ctx, id)
-	if errors.Is(err, crm.ErrNotFound) {
-		return target{}, &toolError{fmt.Sprintf("%s %d: contact not found; check the id (list_contacts shows valid ids)", field, id)}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d contact(s)", len(out.Contacts))
+	if in.Query != "" {
+		fmt.Fprintf(&b, " matching %q", in.Query)
 	}
-	if err != nil {
-		return target{}, err
+	b.WriteString(":\n")
+	for _, c := range out.Contacts {
+		fmt.Fprintf(&b, "- #%d %s <%s>, %s (%s, %s)\n", c.ID, c.Name, c.Email, c.Company, c.Sector, c.Classification)
 	}
-	return target{restricted: c.Classification == crm.Restricted, contact: &c}, nil
+	if out.Note != "" {
+		b.WriteString(out.Note + "\n")
+	}
+	return text(b.String()), out, nil
 }
 
-// paging shows limit and offset, when given, as rows of the push.
-func paging(limit, offset int) []stepup.Detail {
-	var out []stepup.Detail
-	if limit != 0 {
-		out = append(out, stepup.Detail{Key: "limit", New: strconv.Itoa(limit)})
+// mayShow refuses to return a record that is restricted now when the call
+// was not approved for restricted data: one that another user made
+// restricted while this call waited for its approval.
+func mayShow(c *govern.Call, cl crm.Classification) error {
+	if cl != crm.Restricted || c.ApprovedSensitive {
+		return nil
 	}
-	if offset != 0 {
-		out = append(out, stepup.Detail{Key: "offset", New: strconv.Itoa(offset)})
-	}
-	return out
+	return toolError("the record was classified restricted while the call ran, so its content is withheld; call again to ask for approval")
 }
 
-// isRestricted reports whether a requested classification is restricted,
-// however it is spelled.
-func isRestricted(classification string) bool {
-	cl, err := crm.ParseClassification(classification)
-	return err == nil && cl == crm.Restricted
+// scopesMeta advertises a tool's scopes in tools/list (_meta), so that a
+// client can ask for them before its first call.
+func scopesMeta(p govern.Policy) mcp.Meta {
+	return mcp.Meta{"crm-mcp/scopes": p.Scopes}
 }
 
 func describeContact(c crm.Contact) string {

@@ -4,13 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/crm-mcp/crm-mcp/crm"
-	"github.com/crm-mcp/crm-mcp/stepup"
+	"github.com/crm-mcp/crm-mcp/govern"
 )
 
 // ListDealsIn is the input of list_deals.
@@ -47,48 +46,77 @@ type UpdateDealStageIn struct {
 	Stage string `json:"stage" jsonschema:"new stage: lead, qualified, proposal, negotiation, won or lost"`
 }
 
-func dealTools(d *deps) []spec {
-	return []spec{
-		define(d, toolDef[ListDealsIn, DealList]{tool: &mcp.Tool{
-			Name:  "list_deals",
-			Title: "List deals",
-			Description: "List CRM deals, optionally only one stage or one contact's. Deals of restricted contacts are left out; " +
-				"include_restricted: true, or the contact_id of a restricted contact, needs the user's approval (Duo Push) and then returns them.",
-			Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true, IdempotentHint: true, OpenWorldHint: ptr(false)},
-		}, scopes: []string{ScopeDealsRead},
-			asks:  func(in ListDealsIn) bool { return in.IncludeRestricted },
-			named: func(in ListDealsIn) bool { return in.ContactID != 0 },
-			names: func(ctx context.Context, in ListDealsIn) (target, error) {
-				return d.namedContact(ctx, "contact_id", in.ContactID)
-			},
-			describe: func(c *call[ListDealsIn]) (string, []stepup.Detail, error) {
-				in := c.in
-				action := "List deals"
-				if c.target.contact != nil {
-					action = "List deals of contact " + contactLabel(c.target.contact)
-				}
-				details := []stepup.Detail{{Key: "restricted", New: "included"}}
-				if in.Stage != "" {
-					details = append(details, stepup.Detail{Key: "stage", New: in.Stage})
-				}
-				return action, append(details, paging(in.Limit, 0)...), nil
-			},
-			run: func(ctx context.Context, c *call[ListDealsIn]) (string, DealList, error) {
-				in := c.in
-				f := crm.DealFilter{ContactID: in.ContactID, Limit: in.Limit, IncludeRestricted: c.approved}
+// Validate refuses a deal the store would refuse, before anything is
+// decided, so no push is sent for it.
+func (in CreateDealIn) Validate() error {
+	_, err := crm.NewDeal{ContactID: in.ContactID, Title: in.Title, Amount: in.Amount, Currency: in.Currency, Stage: crm.Stage(in.Stage)}.Validate()
+	return storeError(err)
+}
+
+// Validate refuses a stage that does not exist.
+func (in UpdateDealStageIn) Validate() error {
+	_, err := crm.ParseStage(in.Stage)
+	return storeError(err)
+}
+
+// dealContactName is the contact of a deal record, as dealTarget names it.
+const dealContactName = `#{{.record.fields.contact_id}} {{.record.fields.contact_name}}{{if .record.fields.contact_company}} ({{.record.fields.contact_company}}){{end}}`
+
+var (
+	listDealsPolicy = govern.Policy{
+		Scopes: []string{ScopeDealsRead},
+		StepUp: govern.StepUp{TermsIn: []string{"*"}, WhenArgumentIs: map[string][]any{"include_restricted": {true}}, Reason: reasonAsks},
+		Record: &govern.RecordRef{Arg: "contact_id", Kind: kindContact, NonZero: true},
+		Action: `{{if .record}}List deals of contact ` + contactName + `{{else}}List deals{{end}}`,
+		Rows:   []govern.Row{{Key: "restricted", New: "included"}, {Key: "stage", Arg: "stage"}, {Key: "limit", Arg: "limit"}},
+	}
+	createDealPolicy = govern.Policy{
+		Scopes: []string{ScopeDealsWrite},
+		Writes: true,
+		StepUp: govern.StepUp{TermsIn: []string{"*"}},
+		Record: &govern.RecordRef{Arg: "contact_id", Kind: kindContact},
+		Action: `Create a deal of {{money .amount .currency}} for contact ` + contactName,
+		Rows: []govern.Row{
+			{Key: "title", New: "{{.title}}"}, {Key: "amount", New: "{{.amount}} (minor units)"}, {Key: "currency", New: "{{.currency}}"},
+			{Key: "stage", New: "{{if .stage}}{{.stage}}{{else}}lead (default){{end}}"},
+		},
+	}
+	updateDealStagePolicy = govern.Policy{
+		Scopes: []string{ScopeDealsWrite},
+		Writes: true,
+		StepUp: govern.StepUp{TermsIn: []string{"*"}},
+		// The deal's record is restricted when its contact is.
+		Record: &govern.RecordRef{Arg: "id", Kind: kindDeal},
+		Action: `Move deal #{{.record.fields.id}} "{{.record.fields.title}}" of {{.record.fields.value}} with contact ` + dealContactName,
+		Rows:   []govern.Row{{Key: "stage", Arg: "stage", Old: "stage"}},
+	}
+)
+
+func dealTools() []tool {
+	return []tool{
+		{"list_deals", listDealsPolicy, func(g *govern.Governor, s *mcp.Server, store *crm.Store) {
+			govern.AddTool(g, s, &mcp.Tool{
+				Name:  "list_deals",
+				Title: "List deals",
+				Description: "List CRM deals, optionally only one stage or one contact's. Deals of restricted contacts are left out; " +
+					"include_restricted: true, or the contact_id of a restricted contact, needs the user's approval (Duo Push) and then returns them.",
+				Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true, IdempotentHint: true, OpenWorldHint: ptr(false)},
+				Meta:        scopesMeta(listDealsPolicy),
+			}, listDealsPolicy, func(ctx context.Context, c *govern.Call, in ListDealsIn) (*mcp.CallToolResult, DealList, error) {
+				f := crm.DealFilter{ContactID: in.ContactID, Limit: in.Limit, IncludeRestricted: c.Approved}
 				if in.Stage != "" {
 					st, err := crm.ParseStage(in.Stage)
 					if err != nil {
-						return "", DealList{}, err
+						return nil, DealList{}, storeError(err)
 					}
 					f.Stage = st
 				}
-				deals, err := d.store.ListDeals(ctx, f)
+				deals, err := store.ListDeals(ctx, f)
 				if err != nil {
-					return "", DealList{}, err
+					return nil, DealList{}, storeError(err)
 				}
 				out := DealList{Deals: deals}
-				if !c.approved {
+				if !c.Approved {
 					out.Note = noteDeals
 				}
 				var b strings.Builder
@@ -99,118 +127,71 @@ func dealTools(d *deps) []spec {
 				if out.Note != "" {
 					b.WriteString(out.Note + "\n")
 				}
-				return b.String(), out, nil
-			}}),
-
-		define(d, toolDef[CreateDealIn, DealWritten]{tool: &mcp.Tool{
-			Name:        "create_deal",
-			Title:       "Create a deal",
-			Description: "Create a deal with a contact. Answers with the new deal's id and the fields as stored.",
-			Annotations: &mcp.ToolAnnotations{DestructiveHint: ptr(false), OpenWorldHint: ptr(false)},
-		}, scopes: []string{ScopeDealsWrite}, writes: true,
-			check: func(in CreateDealIn) (CreateDealIn, error) {
-				nd, err := crm.NewDeal{ContactID: in.ContactID, Title: in.Title, Amount: in.Amount, Currency: in.Currency, Stage: crm.Stage(in.Stage)}.Validate()
-				if err != nil {
-					return in, err
-				}
-				stage := string(nd.Stage)
-				if in.Stage == "" {
-					stage = ""
-				}
-				return CreateDealIn{ContactID: nd.ContactID, Title: nd.Title, Amount: nd.Amount, Currency: nd.Currency, Stage: stage}, nil
-			},
-			names: func(ctx context.Context, in CreateDealIn) (target, error) {
-				return d.namedContact(ctx, "contact_id", in.ContactID)
-			},
-			describe: func(c *call[CreateDealIn]) (string, []stepup.Detail, error) {
-				in := c.in
-				stage := in.Stage
-				if stage == "" {
-					stage = string(crm.StageLead) + " (default)"
-				}
-				return "Create " + newDealTarget(in.Amount, in.Currency, c.target.contact), []stepup.Detail{
-					{Key: "title", New: in.Title},
-					{Key: "amount", New: strconv.FormatInt(in.Amount, 10) + " (minor units)"},
-					{Key: "currency", New: in.Currency},
-					{Key: "stage", New: stage},
-				}, nil
-			},
-			run: func(ctx context.Context, c *call[CreateDealIn]) (string, DealWritten, error) {
-				in := c.in
+				return text(b.String()), out, nil
+			})
+		}},
+		{"create_deal", createDealPolicy, func(g *govern.Governor, s *mcp.Server, store *crm.Store) {
+			govern.AddTool(g, s, &mcp.Tool{
+				Name:        "create_deal",
+				Title:       "Create a deal",
+				Description: "Create a deal with a contact. Answers with the new deal's id and the fields as stored.",
+				Annotations: &mcp.ToolAnnotations{DestructiveHint: ptr(false), OpenWorldHint: ptr(false)},
+				Meta:        scopesMeta(createDealPolicy),
+			}, createDealPolicy, func(ctx context.Context, c *govern.Call, in CreateDealIn) (*mcp.CallToolResult, DealWritten, error) {
+				contact := c.Record.Value.(*crm.Contact)
 				nd := crm.NewDeal{ContactID: in.ContactID, Title: in.Title, Amount: in.Amount, Currency: in.Currency}
 				if in.Stage != "" {
 					st, err := crm.ParseStage(in.Stage)
 					if err != nil {
-						return "", DealWritten{}, err
+						return nil, DealWritten{}, storeError(err)
 					}
 					nd.Stage = st
 				}
 				// Written only while the contact is classified as it was
 				// when the call was decided (and shown to the approver).
-				dl, err := d.store.CreateDealIf(ctx, nd, c.target.contact.Classification)
+				dl, err := store.CreateDealIf(ctx, nd, contact.Classification)
 				if errors.Is(err, crm.ErrChanged) {
-					return "", DealWritten{}, errReclassified("deal's contact")
+					return nil, DealWritten{}, errReclassified("deal's contact")
 				}
 				if err != nil {
-					return "", DealWritten{}, err
+					return nil, DealWritten{}, storeError(err)
 				}
 				stage := string(dl.Stage)
 				out := DealWritten{
-					Created: newDealTarget(in.Amount, in.Currency, c.target.contact),
+					Created: newDealTarget(in.Amount, in.Currency, contact),
 					ID:      dl.ID,
 					Changed: DealFields{ContactID: &dl.ContactID, Title: &dl.Title, Amount: &dl.Amount, Currency: &dl.Currency, Stage: &stage},
 				}
-				return out.text(), out, nil
-			}}),
-
-		define(d, toolDef[UpdateDealStageIn, DealWritten]{tool: &mcp.Tool{
-			Name:        "update_deal_stage",
-			Title:       "Move a deal to another stage",
-			Description: "Set the stage of a deal. Answers with the stage as stored, not the whole deal.",
-			Annotations: &mcp.ToolAnnotations{DestructiveHint: ptr(true), IdempotentHint: true, OpenWorldHint: ptr(false)},
-		}, scopes: []string{ScopeDealsWrite}, writes: true,
-			check: func(in UpdateDealStageIn) (UpdateDealStageIn, error) {
+				return text(out.text()), out, nil
+			})
+		}},
+		{"update_deal_stage", updateDealStagePolicy, func(g *govern.Governor, s *mcp.Server, store *crm.Store) {
+			govern.AddTool(g, s, &mcp.Tool{
+				Name:        "update_deal_stage",
+				Title:       "Move a deal to another stage",
+				Description: "Set the stage of a deal. Answers with the stage as stored, not the whole deal.",
+				Annotations: &mcp.ToolAnnotations{DestructiveHint: ptr(true), IdempotentHint: true, OpenWorldHint: ptr(false)},
+				Meta:        scopesMeta(updateDealStagePolicy),
+			}, updateDealStagePolicy, func(ctx context.Context, c *govern.Call, in UpdateDealStageIn) (*mcp.CallToolResult, DealWritten, error) {
+				rec := c.Record.Value.(*dealRecord)
 				st, err := crm.ParseStage(in.Stage)
-				in.Stage = string(st)
-				return in, err
-			},
-			names: func(ctx context.Context, in UpdateDealStageIn) (target, error) {
-				if in.ID <= 0 {
-					return target{}, &toolError{"id must be a positive deal id (see list_deals)"}
-				}
-				dl, err := d.store.GetDeal(ctx, in.ID)
 				if err != nil {
-					return target{}, err
-				}
-				c, err := d.store.GetContact(ctx, dl.ContactID)
-				if err != nil {
-					return target{}, err
-				}
-				return target{restricted: c.Classification == crm.Restricted, contact: &c, deal: &dl}, nil
-			},
-			describe: func(c *call[UpdateDealStageIn]) (string, []stepup.Detail, error) {
-				dl := c.target.deal
-				return "Move " + dealTarget(dl, c.target.contact),
-					[]stepup.Detail{{Key: "stage", Old: string(dl.Stage), HasOld: true, New: c.in.Stage}}, nil
-			},
-			run: func(ctx context.Context, c *call[UpdateDealStageIn]) (string, DealWritten, error) {
-				st, err := crm.ParseStage(c.in.Stage)
-				if err != nil {
-					return "", DealWritten{}, err
+					return nil, DealWritten{}, storeError(err)
 				}
 				// Written only while the deal's contact is classified as it
 				// was when the call was decided (and shown to the approver).
-				dl, err := d.store.UpdateDealStageIf(ctx, c.in.ID, st, c.target.contact.Classification)
+				dl, err := store.UpdateDealStageIf(ctx, in.ID, st, rec.contact.Classification)
 				if errors.Is(err, crm.ErrChanged) {
-					return "", DealWritten{}, errReclassified("deal's contact")
+					return nil, DealWritten{}, errReclassified("deal's contact")
 				}
 				if err != nil {
-					return "", DealWritten{}, err
+					return nil, DealWritten{}, storeError(err)
 				}
 				stage := string(dl.Stage)
-				out := DealWritten{Updated: dealTarget(c.target.deal, c.target.contact), ID: dl.ID, Changed: DealFields{Stage: &stage}}
-				return out.text(), out, nil
-			}}),
+				out := DealWritten{Updated: dealTarget(&rec.deal, &rec.contact), ID: dl.ID, Changed: DealFields{Stage: &stage}}
+				return text(out.text()), out, nil
+			})
+		}},
 	}
 }
 

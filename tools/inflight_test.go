@@ -59,7 +59,7 @@ func TestRequestsInFlightBounded(t *testing.T) {
 	wait := holdCalls(t, cs, 2)
 	require.Eventually(t, func() bool { return e.handler.Requests() == 2 }, 10*time.Second, 10*time.Millisecond)
 
-	h := []string{"Mcp-Session-Id", cs.ID(), "MCP-Protocol-Version", "2025-11-25"}
+	h := []string{"MCP-Protocol-Version", "2025-11-25"}
 	resp := e.post(t, alice, callBody("list_contacts", `{}`), h...)
 	require.Equal(t, http.StatusTooManyRequests, resp.StatusCode)
 	assert.Equal(t, "10", resp.Header.Get("Retry-After"))

@@ -52,7 +52,7 @@ func (l *lockedBuffer) take(t *testing.T) []map[string]any {
 func TestEveryCallIsRecorded(t *testing.T) {
 	var buf lockedBuffer
 	log := audit.New(&buf, audit.Options{})
-	e := newStepUpEnvConfig(t, func(c *tools.Config) { c.Record = log.Record })
+	e := newStepUpEnvConfig(t, func(c *tools.Config) { c.Record = toAudit(log.Record) })
 	cs := e.connect(t, e.token("alice", "crm"))
 
 	for _, tc := range []struct {

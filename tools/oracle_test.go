@@ -36,7 +36,7 @@ type probeSession struct {
 	n        int
 }
 
-func (e *stepUpEnv) probeSession(t *testing.T) *probeSession {
+func (e *stepUpEnv) probeSession(t *testing.T, revision string) *probeSession {
 	ps := &probeSession{}
 	client := mcp.NewClient(&mcp.Implementation{Name: "oracle-probe"}, &mcp.ClientOptions{
 		ProgressNotificationHandler: func(_ context.Context, req *mcp.ProgressNotificationClientRequest) {
@@ -47,9 +47,10 @@ func (e *stepUpEnv) probeSession(t *testing.T) *probeSession {
 	})
 	cs, err := client.Connect(context.Background(), &mcp.StreamableClientTransport{
 		Endpoint: e.resource, HTTPClient: httpClient(e.token("alice", "crm")), MaxRetries: -1, DisableStandaloneSSE: true,
-	}, nil)
+	}, &mcp.ClientSessionOptions{ProtocolVersion: revision})
 	require.NoError(t, err)
 	t.Cleanup(func() { cs.Close() })
+	require.Equal(t, revision, cs.InitializeResult().ProtocolVersion, "the revision probed")
 	ps.cs = cs
 	return ps
 }
@@ -157,30 +158,34 @@ func TestNoOracle(t *testing.T) {
 			return 1
 		}},
 	}
-	for _, st := range states {
-		t.Run(st.name, func(t *testing.T) {
-			tune := func(c *stepup.Config, su *tools.StepUp) {
-				su.OnWrite = false // so that writes to ordinary records need no approval
-				c.Timeout = 30 * time.Second
-				if st.tune != nil {
-					st.tune(c, su)
+	// Over both revisions: 2026-07-28 requests, and an initialize-based
+	// client of 2025-11-25.
+	for _, revision := range []string{"2026-07-28", "2025-11-25"} {
+		for _, st := range states {
+			t.Run(revision+"/"+st.name, func(t *testing.T) {
+				tune := func(c *stepup.Config, su *tools.StepUp) {
+					su.OnWrite = false // so that writes to ordinary records need no approval
+					c.Timeout = 30 * time.Second
+					if st.tune != nil {
+						st.tune(c, su)
+					}
 				}
-			}
-			a, b := newStepUpEnv(t, tune), newStepUpEnv(t, tune)
-			hideOtherData(t, b.store)
-			pushesA, pushesB := st.setup(t, a), st.setup(t, b)
-			pa, pb := a.probeSession(t), b.probeSession(t)
-			for _, p := range probes {
-				oa, ob := pa.call(t, p.tool, p.args), pb.call(t, p.tool, p.args)
-				assert.Equal(t, oa, ob, "%s %v: the agent can tell the restricted records apart", p.tool, p.args)
-				assert.Empty(t, oa.Progress, "%s %v waited", p.tool, p.args)
-				assert.False(t, oa.Slow, "%s %v waited", p.tool, p.args)
-				assert.NotContains(t, oa.Result, "Riley Vance")
-				assert.NotContains(t, ob.Result, "Quinn Hart")
-			}
-			assert.Len(t, a.duo.Pushes(), pushesA, "no probe pushed")
-			assert.Len(t, b.duo.Pushes(), pushesB, "no probe pushed")
-		})
+				a, b := newStepUpEnv(t, tune), newStepUpEnv(t, tune)
+				hideOtherData(t, b.store)
+				pushesA, pushesB := st.setup(t, a), st.setup(t, b)
+				pa, pb := a.probeSession(t, revision), b.probeSession(t, revision)
+				for _, p := range probes {
+					oa, ob := pa.call(t, p.tool, p.args), pb.call(t, p.tool, p.args)
+					assert.Equal(t, oa, ob, "%s %v: the agent can tell the restricted records apart", p.tool, p.args)
+					assert.Empty(t, oa.Progress, "%s %v waited", p.tool, p.args)
+					assert.False(t, oa.Slow, "%s %v waited", p.tool, p.args)
+					assert.NotContains(t, oa.Result, "Riley Vance")
+					assert.NotContains(t, ob.Result, "Quinn Hart")
+				}
+				assert.Len(t, a.duo.Pushes(), pushesA, "no probe pushed")
+				assert.Len(t, b.duo.Pushes(), pushesB, "no probe pushed")
+			})
+		}
 	}
 }
 

@@ -29,14 +29,14 @@ func TestPushInfoGolden(t *testing.T) {
 		{"list_deals_restricted_contact", "list_deals", map[string]any{"contact_id": 6},
 			[]string{"action: List deals of contact #6 Riley Vance (Aegis Defence Systems)"}},
 		{"create_contact", "create_contact", map[string]any{"name": "Noor Haddad", "email": "noor@example.com", "company": "Dunmore Freight", "sector": "logistics"},
-			[]string{"action: Create a contact", "name: Noor Haddad", "email: noor@example.com", "phone: (empty)", "company: Dunmore Freight", "classification: internal (default)", "owner: alice (you)"}},
+			[]string{"action: Create a contact", "name: Noor Haddad", "email: noor@example.com", "phone: (empty)", "company: Dunmore Freight", "classification: internal (default)", "owner: you (the signed-in user)"}},
 		{"update_contact", "update_contact", map[string]any{"id": 3, "email": "priya.raman@newmail.example", "phone": "+44 20 7946 0000"},
 			[]string{"action: Update contact #3 Priya Raman (Ledgerstone Capital)", "email: priya.raman@ledgerstone.example.com → priya.raman@newmail.example", "phone: +44 20 7946 0321 → +44 20 7946 0000"}},
 		{"create_deal", "create_deal", map[string]any{"contact_id": 5, "title": "Turbine monitoring", "amount": 1200000, "currency": "EUR"},
 			[]string{"action: Create a deal of 12,000.00 EUR for contact #5 Ingrid Solberg (Fjordline Renewables)", "title: Turbine monitoring", "amount: 1200000 (minor units)", "stage: lead (default)"}},
 		{"update_deal_stage", "update_deal_stage", map[string]any{"id": 4, "stage": "won"},
 			[]string{`action: Move deal #4 "Secure communications hardening" of 220,000.00 GBP with contact #6 Riley Vance (Aegis Defence Systems)`, "stage: proposal → won",
-				"reason: the call changes CRM data; the record it names is classified restricted"}},
+				"reason: the call changes data; the record it names is classified restricted"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -59,7 +59,7 @@ func kinds(evs []audit.Event) []string {
 // and a decision that cannot be recorded is not acted on.
 func TestDecisionsAreRecordedBeforeTheyAreActedOn(t *testing.T) {
 	rec := &auditRecorder{}
-	e := newStepUpEnvConfig(t, func(c *tools.Config) { c.Record = rec.record })
+	e := newStepUpEnvConfig(t, func(c *tools.Config) { c.Record = toAudit(rec.record) })
 	e2 := e
 	cs := e2.connect(t, e2.token("alice", "crm"))
 

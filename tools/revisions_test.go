@@ -10,8 +10,6 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/crm-mcp/crm-mcp/tools"
 )
 
 // recorder remembers the protocol revision headers a client sends.
@@ -30,15 +28,14 @@ func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
 	return r.bearer.RoundTrip(req)
 }
 
-// TestProtocolRevisions runs go-sdk's client against both modes: it offers
-// 2026-07-28 first, which go-sdk serves only statelessly, and falls back to
-// 2025-11-25 on a stateful server. 2025-06-18 is spoken by hand.
+// TestProtocolRevisions: the one endpoint, with no setting, serves go-sdk's
+// client in 2026-07-28 (which it prefers) and an initialize-era client in
+// 2025-06-18, spoken by hand, without a session.
 func TestProtocolRevisions(t *testing.T) {
 	for _, tc := range []struct {
-		stateless bool
-		want      string
-	}{{false, "2025-11-25"}, {true, "2026-07-28"}} {
-		e := newEnv(t, func(c *tools.Config) { c.Stateless = tc.stateless })
+		want string
+	}{{"2026-07-28"}} {
+		e := newEnv(t)
 		rec := &recorder{bearer: bearer{e.token("alice", "crm.contacts.read")}, versions: map[string]bool{}}
 		client := mcp.NewClient(&mcp.Implementation{Name: "rev"}, nil)
 		cs, err := client.Connect(context.Background(), &mcp.StreamableClientTransport{Endpoint: e.resource, HTTPClient: &http.Client{Transport: rec}, MaxRetries: -1, DisableStandaloneSSE: true}, nil)
@@ -47,17 +44,16 @@ func TestProtocolRevisions(t *testing.T) {
 		require.NoError(t, err)
 		assert.False(t, res.IsError)
 		cs.Close()
-		assert.True(t, rec.versions[tc.want], "stateless=%v: revisions sent %v", tc.stateless, rec.versions)
+		assert.True(t, rec.versions[tc.want], "revisions sent %v", rec.versions)
 	}
 
-	t.Run("2025-06-18 stateful, by hand", func(t *testing.T) {
+	t.Run("2025-06-18 by hand, no session", func(t *testing.T) {
 		e := newEnv(t)
 		tok := e.token("alice", "crm.contacts.read")
 		resp := e.post(t, tok, `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`)
 		require.Equal(t, http.StatusOK, resp.StatusCode)
-		sid := resp.Header.Get("Mcp-Session-Id")
-		require.NotEmpty(t, sid)
-		h := []string{"Mcp-Session-Id", sid, "MCP-Protocol-Version", "2025-06-18"}
+		assert.Empty(t, resp.Header.Get("Mcp-Session-Id"), "stateless: no session to keep")
+		h := []string{"MCP-Protocol-Version", "2025-06-18"}
 		resp = e.post(t, tok, `{"jsonrpc":"2.0","method":"notifications/initialized"}`, h...)
 		require.Equal(t, http.StatusAccepted, resp.StatusCode)
 		resp = e.post(t, tok, callBody("list_contacts", `{"limit":3}`), h...)

@@ -2,7 +2,6 @@ package tools
 
 import (
 	"context"
-	"net/http"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
@@ -63,22 +62,4 @@ func endListen(next mcp.MethodHandler) mcp.MethodHandler {
 		}
 		return next(ctx, method, req)
 	}
-}
-
-// refuseGET answers the standalone SSE stream (GET) with 405 and the
-// methods the endpoint does accept (RFC 9110 section 15.5.6). It runs
-// behind the front door, so an unauthenticated GET still gets its 401.
-func refuseGET(stateless bool, next http.Handler) http.Handler {
-	allow := "POST, DELETE"
-	if stateless {
-		allow = "POST"
-	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodGet {
-			w.Header().Set("Allow", allow)
-			http.Error(w, "this server offers no standalone SSE stream: it sends nothing outside a request's own response", http.StatusMethodNotAllowed)
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
 }

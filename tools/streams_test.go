@@ -10,8 +10,6 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/crm-mcp/crm-mcp/tools"
 )
 
 // listenParams asks for everything a client can ask for.
@@ -48,9 +46,8 @@ func initSession(t *testing.T, e *env, token string) []string {
 	t.Helper()
 	resp := e.post(t, token, `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`)
 	require.Equal(t, http.StatusOK, resp.StatusCode)
-	sid := resp.Header.Get("Mcp-Session-Id")
-	require.NotEmpty(t, sid)
-	h := []string{"Mcp-Session-Id", sid, "MCP-Protocol-Version", "2025-11-25"}
+	require.Empty(t, resp.Header.Get("Mcp-Session-Id"), "stateless: no session")
+	h := []string{"MCP-Protocol-Version", "2025-11-25"}
 	require.Equal(t, http.StatusAccepted, e.post(t, token, `{"jsonrpc":"2.0","method":"notifications/initialized"}`, h...).StatusCode)
 	return h
 }
@@ -63,9 +60,9 @@ func TestSubscriptionsListenEnds(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
 		stateless bool
-	}{{"2026-07-28 stateless", true}, {"legacy session", false}} {
+	}{{"2026-07-28", true}, {"legacy initialize-era request", false}} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newEnv(t, func(c *tools.Config) { c.Stateless = tc.stateless })
+			e := newEnv(t)
 			tok := e.token("mallory") // no scopes at all
 			var status int
 			var body string
@@ -101,10 +98,11 @@ func TestCapabilitiesHonest(t *testing.T) {
 }
 
 // TestGETStreamRefused: the standalone SSE stream is not offered: a GET
-// with a valid token (and a session) gets 405 with Allow at once.
+// with a valid token (after an initialize or not) gets 405 with Allow at
+// once.
 func TestGETStreamRefused(t *testing.T) {
 	for _, stateless := range []bool{false, true} {
-		e := newEnv(t, func(c *tools.Config) { c.Stateless = stateless })
+		e := newEnv(t)
 		tok := e.token("mallory")
 		var h []string
 		if !stateless {

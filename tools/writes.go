@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/crm-mcp/crm-mcp/crm"
+	"github.com/crm-mcp/crm-mcp/stepup"
 )
 
 // A write answers with what it wrote and nothing else. Answering with the
@@ -69,14 +70,14 @@ const contactFieldNames = "name, email, phone, company, sector, classification, 
 // errNothingToChange refuses an update that sets no field. It depends on
 // the request alone: it is given before the record is read or a push is
 // sent, whatever the id names.
-var errNothingToChange = &toolError{"nothing to change: set at least one of " + contactFieldNames + " (fields left out stay as they are)"}
+var errNothingToChange = toolError("nothing to change: set at least one of " + contactFieldNames + " (fields left out stay as they are)")
 
 // errReclassified is the answer to a write whose push depended on a
 // record's classification when the record (or the deal's contact) was
 // reclassified before the write: the store checked in the write's own
 // statement (crm.ErrChanged) and wrote nothing.
 func errReclassified(what string) error {
-	return &toolError{"the " + what + " was reclassified while the call waited, so nothing was written; call again"}
+	return toolError("the " + what + " was reclassified while the call waited, so nothing was written; call again")
 }
 
 // contactTarget labels a stored contact as a push's action shows it:
@@ -182,4 +183,46 @@ func quote(v *string) string {
 		return ""
 	}
 	return strconv.Quote(*v)
+}
+
+// maxLabel bounds a stored name in a label, as govern cuts a stored value
+// in an action sentence, so that an answer names the record exactly as
+// the push did.
+const maxLabel = 60
+
+// label is a stored value as an action sentence shows it: escaped like a
+// quoted value (so a stored title cannot close its own quotes) and cut.
+func label(v string) string {
+	s := strings.ReplaceAll(stepup.Display(v), `"`, `\"`)
+	if r := []rune(s); len(r) > maxLabel {
+		s = string(r[:maxLabel-1]) + "…"
+	}
+	return s
+}
+
+// contactLabel names a stored contact: "#3 Priya Raman (Ledgerstone
+// Capital)".
+func contactLabel(c *crm.Contact) string {
+	s := fmt.Sprintf("#%d %s", c.ID, label(c.Name))
+	if c.Company != "" {
+		s += " (" + label(c.Company) + ")"
+	}
+	return s
+}
+
+// money formats an amount in minor units: 1200000 EUR is "12,000.00 EUR".
+func money(amount int64, currency string) string {
+	sign := ""
+	if amount < 0 {
+		sign, amount = "-", -amount
+	}
+	units := strconv.FormatInt(amount/100, 10)
+	var b strings.Builder
+	for i, r := range units {
+		if i > 0 && (len(units)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(r)
+	}
+	return fmt.Sprintf("%s%s.%02d %s", sign, b.String(), amount%100, stepup.Display(currency))
 }

@@ -25,7 +25,7 @@ import (
 // and an id that names none, and no write on record.
 func TestEmptyUpdateRefusedBeforeAnyPush(t *testing.T) {
 	rec := &auditRecorder{}
-	e := newStepUpEnvConfig(t, func(c *tools.Config) { c.Record = rec.record })
+	e := newStepUpEnvConfig(t, func(c *tools.Config) { c.Record = toAudit(rec.record) })
 	cs := e.connect(t, e.token("alice", "crm"))
 	var first string
 	for _, id := range []int{6, 1, 999} {

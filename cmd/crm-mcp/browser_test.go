@@ -97,7 +97,7 @@ func TestBrowserPushPage(t *testing.T) {
 		assert.Equal(t, "Update contact #3 Priya Raman (Ledgerstone Capital)", pairs["action"], "pairs %q", pairs)
 		assert.Equal(t, "priya.raman@ledgerstone.example.com → priya.raman@newmail.example", pairs["email"], "pairs %q", pairs)
 		assert.Equal(t, "+44 20 7946 0321 → +44 20 7946 0000", pairs["phone"], "pairs %q", pairs)
-		assert.Equal(t, "the call changes CRM data", pairs["reason"], "pairs %q", pairs)
+		assert.Equal(t, "the call changes data", pairs["reason"], "pairs %q", pairs)
 		assert.NotEmpty(t, pairs["client"], "pairs %q", pairs)
 		assert.Equal(t, "crm-mcp", pairs["server"], "pairs %q", pairs)
 		browserScreenshot(t, tab, "push-page-pending-update_contact")

@@ -4,7 +4,6 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -13,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/crm-mcp/crm-mcp/audit"
+	"github.com/crm-mcp/crm-mcp/govern"
 	"github.com/crm-mcp/crm-mcp/resourceserver"
 	"github.com/crm-mcp/crm-mcp/tools"
 )
@@ -39,7 +39,7 @@ var (
 	// policy let the user through), off (STEPUP_MODE=off); then the
 	// reasons of stepup.denied and stepup.failed.
 	stepUpOutcomes = []string{"approved", "grant", "bypass", "off", "denied", "fraud", "timeout", "cooldown", "cap",
-		"busy", "duo_error", "locked_out", "enroll", "preauth_denied", "cancelled", "unshowable", "error"}
+		"busy", "duo_error", "locked_out", "enroll", "preauth_denied", "cancelled", "unshowable", "no_duo_user", "error"}
 	// suppressedReasons: the fatigue guard refused to push.
 	suppressedReasons = []string{"cooldown", "cap"}
 )
@@ -195,10 +195,11 @@ func toolLabel(name string) string {
 
 var toolNames = tools.Names()
 
-// observe counts one decision of the tools package; err is whether its
-// audit line was written. A decision that is not on record was not acted
-// on (the call failed closed), so only the failure is counted then.
-func (m *metrics) observe(e audit.Event, err error) {
+// observe counts one decision of a governed call by its codes (kind and
+// outcome), never its text; err is whether its audit line was written. A
+// decision that is not on record was not acted on (the call failed
+// closed), so only the failure is counted then.
+func (m *metrics) observe(e govern.Event, err error) {
 	if err != nil {
 		m.auditFailures.Inc()
 	}
@@ -212,20 +213,18 @@ func (m *metrics) observe(e audit.Event, err error) {
 		m.authFailures.WithLabelValues("insufficient_scope").Inc()
 		m.toolCalls.WithLabelValues(tool, "refused").Inc()
 	case audit.StepUpApproved:
-		m.stepUpDecisions.WithLabelValues(approvedOutcome(e.Reason)).Inc()
+		m.stepUpDecisions.WithLabelValues(approvedOutcome(e)).Inc()
 		if timed {
 			m.stepUpWait.WithLabelValues("approved").Observe(waited.Seconds())
 		}
 	case audit.StepUpDenied:
-		m.stepUpDecisions.WithLabelValues(bounded(e.Reason, stepUpOutcomes)).Inc()
+		m.stepUpDecisions.WithLabelValues(bounded(string(e.Outcome), stepUpOutcomes)).Inc()
 		m.toolCalls.WithLabelValues(tool, "refused").Inc()
 		if timed {
 			m.stepUpWait.WithLabelValues("denied").Observe(waited.Seconds())
 		}
 	case audit.StepUpFailed:
-		// "duo_error: unavailable" and the like: the kind, not the detail.
-		reason, _, _ := strings.Cut(e.Reason, ":")
-		reason = bounded(reason, stepUpOutcomes)
+		reason := bounded(string(e.Outcome), stepUpOutcomes)
 		m.stepUpDecisions.WithLabelValues(reason).Inc()
 		if slices.Contains(suppressedReasons, reason) {
 			m.stepUpSuppressed.WithLabelValues(reason).Inc()
@@ -235,16 +234,19 @@ func (m *metrics) observe(e audit.Event, err error) {
 			m.stepUpWait.WithLabelValues("failed").Observe(waited.Seconds())
 		}
 	case audit.ToolCalled:
-		if e.Outcome == "ok" || e.Outcome == "error" { // not a write's "started" line
-			m.toolCalls.WithLabelValues(tool, e.Outcome).Inc()
-		}
+		switch e.Outcome {
+		case govern.OK:
+			m.toolCalls.WithLabelValues(tool, "ok").Inc()
+		case govern.Error:
+			m.toolCalls.WithLabelValues(tool, "error").Inc()
+		} // not a write's "started" line, nor an invalid call
 	}
 }
 
 // waited notes when a step-up request was put on record (written), and at
 // its outcome returns how long the call waited. Calls are told apart by
-// their request id, which the tools package gives every line of one call.
-func (m *metrics) waited(e audit.Event, written bool) (time.Duration, bool) {
+// their request id, which the governor gives every line of one call.
+func (m *metrics) waited(e govern.Event, written bool) (time.Duration, bool) {
 	if e.RequestID == "" {
 		return 0, false
 	}
@@ -265,16 +267,17 @@ func (m *metrics) waited(e audit.Event, written bool) (time.Duration, bool) {
 	return 0, false
 }
 
-// approvedOutcome is the label of a stepup.approved line, from its reason
-// (stepup.Approval.By, or the tools package's note that step-up is off).
-func approvedOutcome(reason string) string {
-	switch {
-	case reason == "push":
-		return "approved"
-	case reason == "grant", reason == "bypass":
-		return reason
-	case strings.HasPrefix(reason, "step-up is off"):
+// approvedOutcome is the label of an approval: approved (a push), grant,
+// bypass (how, stepup.Approval.By), or off.
+func approvedOutcome(e govern.Event) string {
+	if e.Outcome == govern.StepUpOff {
 		return "off"
+	}
+	switch e.Via {
+	case "push":
+		return "approved"
+	case "grant", "bypass":
+		return e.Via
 	}
 	return "other"
 }
@@ -302,16 +305,9 @@ func (m *metrics) countRequests(h http.Handler) http.Handler {
 	return promhttp.InstrumentHandlerCounter(m.httpRequests, h)
 }
 
-// watch adds the series read at each scrape: the issuers' key state and
-// the open MCP sessions.
-func (m *metrics) watch(status func() []resourceserver.IssuerStatus, sessions func() int) {
-	m.reg.MustRegister(
-		&keysCollector{status: status, now: m.now},
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "crm_mcp_sessions_open",
-			Help: "Open Streamable HTTP sessions (0 with MCP_STATELESS).",
-		}, func() float64 { return float64(sessions()) }),
-	)
+// watch adds the series read at each scrape: the issuers' key state.
+func (m *metrics) watch(status func() []resourceserver.IssuerStatus) {
+	m.reg.MustRegister(&keysCollector{status: status, now: m.now})
 }
 
 // keysCollector reports each issuer's JWKS from resourceserver's Status

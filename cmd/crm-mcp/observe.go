@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/crm-mcp/crm-mcp/audit"
+	"github.com/crm-mcp/crm-mcp/govern"
 	"github.com/crm-mcp/crm-mcp/resourceserver"
 )
 
@@ -207,10 +208,11 @@ func (t *trail) close() error {
 	return t.audit.Close()
 }
 
-// record is tools.Config.Record: every decision on a tool call. Its error
-// (the line is not on record) fails the call closed.
-func (t *trail) record(ctx context.Context, e audit.Event) error {
-	err := t.audit.Record(ctx, e)
+// record is tools.Config.Record: every decision on a tool call, as a
+// typed event. The audit line and the metrics read its codes, never a
+// message. Its error (the line is not on record) fails the call closed.
+func (t *trail) record(ctx context.Context, e govern.Event) error {
+	err := t.audit.Record(ctx, e.AuditEvent())
 	t.m.observe(e, err)
 	return err
 }
@@ -239,7 +241,13 @@ func (t *trail) refused(ctx context.Context, rf resourceserver.Refusal) {
 		t.m.refused(rf, nil)
 		return
 	}
-	e := refusalEvent(rf, newRequestID())
+	// The gate knows the request id and the tool it refused.
+	id, tool := newRequestID(), ""
+	if r := govern.RequestFrom(ctx); r != nil {
+		id, tool = r.ID, r.Tool
+	}
+	e := refusalEvent(rf, id)
+	e.Tool = tool
 	err := t.audit.Record(ctx, e)
 	t.m.refused(rf, err)
 	if err != nil {
@@ -269,8 +277,8 @@ func refusalEvent(rf resourceserver.Refusal, requestID string) audit.Event {
 	return e
 }
 
-// newRequestID names one refused request in the audit trail (tool calls
-// get theirs from the tools package).
+// newRequestID names a refused request the governor's gate never saw
+// (the front door refused it first).
 func newRequestID() string {
 	var b [8]byte
 	rand.Read(b[:])

@@ -226,10 +226,6 @@ func (a *app) serveConfig(ctx context.Context, cfg config, opts serveOptions) in
 		Store:                 store,
 		Auth:                  rs,
 		HideUnauthorizedTools: cfg.HideUnauthorizedTools,
-		Stateless:             cfg.Stateless,
-		SessionIdleTimeout:    cfg.SessionIdleTimeout,
-		MaxSessionsPerUser:    cfg.MaxSessionsPerUser,
-		MaxSessions:           cfg.MaxSessions,
 		Logger:                log,
 		Version:               versionString(),
 		Record:                tr.record,
@@ -242,7 +238,7 @@ func (a *app) serveConfig(ctx context.Context, cfg config, opts serveOptions) in
 		return 1
 	}
 
-	m.watch(rs.Status, mcpHandler.Sessions)
+	m.watch(rs.Status)
 	m.watchLimits(conns.Open, mcpHandler.Requests, mcpHandler.StepUpWaiting)
 	addRoutes(mux, cfg, rs, store, m.countRequests(mcpHandler), log)
 	if opts.routes == nil {

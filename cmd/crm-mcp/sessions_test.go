@@ -7,16 +7,14 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/crm-mcp/crm-mcp/tools"
 )
 
 func TestSessionSettingsDefaults(t *testing.T) {
 	c, err := loadConfig(minimalEnv())
 	require.NoError(t, err)
-	assert.Equal(t, tools.DefaultSessionIdleTimeout, c.SessionIdleTimeout, "the envDefault must follow tools")
-	assert.Equal(t, tools.DefaultMaxSessionsPerUser, c.MaxSessionsPerUser, "the envDefault must follow tools")
-	assert.Equal(t, tools.DefaultMaxSessions, c.MaxSessions, "the envDefault must follow tools")
+	// tools has no sessions any more (stateless only); H removes these
+	// variables from config.
+	assert.Equal(t, 30*time.Minute, c.SessionIdleTimeout)
 
 	c, err = loadConfig(with(minimalEnv(), "MCP_SESSION_IDLE_TIMEOUT", "2h", "MCP_MAX_SESSIONS_PER_USER", "3", "MCP_MAX_SESSIONS", "50"))
 	require.NoError(t, err)
