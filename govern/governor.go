@@ -160,10 +160,20 @@ type governed struct {
 // Validator is implemented by a tool's input that checks itself beyond its
 // schema, as the application will when it runs. AddTool calls Validate
 // before the step-up decision, so a bad request is refused on its own
-// terms before a push is sent; the push shows the arguments as the client
-// sent them. Its error is what the caller reads.
+// terms before a push is sent. Its error is what the caller reads.
 type Validator interface {
 	Validate() error
+}
+
+// Normalizer is implemented by a tool's input that the application uses
+// otherwise than it was sent: trimmed, in lower case, defaulted. AddTool
+// calls Normalize after Validate and before the step-up decision, and from
+// then on the call is the normalized one: the push shows it, the grant
+// key names it and the handler receives it, so the approver sees what
+// will be written, not what was typed. The audit's args_sha256 stays that
+// of the bytes sent. An error refuses the call as Validate's does.
+type Normalizer[In any] interface {
+	Normalize() (In, error)
 }
 
 // New checks cfg and returns a Governor with no tools.
@@ -361,6 +371,26 @@ func Add[In, Out any](g *Governor, s *mcp.Server, t *mcp.Tool, p Policy, h func(
 				return &ToolError{err.Error()}
 			}
 		}
+		if nz, ok := any(in).(Normalizer[In]); ok {
+			norm, err := nz.Normalize()
+			if err != nil {
+				return &ToolError{err.Error()}
+			}
+			if !reflect.DeepEqual(norm, in) {
+				// The arguments everything else reads become the
+				// normalized ones: one more encoding, only for a call
+				// whose input the application changes.
+				b, err := json.Marshal(norm)
+				if err != nil {
+					return err
+				}
+				if c.Args, err = decodeArgs(b); err != nil {
+					return err
+				}
+				c.canon = nil
+			}
+			in = norm
+		}
 		c.in = in
 		return nil
 	}
@@ -477,9 +507,11 @@ func (g *Governor) handle(ctx context.Context, gt *governed, req *mcp.CallToolRe
 	if err == nil {
 		err = validate(gt.schema, args)
 	}
-	if err == nil && gt.prepare != nil {
+	if err == nil {
 		c.Args = args
-		err = gt.prepare(c)
+		if gt.prepare != nil {
+			err = gt.prepare(c) // may normalize c.Args
+		}
 	}
 	if err != nil {
 		if rerr := n.note(Event{Kind: audit.ToolCalled, Outcome: Invalid}); rerr != nil {
@@ -491,7 +523,6 @@ func (g *Governor) handle(ctx context.Context, gt *governed, req *mcp.CallToolRe
 		}
 		return nil, &ToolError{err.Error()}
 	}
-	c.Args = args
 	if err := g.decide(ctx, gt, c, n); err != nil {
 		return nil, err
 	}

@@ -73,6 +73,41 @@ func (in CreateContactIn) Validate() error {
 	return storeError(err)
 }
 
+// Normalize returns the contact as the store will write it (trimmed,
+// sector and classification in lower case), so the push shows exactly
+// that; a classification left out stays out (the push says the default).
+func (in CreateContactIn) Normalize() (CreateContactIn, error) {
+	nc, err := crm.NewContact{Name: in.Name, Email: in.Email, Phone: in.Phone, Company: in.Company, Sector: in.Sector,
+		Classification: crm.Classification(in.Classification), Owner: in.Owner}.Validate()
+	if err != nil {
+		return in, storeError(err)
+	}
+	out := CreateContactIn{Name: nc.Name, Email: nc.Email, Phone: nc.Phone, Company: nc.Company, Sector: nc.Sector, Owner: nc.Owner}
+	if in.Classification != "" {
+		out.Classification = string(nc.Classification)
+	}
+	return out, nil
+}
+
+// Normalize returns the fields the update sets as the store will write
+// them, so the push shows exactly that.
+func (in UpdateContactIn) Normalize() (UpdateContactIn, error) {
+	var cl *crm.Classification
+	if in.Classification != nil {
+		c := crm.Classification(*in.Classification)
+		cl = &c
+	}
+	u, err := crm.ContactUpdate{Name: in.Name, Email: in.Email, Phone: in.Phone, Company: in.Company, Sector: in.Sector, Classification: cl, Owner: in.Owner}.Validate()
+	if err != nil {
+		return in, storeError(err)
+	}
+	out := UpdateContactIn{ID: in.ID, Name: u.Name, Email: u.Email, Phone: u.Phone, Company: u.Company, Sector: u.Sector, Owner: u.Owner}
+	if u.Classification != nil {
+		out.Classification = ptr(string(*u.Classification))
+	}
+	return out, nil
+}
+
 // Validate refuses an update that sets nothing (a write that sets nothing
 // would be a read that costs a push: refused from the request alone,
 // before the record is read) or that the store would refuse.

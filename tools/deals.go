@@ -53,6 +53,31 @@ func (in CreateDealIn) Validate() error {
 	return storeError(err)
 }
 
+// Normalize returns the deal as the store will write it (trimmed, the
+// currency in upper case, the stage in lower case), so the push shows
+// exactly that; a stage left out stays out (the push says the default).
+func (in CreateDealIn) Normalize() (CreateDealIn, error) {
+	d, err := crm.NewDeal{ContactID: in.ContactID, Title: in.Title, Amount: in.Amount, Currency: in.Currency, Stage: crm.Stage(in.Stage)}.Validate()
+	if err != nil {
+		return in, storeError(err)
+	}
+	out := CreateDealIn{ContactID: d.ContactID, Title: d.Title, Amount: d.Amount, Currency: d.Currency}
+	if in.Stage != "" {
+		out.Stage = string(d.Stage)
+	}
+	return out, nil
+}
+
+// Normalize returns the stage as the store writes it.
+func (in UpdateDealStageIn) Normalize() (UpdateDealStageIn, error) {
+	st, err := crm.ParseStage(in.Stage)
+	if err != nil {
+		return in, storeError(err)
+	}
+	in.Stage = string(st)
+	return in, nil
+}
+
 // Validate refuses a stage that does not exist.
 func (in UpdateDealStageIn) Validate() error {
 	_, err := crm.ParseStage(in.Stage)

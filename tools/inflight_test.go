@@ -56,6 +56,7 @@ func TestRequestsInFlightBounded(t *testing.T) {
 	e.duo.Script("alice", duotest.Manual)
 	alice := e.token("alice", "crm")
 	cs := e.connect(t, alice)
+	require.Eventually(t, func() bool { return e.handler.Requests() == 0 }, 10*time.Second, 10*time.Millisecond)
 	wait := holdCalls(t, cs, 2)
 	require.Eventually(t, func() bool { return e.handler.Requests() == 2 }, 10*time.Second, 10*time.Millisecond)
 
@@ -91,6 +92,9 @@ func TestRequestsInFlightBoundedOverall(t *testing.T) {
 	e := newStepUpEnvConfig(t, func(c *tools.Config) { c.MaxRequests = 2 })
 	e.duo.Script("alice", duotest.Manual)
 	cs := e.connect(t, e.token("alice", "crm"))
+	// The connect's own request is counted until its handler returns, a
+	// moment after the client has its answer.
+	require.Eventually(t, func() bool { return e.handler.Requests() == 0 }, 10*time.Second, 10*time.Millisecond)
 	wait := holdCalls(t, cs, 2)
 	require.Eventually(t, func() bool { return e.handler.Requests() == 2 }, 10*time.Second, 10*time.Millisecond)
 	resp := e.post(t, e.token("bob", "crm"), `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`)

@@ -10,14 +10,21 @@ import (
 
 // requestLog writes one line per request: method, tool, subject, status,
 // duration. Never a header value, so never a token. The tool and subject
-// are what the governor's gate learnt of the request.
+// are what the governor's gate learnt of the request. A request that no
+// verified token carried (refused at the front door) is logged at Debug:
+// anyone can send those as often as they like, and the audit trail
+// already counts them per reason and source.
 func requestLog(log *slog.Logger, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		ctx, info := govern.WithRequest(r.Context())
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 		next.ServeHTTP(rec, r.WithContext(ctx))
-		log.LogAttrs(r.Context(), slog.LevelInfo, "request",
+		level := slog.LevelInfo
+		if info.Subject == "" && rec.status < http.StatusInternalServerError {
+			level = slog.LevelDebug
+		}
+		log.LogAttrs(r.Context(), level, "request",
 			slog.String("method", r.Method),
 			slog.String("path", r.URL.Path),
 			slog.String("tool", info.Tool),

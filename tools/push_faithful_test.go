@@ -67,7 +67,7 @@ func TestStoredTitleCannotCloseItsQuotes(t *testing.T) {
 }
 
 // A lookalike email is refused before any push; the push shows values as
-// the client sent them (the answer shows them as stored).
+// they will be stored (Normalize), not as typed.
 func TestLookalikeEmailRefusedAndValuesShownAsStored(t *testing.T) {
 	e := newStepUpEnv(t)
 	cs := e.connect(t, e.token("alice", "crm"))
@@ -78,7 +78,7 @@ func TestLookalikeEmailRefusedAndValuesShownAsStored(t *testing.T) {
 
 	require.False(t, call(t, cs, "update_contact", map[string]any{"id": 3, "sector": "  Banking "}).IsError)
 	require.Len(t, e.duo.Pushes(), 1)
-	assert.Equal(t, "finance →   Banking ", e.duo.Pushes()[0].PushInfo.Get("sector"), "as sent")
+	assert.Equal(t, "finance → banking", e.duo.Pushes()[0].PushInfo.Get("sector"), "trimmed and lower-cased, as stored")
 }
 
 // A plain deals listing names no record: it runs during a cool-down.
