@@ -214,10 +214,7 @@ func (a *app) serveConfig(ctx context.Context, cfg config, opts serveOptions) in
 		Store:                 store,
 		Auth:                  rs,
 		HideUnauthorizedTools: cfg.HideUnauthorizedTools,
-		Stateless:             cfg.Stateless,
-		SessionIdleTimeout:    cfg.SessionIdleTimeout,
-		MaxSessionsPerUser:    cfg.MaxSessionsPerUser,
-		MaxSessions:           cfg.MaxSessions,
+		Stateless:             true, // until tools has no other mode (issue 17)
 		Logger:                log,
 		Version:               versionString(),
 		Record:                tr.record,
@@ -313,9 +310,6 @@ func (c config) logWarnings(log *slog.Logger) {
 	}
 	if len(c.unknown) > 0 {
 		log.Warn("ignoring environment variables this version does not read: a typo?", "variables", c.unknown)
-	}
-	if c.Stateless {
-		log.Info("Streamable HTTP runs without sessions (MCP_STATELESS): every request stands alone")
 	}
 }
 
