@@ -30,9 +30,9 @@ type mcpHeaders struct {
 }
 
 type mcpExchange struct {
-	method, name, version string // Mcp-Method, Mcp-Name, MCP-Protocol-Version
-	sessionSent, sessionGot   string // Mcp-Session-Id of the request, of the answer
-	status                    int
+	method, name, version   string // Mcp-Method, Mcp-Name, MCP-Protocol-Version
+	sessionSent, sessionGot string // Mcp-Session-Id of the request, of the answer
+	status                  int
 }
 
 func (h *mcpHeaders) RoundTrip(req *http.Request) (*http.Response, error) {
