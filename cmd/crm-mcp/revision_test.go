@@ -1,8 +1,14 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -139,4 +145,73 @@ func TestDevGoClientCurrentRevision(t *testing.T) {
 	assert.Equal(t, "server/discover", methods[0], "discovery first: %v", methods)
 	assert.NotContains(t, methods, "initialize", "no handshake")
 	assert.Equal(t, 3, strings.Count(strings.Join(methods, " "), "tools/call"), "%v", methods)
+}
+
+// requireE2E fails the test when a prerequisite of an end-to-end test is
+// missing, unless CRM_MCP_SKIP_E2E=1 says to skip such tests.
+func requireE2E(t *testing.T, ok bool, format string, args ...any) {
+	t.Helper()
+	if ok {
+		return
+	}
+	if os.Getenv("CRM_MCP_SKIP_E2E") == "1" {
+		t.Skipf("CRM_MCP_SKIP_E2E=1: "+format, args...)
+	}
+	t.Fatalf(format+"; ./test at the repository root sets it up, or set CRM_MCP_SKIP_E2E=1 to skip this test", args...)
+}
+
+// TestDevTypeScriptV2ClientCurrentRevision: the TypeScript SDK v2 client
+// (@modelcontextprotocol/client, examples/typescript-client-v2/client.mjs)
+// against crm-mcp dev, as the Go client above: OAuth through the SDK's own
+// client, 2026-07-28 (with versionNegotiation), a plain call, a push
+// approved, a push denied, and no session.
+func TestDevTypeScriptV2ClientCurrentRevision(t *testing.T) {
+	node, err := exec.LookPath("node")
+	requireE2E(t, err == nil, "node is not on PATH: the TypeScript SDK v2 client needs Node.js 20+")
+	dir := filepath.Join("..", "..", "examples", "typescript-client-v2")
+	_, err = os.Stat(filepath.Join(dir, "node_modules", "@modelcontextprotocol", "client", "package.json"))
+	requireE2E(t, err == nil, "examples/typescript-client-v2/node_modules is missing: run `npm ci --prefix examples/typescript-client-v2`")
+
+	d := startDev(t)
+	d.stack.duo.Script("alice", duotest.Approve, duotest.Times(1), duotest.AfterDelay(300*time.Millisecond))
+	d.stack.duo.Script("alice", duotest.Deny)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, "client.mjs", d.mcp, "alice")
+	cmd.Dir = dir
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	runErr := cmd.Run()
+	t.Logf("client.mjs:\n%s%s", stdout.String(), stderr.String())
+
+	steps := map[string]map[string]any{}
+	var final map[string]any
+	sc := bufio.NewScanner(&stdout)
+	for sc.Scan() {
+		var line map[string]any
+		if json.Unmarshal(sc.Bytes(), &line) != nil {
+			continue
+		}
+		if name, ok := line["step"].(string); ok {
+			steps[name] = line
+		}
+		if _, ok := line["scenario"]; ok {
+			final = line
+		}
+	}
+	for _, name := range []string{"connect", "plain call", "step-up approved", "step-up denied", "wire"} {
+		if assert.Contains(t, steps, name) {
+			assert.Equal(t, true, steps[name]["ok"], "%s: %v", name, steps[name]["error"])
+		}
+	}
+	assert.Equal(t, "2026-07-28", steps["connect"]["protocol_version"])
+	assert.Equal(t, map[string]any{"scenario": "current-revision", "ok": true}, final)
+	assert.NoError(t, runErr)
+	pushes := d.stack.duo.Pushes()
+	require.Len(t, pushes, 2, "one push approved, one denied")
+	assert.Equal(t, []string{"allow", "deny"}, []string{pushes[0].Result, pushes[1].Result})
+	if s := d.stdout.String() + d.stderr.String(); strings.Contains(s, "Bearer ") {
+		t.Errorf("a bearer token in dev's output")
+	}
 }
