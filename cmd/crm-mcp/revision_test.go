@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -18,6 +19,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/crm-mcp/crm-mcp/resourceserver/rstest"
 	"github.com/crm-mcp/crm-mcp/stepup/duotest"
 )
 
@@ -214,4 +216,64 @@ func TestDevTypeScriptV2ClientCurrentRevision(t *testing.T) {
 	if s := d.stdout.String() + d.stderr.String(); strings.Contains(s, "Bearer ") {
 		t.Errorf("a bearer token in dev's output")
 	}
+}
+
+// TestServeRevisions: the README's serve, with no setting, serves MCP
+// 2026-07-28 and every earlier revision go-sdk v1.8.0 serves, all without
+// a session. server/discover names the server and lists 2026-07-28 first;
+// an initialize of an earlier revision is answered in that revision.
+func TestServeRevisions(t *testing.T) {
+	as := rstest.NewServer()
+	defer as.Close()
+	s := startServe(t, testEnv(t, as))
+	token := as.Mint(as.Claims("alice", testResource, "crm.contacts.read"))
+
+	post := func(t *testing.T, h http.Header, body string) (*http.Response, map[string]any) {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodPost, s.url("/mcp"), strings.NewReader(body))
+		require.NoError(t, err)
+		req.Header = h
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		for _, line := range strings.Split(string(b), "\n") { // an SSE stream or one JSON document
+			if data, ok := strings.CutPrefix(line, "data: "); ok {
+				b = []byte(data)
+				break
+			}
+		}
+		var msg map[string]any
+		require.NoError(t, json.Unmarshal(b, &msg), "%s", b)
+		return resp, msg
+	}
+
+	t.Run("2026-07-28: server/discover", func(t *testing.T) {
+		meta := `"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}`
+		h := http.Header{"Mcp-Protocol-Version": {currentRevision}, "Mcp-Method": {"server/discover"}}
+		resp, msg := post(t, h, `{"jsonrpc":"2.0","id":1,"method":"server/discover","params":{`+meta+`}}`)
+		require.Equal(t, http.StatusOK, resp.StatusCode, "%v", msg)
+		assert.Empty(t, resp.Header.Get("Mcp-Session-Id"))
+		result, _ := msg["result"].(map[string]any)
+		require.NotNil(t, result, "%v", msg)
+		assert.Equal(t, []any{"2026-07-28", "2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"}, result["supportedVersions"])
+		meta, _ := result["_meta"].(map[string]any)
+		info, _ := meta["io.modelcontextprotocol/serverInfo"].(map[string]any)
+		assert.Equal(t, "crm-mcp", info["name"], "the server is named: %v", result)
+	})
+	for _, v := range []string{"2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"} {
+		t.Run(v+": initialize", func(t *testing.T) {
+			resp, msg := post(t, http.Header{}, `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"`+v+`","capabilities":{},"clientInfo":{"name":"t","version":"0"}}}`)
+			require.Equal(t, http.StatusOK, resp.StatusCode, "%v", msg)
+			assert.Empty(t, resp.Header.Get("Mcp-Session-Id"), "no session")
+			result, _ := msg["result"].(map[string]any)
+			require.NotNil(t, result, "%v", msg)
+			assert.Equal(t, v, result["protocolVersion"])
+		})
+	}
+	assert.Equal(t, 0, s.stop(t))
 }
