@@ -261,8 +261,8 @@ func TestServeRevisions(t *testing.T) {
 		result, _ := msg["result"].(map[string]any)
 		require.NotNil(t, result, "%v", msg)
 		assert.Equal(t, []any{"2026-07-28", "2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"}, result["supportedVersions"])
-		meta, _ := result["_meta"].(map[string]any)
-		info, _ := meta["io.modelcontextprotocol/serverInfo"].(map[string]any)
+		rm, _ := result["_meta"].(map[string]any)
+		info, _ := rm["io.modelcontextprotocol/serverInfo"].(map[string]any)
 		assert.Equal(t, "crm-mcp", info["name"], "the server is named: %v", result)
 	})
 	for _, v := range []string{"2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"} {
