@@ -87,19 +87,20 @@ func TestDevGoClientCurrentRevision(t *testing.T) {
 
 	alice := newDevClient(t, d, "alice")
 	headers := &mcpHeaders{base: alice.rec, path: devMCPPath}
-	client := mcp.NewClient(&mcp.Implementation{Name: "crm-mcp-revision-test", Version: "0.0.1"}, nil)
+	// [docs:go-current-revision]
+	client := mcp.NewClient(&mcp.Implementation{Name: "crm-agent", Version: "0.1"}, nil)
 	session, err := client.Connect(ctx, &mcp.StreamableClientTransport{
 		Endpoint:     d.mcp,
-		HTTPClient:   &http.Client{Transport: headers},
-		OAuthHandler: alice.handler,
-		MaxRetries:   -1,
+		HTTPClient:   &http.Client{Transport: headers}, // records the MCP headers
+		OAuthHandler: alice.handler,                    // auth.NewAuthorizationCodeHandler
 	}, nil)
 	require.NoError(t, err)
 	t.Cleanup(func() { session.Close() })
-
-	require.NotNil(t, session.InitializeResult())
-	assert.Equal(t, currentRevision, session.InitializeResult().ProtocolVersion, "the negotiated revision")
-	assert.Empty(t, session.ID(), "no session")
+	// Connect asked server/discover and chose the newest revision both sides
+	// speak; there is no initialize and no session.
+	assert.Equal(t, "2026-07-28", session.InitializeResult().ProtocolVersion)
+	assert.Empty(t, session.ID())
+	// [/docs:go-current-revision]
 	assert.Len(t, alice.authorizations(), 1, "one sign-in")
 
 	t.Run("a plain call", func(t *testing.T) {
@@ -252,6 +253,17 @@ func TestServeRevisions(t *testing.T) {
 		return resp, msg
 	}
 
+	// The doc's request by hand (docs/clients.md, "By hand, with curl").
+	t.Run("2026-07-28: tools/call by hand", func(t *testing.T) {
+		h := http.Header{"Mcp-Protocol-Version": {"2026-07-28"}, "Mcp-Method": {"tools/call"}, "Mcp-Name": {"list_contacts"}}
+		resp, msg := post(t, h, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"list_contacts","arguments":{"query":"Aegis"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}`)
+		require.Equal(t, http.StatusOK, resp.StatusCode, "%v", msg)
+		result, _ := msg["result"].(map[string]any)
+		require.NotNil(t, result, "%v", msg)
+		assert.Equal(t, "complete", result["resultType"])
+		assert.Nil(t, result["isError"], "%v", result)
+	})
+
 	t.Run("2026-07-28: server/discover", func(t *testing.T) {
 		meta := `"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}`
 		h := http.Header{"Mcp-Protocol-Version": {currentRevision}, "Mcp-Method": {"server/discover"}}
@@ -276,4 +288,33 @@ func TestServeRevisions(t *testing.T) {
 		})
 	}
 	assert.Equal(t, 0, s.stop(t))
+}
+
+// TestClientsDocSnippets: the client snippets of docs/clients.md are the
+// code the tests above run, verbatim: the region between the
+// "[docs:NAME]" markers of each source file.
+func TestClientsDocSnippets(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "clients.md"))
+	require.NoError(t, err)
+	for _, src := range []struct{ file, name string }{
+		{"revision_test.go", "go-current-revision"},
+		{filepath.Join("..", "..", "examples", "typescript-client-v2", "client.mjs"), "typescript-v2-connect"},
+	} {
+		b, err := os.ReadFile(src.file)
+		require.NoError(t, err)
+		_, rest, ok := strings.Cut(string(b), "// [docs:"+src.name+"]\n")
+		require.True(t, ok, "%s: no start marker", src.file)
+		region, _, ok := strings.Cut(rest, "// [/docs:"+src.name+"]")
+		require.True(t, ok, "%s: no end marker", src.file)
+		// The doc shows it unindented, as a reader copies it.
+		lines := strings.Split(strings.TrimRight(region, "\t\n"), "\n")
+		indent := len(lines[0]) - len(strings.TrimLeft(lines[0], "\t"))
+		for i, l := range lines {
+			if len(l) >= indent {
+				lines[i] = l[indent:]
+			}
+		}
+		snippet := strings.Join(lines, "\n") + "\n"
+		assert.Contains(t, string(doc), snippet, "docs/clients.md must show %s's %s region verbatim", src.file, src.name)
+	}
 }
