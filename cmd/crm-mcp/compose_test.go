@@ -267,7 +267,6 @@ func TestComposeReplicasProfile(t *testing.T) {
 		c, err := loadConfig(environ)
 		require.NoError(t, err, "%s", name)
 		assert.Equal(t, dbURL, c.DatabaseURL.reveal(), name)
-		assert.True(t, c.Stateless, "%s: MCP_STATELESS=true, so that any replica takes any request", name)
 		assert.Empty(t, c.warnings, "%s: serve warns at start", name)
 		for _, v := range c.unknown {
 			assert.Contains(t, marked, v, "%s: serve would warn that it does not read %s", name, v)

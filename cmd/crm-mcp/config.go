@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/url"
 	"reflect"
@@ -30,7 +31,6 @@ type config struct {
 	ListenAddr            string   `env:"MCP_LISTEN_ADDR" envDefault:"127.0.0.1:8080"`
 	ResourceURL           string   `env:"MCP_RESOURCE_URL,required,notEmpty"`
 	AllowedOrigins        []string `env:"MCP_ALLOWED_ORIGINS"`
-	Stateless             bool     `env:"MCP_STATELESS" envDefault:"false"`
 	ScopesSupported       []string `env:"MCP_SCOPES_SUPPORTED"` // unset: tools.Scopes()
 	HideUnauthorizedTools bool     `env:"MCP_HIDE_UNAUTHORIZED_TOOLS" envDefault:"false"`
 	ResourceName          string   `env:"MCP_RESOURCE_NAME" envDefault:"CRM (Duo protected)"`
@@ -50,7 +50,6 @@ type config struct {
 	CacheTTL              time.Duration `env:"AUTH_CACHE_TTL" envDefault:"5m"`
 	IntrospectionCacheTTL time.Duration `env:"AUTH_INTROSPECTION_CACHE_TTL" envDefault:"10s"`
 
-	SessionSettings
 	LimitSettings
 	StepUpSettings
 
@@ -97,6 +96,27 @@ func (s secret) MarshalText() (text []byte, _ error) { return []byte(s.String())
 // variable with one of them that nothing reads is most likely a typo
 // (MCP_STATLESS=true), which would otherwise go unnoticed.
 var envPrefixes = []string{"MCP_", "DUO_", "AUTH_", "CRM_", "LOG_", "STEPUP_", "SENSITIVE_", "AUDIT_", "METRICS_"}
+
+// retiredVariables are the variables earlier versions read and this one
+// does not, each with why. A deployment upgraded with one still set starts
+// (refusing would break the upgrade) but is told, at start, that it no
+// longer does anything: silently ignoring it would let an operator believe
+// a bound or a mode still applies. Keep an entry for a year or two of
+// releases, then let it fall to the typo warning of unknownVariables.
+var retiredVariables = map[string]string{
+	// Since the 2026-07-28 revision became the default (issue 17): one
+	// stateless endpoint serves it and every earlier revision.
+	"MCP_STATELESS": "the server is always stateless now: one endpoint serves MCP 2026-07-28 and the earlier revisions, " +
+		"without Streamable HTTP sessions, and any replica takes any request",
+	"MCP_STICKY_SESSIONS": "there are no MCP sessions to pin to a replica any more: any replica takes any request, " +
+		"so the load balancer needs no sticky sessions",
+	"MCP_SESSION_IDLE_TIMEOUT":  sessionsGone,
+	"MCP_MAX_SESSIONS_PER_USER": sessionsGone,
+	"MCP_MAX_SESSIONS":          sessionsGone,
+}
+
+const sessionsGone = "there are no MCP sessions to bound any more (the server is stateless); " +
+	"MCP_MAX_REQUESTS_PER_USER and MCP_MAX_REQUESTS bound what a user and all users hold open"
 
 // reservedPaths are served by the binary itself; the MCP endpoint cannot
 // take them.
@@ -218,7 +238,6 @@ func loadConfig(environ map[string]string) (config, error) {
 	}
 
 	c.checkStepUp(check)
-	c.checkSessions(check)
 	c.checkLimits(check)
 
 	if strings.TrimSpace(c.DBPath) == "" {
@@ -253,6 +272,11 @@ func loadConfig(environ map[string]string) (config, error) {
 	}
 
 	c.unknown = unknownVariables(environ)
+	for _, name := range slices.Sorted(maps.Keys(environ)) {
+		if why, ok := retiredVariables[name]; ok {
+			c.warnings = append(c.warnings, name+" is set but no longer read: "+why+"; remove it")
+		}
+	}
 	// In the order of the README's table, whatever found them.
 	known := knownVariables()
 	position := func(err error) int {
@@ -414,7 +438,7 @@ func unknownVariables(environ map[string]string) []string {
 	var out []string
 	for name := range environ {
 		for _, p := range envPrefixes {
-			if strings.HasPrefix(name, p) && !slices.Contains(known, name) {
+			if _, retired := retiredVariables[name]; strings.HasPrefix(name, p) && !slices.Contains(known, name) && !retired {
 				out = append(out, name)
 				break
 			}
@@ -535,7 +559,6 @@ func (c config) logAttrs() []any {
 		"MCP_LISTEN_ADDR", c.ListenAddr,
 		"MCP_RESOURCE_URL", c.ResourceURL,
 		"MCP_ALLOWED_ORIGINS", c.AllowedOrigins,
-		"MCP_STATELESS", c.Stateless,
 		"MCP_SCOPES_SUPPORTED", c.ScopesSupported,
 		"MCP_HIDE_UNAUTHORIZED_TOOLS", c.HideUnauthorizedTools,
 		"MCP_RESOURCE_NAME", c.ResourceName,
@@ -551,7 +574,6 @@ func (c config) logAttrs() []any {
 		"AUTH_CACHE_TTL", c.CacheTTL.String(),
 		"AUTH_INTROSPECTION_CACHE_TTL", c.IntrospectionCacheTTL.String(),
 	}
-	attrs = append(attrs, c.sessionLogAttrs()...)
 	attrs = append(attrs, c.limitLogAttrs()...)
 	attrs = append(attrs, c.stepUpLogAttrs()...)
 	attrs = append(attrs, c.databaseLogAttrs()...)

@@ -12,6 +12,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"math/big"
 	"os"
@@ -66,7 +67,6 @@ func TestLoadConfigDefaults(t *testing.T) {
 	assert.Equal(t, "https://crm.example.com/mcp", c.ResourceURL)
 	assert.Equal(t, "/mcp", c.mcpPath)
 	assert.Empty(t, c.AllowedOrigins)
-	assert.False(t, c.Stateless)
 	assert.Equal(t, tools.Scopes(), c.ScopesSupported, "every scope a tool needs: one sign-in covers every tool")
 	assert.Equal(t, []string{"crm.contacts.read", "crm.contacts.write", "crm.deals.read", "crm.deals.write"}, c.ScopesSupported)
 	assert.False(t, c.HideUnauthorizedTools)
@@ -91,7 +91,6 @@ func TestLoadConfigEverything(t *testing.T) {
 		"MCP_LISTEN_ADDR":              ":9000",
 		"MCP_RESOURCE_URL":             "http://127.0.0.1:9000/",
 		"MCP_ALLOWED_ORIGINS":          "http://localhost:6274, https://app.example.com",
-		"MCP_STATELESS":                "true",
 		"MCP_SCOPES_SUPPORTED":         "crm.contacts.read,crm.deals.read",
 		"MCP_HIDE_UNAUTHORIZED_TOOLS":  "1",
 		"MCP_RESOURCE_NAME":            "Test CRM",
@@ -127,7 +126,6 @@ func TestLoadConfigEverything(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "/", c.mcpPath)
 	assert.Equal(t, []string{"http://localhost:6274", "https://app.example.com"}, c.AllowedOrigins)
-	assert.True(t, c.Stateless)
 	assert.True(t, c.HideUnauthorizedTools)
 	assert.Equal(t, []string{"DIXXXX", "urn:crm"}, c.Audiences)
 	assert.Equal(t, resourceserver.ModeJWTIntrospection, c.mode)
@@ -208,7 +206,6 @@ func TestLoadConfigErrorsNameTheVariable(t *testing.T) {
 		{"issuer relative", with(minimalEnv(), "DUO_ISSUER", "sso.example.com"), "DUO_ISSUER", "not an absolute URL"},
 		{"issuer twice", with(minimalEnv(), "DUO_ISSUER", "https://a.example.com,https://a.example.com"), "DUO_ISSUER", "listed twice"},
 		{"mode magic", with(minimalEnv(), "AUTH_MODE", "magic"), "AUTH_MODE", "want jwt, introspection or jwt+introspection"},
-		{"stateless maybe", with(minimalEnv(), "MCP_STATELESS", "maybe"), "MCP_STATELESS", `"maybe" is not a boolean`},
 		{"hide maybe", with(minimalEnv(), "MCP_HIDE_UNAUTHORIZED_TOOLS", "yes"), "MCP_HIDE_UNAUTHORIZED_TOOLS", "not a boolean"},
 		{"log level loud", with(minimalEnv(), "LOG_LEVEL", "loud"), "LOG_LEVEL", "want debug, info, warn or error"},
 		{"log level offset", with(minimalEnv(), "LOG_LEVEL", "info+2"), "LOG_LEVEL", "not a level"},
@@ -255,21 +252,21 @@ func TestLoadConfigErrorsNameTheVariable(t *testing.T) {
 
 func TestLoadConfigReportsAllProblemsAtOnce(t *testing.T) {
 	env := map[string]string{
-		"MCP_RESOURCE_URL":  "http://crm.example.com/mcp?x",
-		"MCP_STATELESS":     "maybe",
-		"AUTH_MODE":         "introspection",
-		"AUTH_LEEWAY":       "abc",
-		"LOG_LEVEL":         "loud",
-		"LOG_FORMAT":        "xml",
-		"DUO_CLIENT_SECRET": testSecret,
-		"DUO_AUTH_SKEY":     testDuoSKey,
+		"MCP_RESOURCE_URL":    "http://crm.example.com/mcp?x",
+		"MCP_ALLOWED_ORIGINS": "*",
+		"AUTH_MODE":           "introspection",
+		"AUTH_LEEWAY":         "abc",
+		"LOG_LEVEL":           "loud",
+		"LOG_FORMAT":          "xml",
+		"DUO_CLIENT_SECRET":   testSecret,
+		"DUO_AUTH_SKEY":       testDuoSKey,
 	}
 	_, err := loadConfig(env)
 	require.Error(t, err)
 	msg := err.Error()
 	// DUO_CLIENT_ID is not among them: with no issuer, there is no
 	// issuer to need it yet.
-	for _, name := range []string{"MCP_RESOURCE_URL", "DUO_ISSUER", "MCP_STATELESS", "AUTH_LEEWAY", "DUO_AUTH_IKEY", "DUO_AUTH_HOST", "LOG_LEVEL", "LOG_FORMAT"} {
+	for _, name := range []string{"MCP_RESOURCE_URL", "DUO_ISSUER", "MCP_ALLOWED_ORIGINS", "AUTH_LEEWAY", "DUO_AUTH_IKEY", "DUO_AUTH_HOST", "LOG_LEVEL", "LOG_FORMAT"} {
 		assert.Contains(t, msg, name+": ")
 	}
 	assert.NotContains(t, msg, testSecret)
@@ -301,6 +298,46 @@ func TestLoadConfigWarnings(t *testing.T) {
 	assert.Equal(t, []string{"MCP_STATLESS"}, c.unknown)
 	assert.Equal(t, []string{"DUO_CLIENT_SECRET is ignored: AUTH_MODE is jwt"}, c.warnings)
 	assert.Equal(t, "", c.resourceServerConfig(nil).Issuers[0].ClientSecret, "jwt mode sends no credentials anywhere")
+}
+
+// A variable that earlier versions read is neither refused (an upgrade
+// must not stop a deployment from starting) nor silently ignored (an
+// operator would believe a bound or mode still applies): it is warned
+// about at start, with why, whatever its value, even one that no longer
+// parses. It is not taken for a typo.
+func TestLoadConfigRetiredVariables(t *testing.T) {
+	tests := []struct {
+		name, value, why string
+	}{
+		{"MCP_STATELESS", "false", "the server is always stateless now: one endpoint serves MCP 2026-07-28 and the earlier revisions"},
+		{"MCP_STATELESS", "maybe", "the server is always stateless now"},
+		{"MCP_STICKY_SESSIONS", "true", "the load balancer needs no sticky sessions"},
+		{"MCP_SESSION_IDLE_TIMEOUT", "30m", "there are no MCP sessions to bound any more"},
+		{"MCP_MAX_SESSIONS_PER_USER", "0", "MCP_MAX_REQUESTS_PER_USER and MCP_MAX_REQUESTS bound"},
+		{"MCP_MAX_SESSIONS", "many", "there are no MCP sessions to bound any more"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name+"="+tt.value, func(t *testing.T) {
+			c, err := loadConfig(with(minimalEnv(), tt.name, tt.value))
+			require.NoError(t, err, "an upgrade must not break the start")
+			require.Len(t, c.warnings, 1)
+			assert.True(t, strings.HasPrefix(c.warnings[0], tt.name+" is set but no longer read: "), c.warnings[0])
+			assert.Contains(t, c.warnings[0], tt.why)
+			assert.True(t, strings.HasSuffix(c.warnings[0], "; remove it"), c.warnings[0])
+			assert.Empty(t, c.unknown, "not reported as a typo as well")
+			assert.NotContains(t, knownVariables(), tt.name)
+		})
+	}
+
+	// The start-up log says so once per variable, in a stable order.
+	c, err := loadConfig(with(minimalEnv(), "MCP_STICKY_SESSIONS", "true", "MCP_STATELESS", "true"))
+	require.NoError(t, err)
+	var log bytes.Buffer
+	c.logWarnings(slog.New(slog.NewTextHandler(&log, nil)))
+	lines := strings.Split(strings.TrimSpace(log.String()), "\n")
+	require.Len(t, lines, 2, log.String())
+	assert.Contains(t, lines[0], "level=WARN msg=\"MCP_STATELESS is set but no longer read")
+	assert.Contains(t, lines[1], "level=WARN msg=\"MCP_STICKY_SESSIONS is set but no longer read")
 }
 
 func TestSecretNeverPrints(t *testing.T) {

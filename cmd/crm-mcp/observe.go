@@ -27,11 +27,6 @@ import (
 // and replicas. It is embedded in config, so env reads its fields like the
 // others.
 type ObserveSettings struct {
-	// StickySessions says the load balancer sends every request of an MCP
-	// session to the replica that created it. It changes nothing in the
-	// server; it only silences the start-up warning of a replicated
-	// deployment that is not stateless.
-	StickySessions bool `env:"MCP_STICKY_SESSIONS" envDefault:"false"`
 	// ReplicaID names this replica in AUDIT_LOG_PATH's {replica}; default
 	// the host name (a container's, under Docker or Kubernetes).
 	ReplicaID string `env:"MCP_REPLICA_ID"`
@@ -72,12 +67,6 @@ func (c *config) checkObserve(check func(name string, err error)) {
 	}
 	if c.DatabaseURL == "" {
 		return
-	}
-	// Several replicas (issue: MCP sessions live in one process's memory).
-	if !c.Stateless && !c.StickySessions {
-		c.warnings = append(c.warnings, "CRM_DATABASE_URL is set (several replicas?) but MCP sessions live in this replica's memory: "+
-			"set MCP_STATELESS=true, or have the load balancer send every request with a given Mcp-Session-Id to one replica (sticky sessions) "+
-			"and set MCP_STICKY_SESSIONS=true; otherwise a session's requests that reach another replica get 404")
 	}
 	if c.AuditLogPath != "" && !strings.Contains(c.AuditLogPath, replicaPlaceholder) {
 		c.warnings = append(c.warnings, "CRM_DATABASE_URL is set (several replicas?) but AUDIT_LOG_PATH has no "+replicaPlaceholder+
@@ -168,7 +157,6 @@ func (c config) openAudit(stdout io.Writer) (*audit.Log, string, error) {
 // log line.
 func (c config) observeLogAttrs() []any {
 	return []any{
-		"MCP_STICKY_SESSIONS", c.StickySessions,
 		"MCP_REPLICA_ID", orDefault(c.ReplicaID, "the host name"),
 		"AUDIT_LOG_PATH", orDefault(c.AuditLogPath, "standard output"),
 		"AUDIT_INCLUDE_ARGS", c.AuditIncludeArgs,

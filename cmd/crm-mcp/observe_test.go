@@ -476,9 +476,9 @@ func TestServeAuditUnopenable(t *testing.T) {
 }
 
 // Two replicas on one Postgres, one audit volume: {replica} gives each its
-// own file, each a chain of its own that verifies, and the start-up warns
-// about MCP sessions until MCP_STATELESS (or MCP_STICKY_SESSIONS) says
-// the load balancer is taken care of.
+// own file, each a chain of its own that verifies. B was configured for
+// an earlier version (MCP_STATELESS=true): it still starts, and warns that
+// the variable is no longer read.
 func TestServeReplicasAuditFiles(t *testing.T) {
 	as := rstest.NewServer()
 	defer as.Close()
@@ -492,9 +492,10 @@ func TestServeReplicasAuditFiles(t *testing.T) {
 	envB["MCP_STATELESS"] = "true"
 	a, b := startServe(t, envA), startServe(t, envB)
 
-	const sticky = "MCP_STICKY_SESSIONS=true"
-	assert.Contains(t, a.stderr.String(), sticky, "A keeps sessions in memory: warned")
-	assert.NotContains(t, b.stderr.String(), sticky, "B is stateless")
+	const retired = "MCP_STATELESS is set but no longer read"
+	assert.NotContains(t, a.stderr.String(), retired)
+	assert.Contains(t, b.stderr.String(), retired, "B is told its setting does nothing")
+	assert.NotContains(t, a.stderr.String()+b.stderr.String(), "sticky", "replicas need no sticky sessions")
 	for i, s := range []*server{a, b, a} {
 		assert.Equal(t, http.StatusUnauthorized, rawPost(t, s.url("/mcp"), bearerHeader("bad-"+strconv.Itoa(i)), `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`))
 	}
@@ -554,7 +555,6 @@ func TestLoadConfigObserve(t *testing.T) {
 		{"metrics on the MCP listener", "METRICS_ADDR", "127.0.0.1:8080", "METRICS_ADDR: \"127.0.0.1:8080\" is MCP_LISTEN_ADDR"},
 		{"metrics on every interface, MCP's port", "METRICS_ADDR", ":8080", "is MCP_LISTEN_ADDR"},
 		{"include args", "AUDIT_INCLUDE_ARGS", "yes", "AUDIT_INCLUDE_ARGS: \"yes\" is not a boolean"},
-		{"sticky", "MCP_STICKY_SESSIONS", "1x", "MCP_STICKY_SESSIONS: \"1x\" is not a boolean"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := loadConfig(with(minimalEnv(), tt.key, tt.value))
@@ -570,19 +570,19 @@ func TestLoadConfigObserve(t *testing.T) {
 	assert.Equal(t, []string{"AUDIT_LOG_PATH_TYPO", "METRICS_ADR"}, c.unknown, "typos of the new variables are caught too")
 }
 
-// With CRM_DATABASE_URL (replicas) the start-up warns until the MCP
-// sessions and the audit files are taken care of.
+// With CRM_DATABASE_URL (replicas) the start-up warns until the audit
+// files are taken care of. Replicas need nothing of the load balancer: the
+// server keeps no MCP sessions.
 func TestLoadConfigReplicaWarnings(t *testing.T) {
 	pg := with(minimalEnv(), "CRM_DATABASE_URL", "postgres://crm@db/crm")
 	c, err := loadConfig(with(pg, "AUDIT_LOG_PATH", "/data/audit.log"))
 	require.NoError(t, err)
-	require.Len(t, c.warnings, 2)
-	assert.Contains(t, c.warnings[0], "set MCP_STATELESS=true, or have the load balancer send every request with a given Mcp-Session-Id to one replica (sticky sessions) and set MCP_STICKY_SESSIONS=true")
-	assert.Contains(t, c.warnings[1], "AUDIT_LOG_PATH has no {replica}")
+	require.Len(t, c.warnings, 1)
+	assert.Contains(t, c.warnings[0], "AUDIT_LOG_PATH has no {replica}")
 
 	for _, env := range []map[string]string{
-		with(pg, "MCP_STATELESS", "true", "AUDIT_LOG_PATH", "/data/audit-{replica}.log"),
-		with(pg, "MCP_STICKY_SESSIONS", "true"), // the trail on standard output: the orchestrator names it
+		with(pg, "AUDIT_LOG_PATH", "/data/audit-{replica}.log"),
+		pg, // the trail on standard output: the orchestrator names it
 		with(minimalEnv(), "AUDIT_LOG_PATH", "/data/audit.log"),
 	} {
 		c, err := loadConfig(env)

@@ -322,9 +322,6 @@ func (c config) logWarnings(log *slog.Logger) {
 	if len(c.unknown) > 0 {
 		log.Warn("ignoring environment variables this version does not read: a typo?", "variables", c.unknown)
 	}
-	if c.Stateless {
-		log.Info("Streamable HTTP runs without sessions (MCP_STATELESS): every request stands alone")
-	}
 }
 
 // addRoutes routes the server's few paths on its private mux (never

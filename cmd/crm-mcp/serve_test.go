@@ -236,12 +236,11 @@ func TestServeEndToEnd(t *testing.T) {
 	assert.NotContains(t, log, token, "a token must never be logged")
 }
 
-func TestServeHideUnauthorizedToolsStateless(t *testing.T) {
+func TestServeHideUnauthorizedTools(t *testing.T) {
 	as := rstest.NewServer()
 	defer as.Close()
 	env := testEnv(t, as)
 	env["MCP_HIDE_UNAUTHORIZED_TOOLS"] = "true"
-	env["MCP_STATELESS"] = "true"
 	s := startServe(t, env)
 
 	ctx := context.Background()
@@ -300,16 +299,16 @@ func TestServeAddressInUse(t *testing.T) {
 func TestServeInvalidConfiguration(t *testing.T) {
 	var stderr bytes.Buffer
 	code := run(context.Background(), []string{"serve"}, map[string]string{
-		"MCP_RESOURCE_URL":  "https://crm.example.com/mcp",
-		"DUO_ISSUER":        "https://sso.example.com/oauth2/X",
-		"AUTH_MODE":         "introspection",
-		"DUO_CLIENT_SECRET": testSecret,
-		"MCP_STATELESS":     "maybe",
+		"MCP_RESOURCE_URL":    "https://crm.example.com/mcp",
+		"DUO_ISSUER":          "https://sso.example.com/oauth2/X",
+		"AUTH_MODE":           "introspection",
+		"DUO_CLIENT_SECRET":   testSecret,
+		"MCP_ALLOWED_ORIGINS": "*",
 	}, io.Discard, &stderr)
 	assert.Equal(t, 1, code)
 	assert.Contains(t, stderr.String(), "invalid configuration")
 	assert.Contains(t, stderr.String(), "DUO_CLIENT_ID: required in mode introspection")
-	assert.Contains(t, stderr.String(), `MCP_STATELESS: "maybe" is not a boolean`)
+	assert.Contains(t, stderr.String(), "MCP_ALLOWED_ORIGINS: ")
 	assert.NotContains(t, stderr.String(), testSecret)
 }
 

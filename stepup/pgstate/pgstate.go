@@ -18,6 +18,9 @@
 // The tables (stepup_users, stepup_results, stepup_schema_migrations) are
 // created on Open and may live in the same database as the CRM. Rows that
 // have expired are deleted when Guards sweep, about once a minute.
+//
+// State.Refusals keeps govern's insufficient_scope challenges in the same
+// database (govern_refusals), for the explained refusal across replicas.
 package pgstate
 
 import (
@@ -80,6 +83,24 @@ var migrations = []string{
 	`ALTER TABLE stepup_results
 		ADD COLUMN approved_by text NOT NULL DEFAULT '',
 		ADD COLUMN duo_txid    text NOT NULL DEFAULT '';`,
+
+	// 3: the insufficient_scope challenges of govern's Gate (Refusals),
+	// one row per user, client and scope; seq orders them by age.
+	`CREATE SEQUENCE govern_refusals_seq;
+	CREATE TABLE govern_refusals (
+		username      text NOT NULL,
+		client_id     text NOT NULL,
+		scope         text NOT NULL,
+		seq           bigint NOT NULL DEFAULT nextval('govern_refusals_seq'),
+		challenged_at timestamptz NOT NULL,
+		token_iat     bigint NOT NULL,
+		token_jti     text NOT NULL,
+		expires_at    timestamptz NOT NULL,
+		PRIMARY KEY (username, client_id, scope)
+	);
+	CREATE INDEX govern_refusals_user_seq ON govern_refusals (username, seq);
+	CREATE INDEX govern_refusals_seq_idx ON govern_refusals (seq);
+	CREATE INDEX govern_refusals_expires_at ON govern_refusals (expires_at);`,
 }
 
 // State is a stepup.State in Postgres. It is safe for concurrent use.

@@ -128,7 +128,7 @@ func TestConcurrentOpen(t *testing.T) {
 	for range 4 {
 		require.NoError(t, <-errs)
 	}
-	assert.Equal(t, 2, count(t, url, "stepup_schema_migrations"), "each of the two migrations ran once")
+	assert.Equal(t, 3, count(t, url, "stepup_schema_migrations"), "each of the three migrations ran once")
 }
 
 // What a Guard stores names no call's arguments: grants and flights are

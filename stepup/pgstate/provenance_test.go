@@ -126,8 +126,8 @@ func TestMigrateResultsFromVersion1(t *testing.T) {
 	}
 	var version int
 	require.NoError(t, conn.QueryRow(t.Context(), `SELECT max(version) FROM stepup_schema_migrations`).Scan(&version))
-	assert.Equal(t, 2, version)
-	assert.Equal(t, 2, count(t, url, "stepup_schema_migrations"), "each migration ran once")
+	assert.Equal(t, 3, version)
+	assert.Equal(t, 3, count(t, url, "stepup_schema_migrations"), "each migration ran once")
 
 	old, err := states[0].Await(t.Context(), "old-flight")
 	require.NoError(t, err)
