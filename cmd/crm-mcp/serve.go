@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/crm-mcp/crm-mcp/govern"
 	"github.com/crm-mcp/crm-mcp/resourceserver"
 	"github.com/crm-mcp/crm-mcp/stepup/pgstate"
 	"github.com/crm-mcp/crm-mcp/tools"
@@ -158,7 +159,13 @@ func (a *app) serveConfig(ctx context.Context, cfg config, opts serveOptions) in
 		log.Error("cannot open the CRM database ("+cfg.databaseVar()+")", append(cfg.databaseLogAttrs(), "error", err.Error())...)
 		return 1
 	}
+	// The insufficient_scope challenges, for the explained refusal: in
+	// Postgres when replicas share it, so that a client that signs in again
+	// and lands on another replica still gets it; nil, the Governor keeps
+	// its own in memory.
+	var refusals govern.RefusalMemory
 	if state != nil {
+		refusals = state.Refusals(0, 0)
 		defer state.Close()
 		// The Guard built above checked the configuration; this one keeps
 		// its state in Postgres, shared with the other replicas.
@@ -214,6 +221,7 @@ func (a *app) serveConfig(ctx context.Context, cfg config, opts serveOptions) in
 		Store:                 store,
 		Auth:                  rs,
 		HideUnauthorizedTools: cfg.HideUnauthorizedTools,
+		Refusals:              refusals,
 		Stateless:             true, // until tools has no other mode (issue 17)
 		Logger:                log,
 		Version:               versionString(),
