@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/crm-mcp/crm-mcp/govern"
 	"github.com/crm-mcp/crm-mcp/resourceserver"
 	"github.com/crm-mcp/crm-mcp/stepup"
 	"github.com/crm-mcp/crm-mcp/stepup/pgstate"
@@ -163,7 +164,13 @@ func (a *app) serveConfig(ctx context.Context, cfg config, opts serveOptions) in
 		log.Error("cannot open the CRM database ("+cfg.databaseVar()+")", append(cfg.databaseLogAttrs(), "error", err.Error())...)
 		return 1
 	}
+	// The insufficient_scope challenges, for the explained refusal: in
+	// Postgres when replicas share it, so that a client that signs in again
+	// and lands on another replica still gets it; nil, the Governor keeps
+	// its own in memory.
+	var refusals govern.RefusalMemory
 	if state != nil {
+		refusals = state.Refusals(0, 0)
 		defer state.Close()
 		// The Guard built above checked the configuration; this one keeps
 		// its state in Postgres, shared with the other replicas.
@@ -226,6 +233,7 @@ func (a *app) serveConfig(ctx context.Context, cfg config, opts serveOptions) in
 		Store:                 store,
 		Auth:                  rs,
 		HideUnauthorizedTools: cfg.HideUnauthorizedTools,
+		Refusals:              refusals,
 		Logger:                log,
 		Version:               versionString(),
 		Record:                tr.record,
