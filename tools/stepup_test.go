@@ -458,3 +458,48 @@ func TestStepUpDenialRevokesGrants(t *testing.T) {
 	require.False(t, res.IsError, text(res))
 	assert.Len(t, e.duo.Pushes(), 3, "after the cooldown the search asks again")
 }
+
+// TestStepUpReissueAfterBrokenStream: over 2026-07-28 a broken stream loses
+// the request (there is no resumption), so a client re-issues the call
+// with a new id. The re-issued call joins the push still pending for the
+// same call: no second push, and it gets the answer once approved.
+func TestStepUpReissueAfterBrokenStream(t *testing.T) {
+	// No grants: the answer cannot come from an approval's grant, only
+	// from joining the pending push.
+	e := newStepUpEnv(t, func(c *stepup.Config, _ *tools.StepUp) { c.GrantTTL = stepup.NoGrants })
+	e.duo.Script("alice", duotest.Manual)
+	cs := e.connect(t, e.token("alice", "crm"))
+	require.Equal(t, "2026-07-28", cs.InitializeResult().ProtocolVersion)
+
+	args := map[string]any{"id": 6}
+	first, cancel := context.WithCancel(context.Background())
+	broken := make(chan error, 1)
+	go func() {
+		_, err := cs.CallTool(first, &mcp.CallToolParams{Name: "get_contact", Arguments: args})
+		broken <- err
+	}()
+	ctx, stop := context.WithTimeout(context.Background(), 10*time.Second)
+	defer stop()
+	p, err := e.duo.WaitForPush(ctx)
+	require.NoError(t, err)
+	cancel() // the stream breaks: the client gives up on the request
+	require.Error(t, <-broken)
+	// The server notices: the first call stops waiting; its push goes on.
+	require.Eventually(t, func() bool { return e.handler.StepUpWaiting() == 0 }, 10*time.Second, 10*time.Millisecond,
+		"the broken call stops waiting")
+
+	again := make(chan *mcp.CallToolResult, 1)
+	go func() {
+		res, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "get_contact", Arguments: args})
+		assert.NoError(t, err)
+		again <- res
+	}()
+	require.Eventually(t, func() bool { return e.handler.StepUpWaiting() == 1 }, 10*time.Second, 10*time.Millisecond,
+		"the re-issued call waits on the pending push")
+	require.NoError(t, e.duo.Decide(p.TxID, true))
+	res := <-again
+	require.NotNil(t, res)
+	require.False(t, res.IsError, text(res))
+	assert.Contains(t, text(res), "Riley Vance")
+	assert.Len(t, e.duo.Pushes(), 1, "the re-issued call joined the pending push")
+}
