@@ -266,7 +266,7 @@ func contactTools() []tool {
 				}
 				// The answer holds only what the call set, so nothing of
 				// the record it did not ask to see leaves the server.
-				out := ContactWritten{Updated: contactTarget(old), ID: got.ID, Changed: setContact(got, in)}
+				out := ContactWritten{Updated: writtenLabel(c, contactTarget(old), fmt.Sprintf("contact #%d", old.ID), ScopeContactsRead), ID: got.ID, Changed: setContact(got, in)}
 				return text(out.text()), out, nil
 			})
 		}},

@@ -183,7 +183,8 @@ func dealTools() []tool {
 				}
 				stage := string(dl.Stage)
 				out := DealWritten{
-					Created: newDealTarget(in.Amount, in.Currency, contact),
+					Created: writtenLabel(c, newDealTarget(in.Amount, in.Currency, contact),
+						fmt.Sprintf("a deal of %s for contact #%d", money(in.Amount, in.Currency), contact.ID), ScopeContactsRead),
 					ID:      dl.ID,
 					Changed: DealFields{ContactID: &dl.ContactID, Title: &dl.Title, Amount: &dl.Amount, Currency: &dl.Currency, Stage: &stage},
 				}
@@ -213,7 +214,8 @@ func dealTools() []tool {
 					return nil, DealWritten{}, storeError(err)
 				}
 				stage := string(dl.Stage)
-				out := DealWritten{Updated: dealTarget(&rec.deal, &rec.contact), ID: dl.ID, Changed: DealFields{Stage: &stage}}
+				out := DealWritten{Updated: writtenLabel(c, dealTarget(&rec.deal, &rec.contact), fmt.Sprintf("deal #%d", rec.deal.ID), ScopeDealsRead, ScopeContactsRead),
+					ID: dl.ID, Changed: DealFields{Stage: &stage}}
 				return text(out.text()), out, nil
 			})
 		}},

@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"github.com/crm-mcp/crm-mcp/crm"
+	"github.com/crm-mcp/crm-mcp/govern"
+	"github.com/crm-mcp/crm-mcp/resourceserver"
 	"github.com/crm-mcp/crm-mcp/stepup"
 )
 
@@ -78,6 +80,23 @@ var errNothingToChange = toolError("nothing to change: set at least one of " + c
 // statement (crm.ErrChanged) and wrote nothing.
 func errReclassified(what string) error {
 	return toolError("the " + what + " was reclassified while the call waited, so nothing was written; call again")
+}
+
+// writtenLabel is how a write's answer names its record. The label the
+// push showed holds stored data (a contact's name and company, a deal's
+// title and amount) that a token allowed to write may not be allowed to
+// read: with only crm.deals.write, moving a deal to the stage it is
+// already in would otherwise read the deal and its contact. So the answer
+// carries that label only when the token grants the read scopes of what
+// it shows; otherwise it names the record by what the request gave (its
+// id). Decided from the token, never from the record.
+func writtenLabel(c *govern.Call, label, fromRequest string, read ...string) string {
+	for _, s := range read {
+		if c.Token == nil || !resourceserver.HasScope(c.Token.Scopes, s) {
+			return fromRequest
+		}
+	}
+	return label
 }
 
 // contactTarget labels a stored contact as a push's action shows it:

@@ -12,6 +12,7 @@ import (
 
 	"github.com/crm-mcp/crm-mcp/crm"
 	"github.com/crm-mcp/crm-mcp/stepup/duotest"
+	"github.com/crm-mcp/crm-mcp/stepup"
 	"github.com/crm-mcp/crm-mcp/tools"
 )
 
@@ -146,4 +147,36 @@ func TestDealWriteRechecksTheContact(t *testing.T) {
 			assert.Equal(t, before, after, "no deal was created or moved")
 		})
 	}
+}
+
+// TestWriteAnswerNeedsTheReadScopes: a write's label holds stored data
+// (the deal's title and amount, the contact's name and company). A token
+// that may write but not read gets the record named by id only: moving a
+// deal to the stage it is already in must not read the deal and its
+// contact (a hostile review's finding).
+func TestWriteAnswerNeedsTheReadScopes(t *testing.T) {
+	e := newStepUpEnv(t, func(_ *stepup.Config, su *tools.StepUp) { su.OnWrite = false })
+	writeOnly := e.connect(t, e.token("alice", tools.ScopeDealsWrite, tools.ScopeContactsWrite))
+	res := call(t, writeOnly, "update_deal_stage", map[string]any{"id": 1, "stage": "negotiation"})
+	require.False(t, res.IsError, text(res))
+	for _, leak := range []string{"Analytics platform", "48,000", "Maya", "Brightline"} {
+		assert.NotContains(t, text(res)+resultJSON(t, res), leak, "a write-only token read %q", leak)
+	}
+	assert.Contains(t, resultJSON(t, res), `"updated":"deal #1"`)
+
+	res = call(t, writeOnly, "create_deal", map[string]any{"contact_id": 1, "title": "Renewal", "amount": 100, "currency": "USD"})
+	require.False(t, res.IsError, text(res))
+	assert.NotContains(t, text(res)+resultJSON(t, res), "Maya")
+	assert.Contains(t, resultJSON(t, res), `"created":"a deal of 1.00 USD for contact #1"`)
+
+	res = call(t, writeOnly, "update_contact", map[string]any{"id": 1, "phone": "+1 555 0100"})
+	require.False(t, res.IsError, text(res))
+	assert.NotContains(t, text(res)+resultJSON(t, res), "Maya")
+	assert.Contains(t, resultJSON(t, res), `"updated":"contact #1"`)
+
+	// With the read scopes, the label the push would show.
+	all := e.connect(t, e.token("alice", "crm"))
+	res = call(t, all, "update_deal_stage", map[string]any{"id": 1, "stage": "negotiation"})
+	require.False(t, res.IsError, text(res))
+	assert.Contains(t, text(res), "Maya Okafor (Brightline Analytics)")
 }
