@@ -11,8 +11,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/crm-mcp/crm-mcp/crm"
-	"github.com/crm-mcp/crm-mcp/stepup/duotest"
 	"github.com/crm-mcp/crm-mcp/stepup"
+	"github.com/crm-mcp/crm-mcp/stepup/duotest"
 	"github.com/crm-mcp/crm-mcp/tools"
 )
 
