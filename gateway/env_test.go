@@ -97,7 +97,8 @@ func upstreams(t testing.TB) {
 		abs, _ := filepath.Abs(upstreamsDir)
 		cmd := exec.Command("node", filepath.Join(abs, "node_modules/@modelcontextprotocol/server-everything/dist/index.js"), "streamableHttp")
 		cmd.Env = append(os.Environ(), "PORT=3001")
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		// Pdeathsig: a test binary that dies (a timeout) takes it along.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 		if err := cmd.Start(); err != nil {
 			everything.err = fmt.Sprintf("starting the everything server: %v", err)
 			return
@@ -263,3 +264,5 @@ func text(res *mcp.CallToolResult) string {
 	}
 	return strings.Join(parts, "\n")
 }
+
+var readFile = os.ReadFile

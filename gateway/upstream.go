@@ -231,7 +231,7 @@ func (c *conn) call(ctx context.Context, tool string, args any, progress func(*m
 	}
 	var rpc *jsonrpc.Error
 	switch {
-	case errors.As(err, &rpc):
+	case errors.As(err, &rpc) && !isTransport(err):
 		// The upstream refused the call itself (unknown tool, invalid
 		// params): its words, bounded.
 		return nil, c.userErr(fmt.Sprintf("the upstream %s refused the call: %s", c.up.Name, bounded(rpc.Message, 500)))
@@ -303,9 +303,19 @@ func (c *conn) close() {
 }
 
 // isTransport: an error of the connection rather than of the request.
+// go-sdk reports some as JSON-RPC errors of its own: rejected by the
+// transport (an HTTP failure, a lost session: the upstream never saw the
+// call), client or server closing.
 func isTransport(err error) bool {
 	var rpc *jsonrpc.Error
-	return !errors.As(err, &rpc)
+	if !errors.As(err, &rpc) {
+		return true
+	}
+	switch rpc.Code {
+	case -32003, -32004, -32005:
+		return true
+	}
+	return false
 }
 
 // userErr is text for the client.
