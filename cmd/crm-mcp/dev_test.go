@@ -48,14 +48,21 @@ type devServer struct {
 // args, and waits until it is ready.
 func startDev(t *testing.T, args ...string) *devServer {
 	t.Helper()
+	// dev reads nothing from the environment: a stray variable must not
+	// change it.
+	return startDevEnv(t, map[string]string{"AUTH_MODE": "jwt", "STEPUP_MODE": "off", "MCP_RESOURCE_URL": "https://elsewhere.example/mcp"}, args...)
+}
+
+// startDevEnv is startDev with the process environment environ (the
+// gateway's ${VAR}s, and PATH for its stdio upstreams).
+func startDevEnv(t *testing.T, environ map[string]string, args ...string) *devServer {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &devServer{stdout: &syncBuffer{}, stderr: &syncBuffer{}, cancel: cancel, done: make(chan int, 1)}
 	listening := make(chan string, 1)
 	stacks := make(chan *devStack, 1)
 	a := &app{
-		// dev reads nothing from the environment: a stray variable must not
-		// change it.
-		environ:    map[string]string{"AUTH_MODE": "jwt", "STEPUP_MODE": "off", "MCP_RESOURCE_URL": "https://elsewhere.example/mcp"},
+		environ:    environ,
 		stdout:     d.stdout,
 		stderr:     d.stderr,
 		listening:  func(addr string) { listening <- addr },
