@@ -171,4 +171,3 @@ func (a *app) checkGateway(ctx context.Context, cfg config, r *checkReport) {
 		}
 	}
 }
-

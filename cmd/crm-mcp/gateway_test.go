@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,8 +17,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/crm-mcp/crm-mcp/resourceserver/rstest"
 )
 
 // The example policy's real upstreams: the everything server on the port
@@ -150,4 +155,69 @@ func TestGatewayDev(t *testing.T) {
 	assert.NotContains(t, string(audit), "gateway-own-credential")
 	assert.NotContains(t, d.stderr.String(), "gateway-own-credential")
 	assert.True(t, strings.Count(string(audit), `"event":"stepup.denied"`) >= 1, "the denial is on record")
+}
+
+// TestCheckGateway: with GATEWAY_POLICY set, check loads the policy, and
+// reports an upstream that cannot be reached and a named tool an upstream
+// does not offer, never the policy's credentials.
+func TestCheckGateway(t *testing.T) {
+	as := rstest.NewServer()
+	defer as.Close()
+	as.KID("RS256")
+	s := mcp.NewServer(&mcp.Implementation{Name: "up"}, nil)
+	mcp.AddTool(s, &mcp.Tool{Name: "offered"}, func(context.Context, *mcp.CallToolRequest, struct{}) (*mcp.CallToolResult, any, error) {
+		return &mcp.CallToolResult{}, nil, nil
+	})
+	up := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, &mcp.StreamableHTTPOptions{Stateless: true}))
+	defer up.Close()
+	dead := httptest.NewServer(nil)
+	dead.Close()
+	policy := filepath.Join(t.TempDir(), "policy.yaml")
+	require.NoError(t, os.WriteFile(policy, []byte(`upstreams:
+  - name: up
+    url: `+up.URL+`/mcp
+    headers: {Authorization: "Bearer ${UP_TOKEN}"}
+    tools:
+      offered: {scopes: [demo.read]}
+      gone: {scopes: [demo.read]}
+  - name: dead
+    url: `+dead.URL+`/mcp
+    tools:
+      any: {scopes: [demo.read]}
+`), 0o600))
+	env := testEnv(t, as)
+	env["GATEWAY_POLICY"] = policy
+	env["UP_TOKEN"] = "check-must-not-print-this"
+
+	code, out, errOut := runCheck(t, env)
+	assert.Equal(t, 1, code)
+	assert.Contains(t, out, "PASS  gateway policy: "+policy+": 2 upstream(s)")
+	assert.Contains(t, out, "FAIL  gateway upstream up: "+policy+":7: upstream up, tool gone: the policy names it, but the upstream does not offer it")
+	assert.Contains(t, out, "FAIL  gateway upstream dead: "+policy+":8: upstream dead: unreachable: ")
+	assert.NotContains(t, out+errOut, "check-must-not-print-this")
+
+	delete(env, "UP_TOKEN")
+	code, out, _ = runCheck(t, env)
+	assert.Equal(t, 1, code)
+	assert.Contains(t, out, "FAIL  gateway policy: "+policy+":4: upstreams[0].headers.Authorization: ${UP_TOKEN} is not set in the environment")
+}
+
+// TestGatewayBadPolicy: a bad policy file stops the start with an error
+// naming the line and the field, before anything listens.
+func TestGatewayBadPolicy(t *testing.T) {
+	as := rstest.NewServer()
+	defer as.Close()
+	policy := filepath.Join(t.TempDir(), "policy.yaml")
+	require.NoError(t, os.WriteFile(policy, []byte("upstreams:\n  - name: up\n    url: http://127.0.0.1:1/mcp\n    tools:\n      echo:\n        scopes: [demo.read]\n        stepup: sometimes\n"), 0o600))
+	env := testEnv(t, as)
+	env["GATEWAY_POLICY"] = policy
+	var out, errOut bytes.Buffer
+	code := run(context.Background(), []string{"gateway"}, env, &out, &errOut)
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errOut.String(), "crm-mcp gateway: invalid policy (GATEWAY_POLICY):\n  "+policy+`:7: upstreams[0].tools.echo: stepup must be "always" or a mapping, not "sometimes"`)
+
+	delete(env, "GATEWAY_POLICY")
+	errOut.Reset()
+	assert.Equal(t, 1, run(context.Background(), []string{"gateway"}, env, &out, &errOut))
+	assert.Contains(t, errOut.String(), "GATEWAY_POLICY: is required by crm-mcp gateway")
 }
