@@ -32,11 +32,12 @@ const gatewayExamples = "../../examples/gateway"
 var everythingServer struct {
 	once sync.Once
 	err  string
+	pid  int
 }
 
 // startEverything starts the everything server on 127.0.0.1:3001 for the
 // test binary's lifetime, and makes /srv/shared.
-func startEverything(t *testing.T) {
+func startEverything(t testing.TB) {
 	t.Helper()
 	if _, err := os.Stat(filepath.Join(gatewayExamples, "node_modules/@modelcontextprotocol/server-filesystem/package.json")); err != nil {
 		if os.Getenv("CRM_MCP_SKIP_E2E") == "1" {
@@ -62,6 +63,7 @@ func startEverything(t *testing.T) {
 			everythingServer.err = err.Error()
 			return
 		}
+		everythingServer.pid = cmd.Process.Pid
 		for range 300 {
 			if c, err := net.DialTimeout("tcp", "127.0.0.1:3001", time.Second); err == nil {
 				c.Close()
