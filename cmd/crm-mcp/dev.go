@@ -174,6 +174,7 @@ func (a *app) dev(ctx context.Context, args []string) int {
 		return 1
 	}
 	var gatewayEndpoint func(context.Context, endpointDeps) (endpoint, pinger, error)
+	var gatewayTools []string
 	if f.gateway != "" {
 		pol, err := a.loadGatewayPolicy(&cfg)
 		if err != nil {
@@ -181,13 +182,14 @@ func (a *app) dev(ctx context.Context, args []string) int {
 			return 1
 		}
 		dev.signIn.SetUsers(devGatewayUsers(cfg.ScopesSupported)...)
-		gatewayEndpoint = a.gatewayEndpoint(pol)
+		gatewayEndpoint, gatewayTools = a.gatewayEndpoint(pol), gatewayToolNames(pol)
 	}
 	return a.serveConfig(ctx, cfg, serveOptions{
-		endpoint: gatewayEndpoint,
-		command:  "dev",
-		listener: ln,
-		routes:   dev.routes,
+		endpoint:  gatewayEndpoint,
+		toolNames: gatewayTools,
+		command:   "dev",
+		listener:  ln,
+		routes:    dev.routes,
 		ready: func(string) {
 			io.WriteString(a.stdout, dev.banner())
 			if a.devStarted != nil {

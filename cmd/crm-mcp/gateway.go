@@ -9,7 +9,6 @@ import (
 
 	"github.com/crm-mcp/crm-mcp/gateway"
 	"github.com/crm-mcp/crm-mcp/govern"
-	"github.com/crm-mcp/crm-mcp/tools"
 )
 
 // gateway runs serve's server with the gateway's MCP endpoint: the tools
@@ -29,7 +28,7 @@ func (a *app) gateway(ctx context.Context) int {
 		fmt.Fprintf(a.stderr, "crm-mcp gateway: invalid policy (GATEWAY_POLICY):\n%s", formatConfigErrors(err))
 		return 1
 	}
-	return a.serveConfig(ctx, cfg, serveOptions{command: "gateway", endpoint: a.gatewayEndpoint(pol)})
+	return a.serveConfig(ctx, cfg, serveOptions{command: "gateway", endpoint: a.gatewayEndpoint(pol), toolNames: gatewayToolNames(pol)})
 }
 
 // loadGatewayPolicy reads GATEWAY_POLICY and fits the configuration to its
@@ -40,10 +39,10 @@ func (a *app) loadGatewayPolicy(cfg *config) (*gateway.Policy, error) {
 	if err != nil {
 		return nil, err
 	}
-	var names, scopes []string
+	names := gatewayToolNames(pol)
+	var scopes []string
 	for _, up := range pol.Upstreams {
 		for _, t := range up.ToolNames() {
-			names = append(names, up.Name+"."+t)
 			for _, s := range up.Tools[t].Scopes {
 				if !slices.Contains(scopes, s) {
 					scopes = append(scopes, s)
@@ -64,9 +63,19 @@ func (a *app) loadGatewayPolicy(cfg *config) (*gateway.Policy, error) {
 	if strings.TrimSpace(a.environ["MCP_SCOPES_SUPPORTED"]) == "" {
 		cfg.ScopesSupported = scopes
 	}
-	// Metrics label calls by tool: the policy's tools are a bounded set.
-	toolNames = append(tools.Names(), names...)
 	return pol, nil
+}
+
+// gatewayToolNames are the policy's tools, upstream.tool: a bounded set,
+// so metrics label calls by them.
+func gatewayToolNames(pol *gateway.Policy) []string {
+	var names []string
+	for _, up := range pol.Upstreams {
+		for _, t := range up.ToolNames() {
+			names = append(names, up.Name+"."+t)
+		}
+	}
+	return names
 }
 
 // lookupEnv is os.LookupEnv over the environment run was given: the

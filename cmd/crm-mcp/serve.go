@@ -67,6 +67,8 @@ type serveOptions struct {
 	// and metrics. No CRM database is opened then; ready answers /readyz
 	// in its place.
 	endpoint func(ctx context.Context, d endpointDeps) (e endpoint, ready pinger, err error)
+	// toolNames are the endpoint's tools beyond the CRM's, for metrics.
+	toolNames []string
 }
 
 // endpoint is what serve mounts at the resource path: tools.Handler, or
@@ -135,6 +137,7 @@ func (a *app) serveConfig(ctx context.Context, cfg config, opts serveOptions) in
 		return 1
 	}
 	m := newMetrics()
+	m.tools = append(m.tools, opts.toolNames...)
 	tr := newTrail(auditLog, m, log)
 	defer func() {
 		if err := tr.close(); err != nil {
