@@ -82,6 +82,26 @@ func floats(v any) any {
 	return v
 }
 
+// deepCopy copies a decoded JSON value, so that a default applied to one
+// call cannot be changed through another.
+func deepCopy(v any) any {
+	switch v := v.(type) {
+	case map[string]any:
+		out := make(map[string]any, len(v))
+		for k, e := range v {
+			out[k] = deepCopy(e)
+		}
+		return out
+	case []any:
+		out := make([]any, len(v))
+		for i, e := range v {
+			out[i] = deepCopy(e)
+		}
+		return out
+	}
+	return v
+}
+
 // canonical is the one canonical encoding of decoded arguments: object
 // members sorted by key, no insignificant space, no HTML escaping,
 // numbers as written. It names the call for grants and shared pushes.

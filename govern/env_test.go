@@ -205,6 +205,8 @@ type envOpts struct {
 	stepUpOff bool
 	stateless bool
 	tune      func(*govern.Config, *stepup.Config)
+	// more adds tools beside the example policy's.
+	more func(t testing.TB, g *govern.Governor, s *mcp.Server)
 }
 
 func newEnv(t testing.TB, o envOpts) *env {
@@ -244,6 +246,9 @@ func newEnv(t testing.TB, o envOpts) *env {
 
 	server := mcp.NewServer(&mcp.Implementation{Name: "governed"}, &mcp.ServerOptions{Logger: slog.New(slog.DiscardHandler)})
 	e.addTools(t, server)
+	if o.more != nil {
+		o.more(t, e.g, server)
+	}
 	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return server }, &mcp.StreamableHTTPOptions{
 		Stateless: o.stateless, Logger: slog.New(slog.DiscardHandler), PropagateRequestCancellation: true,
 	})

@@ -155,6 +155,9 @@ type governed struct {
 	// arguments, and runs its Validate method if it has one: a request
 	// the application refuses is refused before anything is decided.
 	prepare func(c *Call) error
+	// defaults are the input schema's top-level defaults, for raw tools
+	// only (AddRawTool), applied to the arguments a call leaves out.
+	defaults map[string]any
 }
 
 // Validator is implemented by a tool's input that checks itself beyond its
@@ -238,7 +241,7 @@ func (g *Governor) Scopes() []string {
 }
 
 // register compiles p for t and adds it to the table, once per name.
-func (g *Governor) register(s *mcp.Server, t *mcp.Tool, p Policy, schema *jsonschema.Schema) (*governed, error) {
+func (g *Governor) register(s *mcp.Server, t *mcp.Tool, p Policy, schema *jsonschema.Schema, withDefaults bool) (*governed, error) {
 	if t == nil || t.Name == "" {
 		return nil, errors.New("govern: a tool needs a name")
 	}
@@ -269,16 +272,31 @@ func (g *Governor) register(s *mcp.Server, t *mcp.Tool, p Policy, schema *jsonsc
 	if err != nil {
 		return nil, fmt.Errorf("govern: tool %q: input schema: %v", t.Name, err)
 	}
+	var defaults map[string]any
 	for name, prop := range schema.Properties {
 		if prop != nil && prop.Default != nil {
-			// go-sdk applies defaults before decoding; a governed call's
-			// arguments are what the client sent, so that the push, the
-			// key and the handler see one value.
-			return nil, fmt.Errorf("govern: tool %q: input property %q has a default, which governed tools do not apply", t.Name, name)
+			if !withDefaults {
+				// go-sdk applies defaults before decoding; a governed call's
+				// arguments are what the client sent, so that the push, the
+				// key and the handler see one value.
+				return nil, fmt.Errorf("govern: tool %q: input property %q has a default, which governed tools do not apply", t.Name, name)
+			}
+			// A raw tool's schema is another server's, which applies its
+			// defaults itself: they are applied here first, so that the
+			// push shows, the key names and the handler forwards the value
+			// the upstream will use.
+			v, err := decodeArgs(json.RawMessage(`{"v":` + string(prop.Default) + `}`))
+			if err != nil {
+				return nil, fmt.Errorf("govern: tool %q: input property %q: default: %v", t.Name, name, err)
+			}
+			if defaults == nil {
+				defaults = map[string]any{}
+			}
+			defaults[name] = v["v"]
 		}
 	}
 	p.Scopes = slices.Clone(p.Scopes)
-	gt := &governed{name: t.Name, policy: p, desc: desc, schema: rs, always: p.StepUp.Always || slices.Contains(g.cfg.AlwaysTools, t.Name)}
+	gt := &governed{name: t.Name, policy: p, desc: desc, schema: rs, defaults: defaults, always: p.StepUp.Always || slices.Contains(g.cfg.AlwaysTools, t.Name)}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.tools[t.Name] != nil {
@@ -356,7 +374,7 @@ func Add[In, Out any](g *Governor, s *mcp.Server, t *mcp.Tool, p Policy, h func(
 		}
 		tool.OutputSchema = out
 	}
-	gt, err := g.register(s, &tool, p, schema)
+	gt, err := g.register(s, &tool, p, schema, false)
 	if err != nil {
 		return err
 	}
@@ -422,7 +440,10 @@ func Add[In, Out any](g *Governor, s *mcp.Server, t *mcp.Tool, p Policy, h func(
 
 // AddRawTool adds a tool whose handler takes the decoded arguments
 // (Call.Args, Call.ArgsJSON) and whose result passes through as it is: for
-// a gateway, with the upstream's input schema in t.InputSchema.
+// a gateway, with the upstream's input schema in t.InputSchema. The
+// schema's top-level defaults are applied to the arguments a call leaves
+// out, before anything is decided, so the push, the grant key and
+// Call.ArgsJSON hold the values the upstream would use.
 func AddRawTool(g *Governor, s *mcp.Server, t *mcp.Tool, p Policy, h func(ctx context.Context, c *Call) (*mcp.CallToolResult, error)) error {
 	tool := *t
 	schema, err := inputSchema[map[string]any](tool.InputSchema)
@@ -430,7 +451,7 @@ func AddRawTool(g *Governor, s *mcp.Server, t *mcp.Tool, p Policy, h func(ctx co
 		return fmt.Errorf("govern: tool %q: %v", t.Name, err)
 	}
 	tool.InputSchema = schema
-	gt, err := g.register(s, &tool, p, schema)
+	gt, err := g.register(s, &tool, p, schema, true)
 	if err != nil {
 		return err
 	}
@@ -505,6 +526,11 @@ func (g *Governor) handle(ctx context.Context, gt *governed, req *mcp.CallToolRe
 	}
 	args, err := decodeArgs(raw)
 	if err == nil {
+		for k, v := range gt.defaults {
+			if _, given := args[k]; !given {
+				args[k] = deepCopy(v)
+			}
+		}
 		err = validate(gt.schema, args)
 	}
 	if err == nil {

@@ -122,6 +122,7 @@ func (a *app) check(ctx context.Context) int {
 		}
 	}
 	a.checkDuoAuthAPI(ctx, cfg, r)
+	a.checkGateway(ctx, cfg, r)
 	return r.done()
 }
 

@@ -60,6 +60,10 @@ type config struct {
 
 	ObserveSettings // the audit trail, metrics and replicas (observe.go)
 
+	// GatewayPolicy is the gateway's policy file (crm-mcp gateway): its
+	// upstreams and their governed tools. serve does not read it.
+	GatewayPolicy string `env:"GATEWAY_POLICY"`
+
 	LogLevel  string `env:"LOG_LEVEL" envDefault:"info"`
 	LogFormat string `env:"LOG_FORMAT" envDefault:"json"`
 

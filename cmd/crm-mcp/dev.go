@@ -92,6 +92,7 @@ flags:
 // devFlags are dev's flags.
 type devFlags struct {
 	addr, dataDir, autoLogin string
+	gateway                  string // a policy file: serve the gateway (gateway.go)
 }
 
 // parseDevFlags parses dev's arguments; ok is false when dev should exit
@@ -106,6 +107,7 @@ func (a *app) parseDevFlags(args []string) (f devFlags, code int, ok bool) {
 	fs.StringVar(&f.addr, "addr", devDefaultAddr, "listen `address`, loopback only; port 0 picks a free port")
 	fs.StringVar(&f.dataDir, "data-dir", devDefaultDataDir, "`directory` for the CRM database, the audit log, the client registrations and the Duo stand-in's CA certificate")
 	fs.StringVar(&f.autoLogin, "auto-login", "", "sign every authorization in as `user` (alice, bob or carol), without the login page")
+	fs.StringVar(&f.gateway, "gateway", "", "serve the gateway in front of the upstreams of this policy `file` (GATEWAY_POLICY) instead of the CRM; alice holds every scope it names, bob and carol its *.read ones")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), devUsage)
 		fs.PrintDefaults()
@@ -180,16 +182,32 @@ func (a *app) dev(ctx context.Context, args []string) int {
 		fmt.Fprintf(a.stderr, "crm-mcp dev: %v\n", err)
 		return 1
 	}
+	if f.gateway != "" {
+		env["GATEWAY_POLICY"] = f.gateway
+	}
 	cfg, err := loadConfig(env)
 	if err != nil {
 		fmt.Fprintf(a.stderr, "crm-mcp dev: invalid configuration:\n%s", formatConfigErrors(err))
 		return 1
 	}
+	var gatewayEndpoint func(context.Context, endpointDeps) (endpoint, pinger, error)
+	var gatewayTools []string
+	if f.gateway != "" {
+		pol, err := a.loadGatewayPolicy(&cfg)
+		if err != nil {
+			fmt.Fprintf(a.stderr, "crm-mcp dev: invalid gateway policy (-gateway):\n%s", formatConfigErrors(err))
+			return 1
+		}
+		dev.signIn.SetUsers(devGatewayUsers(cfg.ScopesSupported)...)
+		gatewayEndpoint, gatewayTools = a.gatewayEndpoint(pol), gatewayToolNames(pol)
+	}
 	return a.serveConfig(ctx, cfg, serveOptions{
-		command:  "dev",
-		listener: ln,
-		routes:   dev.routes,
-		guard:    dev.guard.Store,
+		endpoint:  gatewayEndpoint,
+		toolNames: gatewayTools,
+		command:   "dev",
+		listener:  ln,
+		routes:    dev.routes,
+		guard:     dev.guard.Store,
 		ready: func(string) {
 			io.WriteString(a.stdout, dev.banner())
 			if a.devStarted != nil {
@@ -597,4 +615,16 @@ func (s *devStack) serveIndex(w http.ResponseWriter, r *http.Request) {
 		"MCP": s.mcpURL, "Push": devPushPath, "Admin": devIssuerPath + "/admin", "Issuer": s.issuer,
 		"Users": s.signIn.Users(),
 	})
+}
+
+// devGatewayUsers are dev's users in front of a gateway: alice holds every
+// scope of its policy, bob and carol the read ones.
+func devGatewayUsers(scopes []string) []devduo.User {
+	var reads []string
+	for _, s := range scopes {
+		if strings.HasSuffix(s, ".read") {
+			reads = append(reads, s)
+		}
+	}
+	return []devduo.User{{Name: "alice", Scopes: scopes}, {Name: "bob", Scopes: reads}, {Name: "carol", Scopes: reads}}
 }

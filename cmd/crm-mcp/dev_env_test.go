@@ -118,27 +118,6 @@ func TestDevPointsServeAtItsStandIns(t *testing.T) {
 	assert.Contains(t, res.text, "Riley Vance")
 }
 
-// startDevEnv is startDev with an environment.
-func startDevEnv(t *testing.T, environ map[string]string) *devServer {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	d := &devServer{stdout: &syncBuffer{}, stderr: &syncBuffer{}, cancel: cancel, done: make(chan int, 1)}
-	listening := make(chan string, 1)
-	a := &app{environ: environ, stdout: d.stdout, stderr: d.stderr, listening: func(addr string) { listening <- addr }}
-	go func() { d.done <- a.run(ctx, []string{"dev", "--addr", "127.0.0.1:0", "--data-dir", t.TempDir()}) }()
-	select {
-	case addr := <-listening:
-		d.base = "http://" + addr
-		d.mcp = d.base + "/mcp"
-	case code := <-d.done:
-		t.Fatalf("dev exited with %d before listening:\n%s", code, d.stderr)
-	case <-time.After(30 * time.Second):
-		t.Fatalf("dev did not start:\n%s", d.stderr)
-	}
-	t.Cleanup(func() { d.stop(t) })
-	return d
-}
-
 func readEnvFile(t *testing.T, name string) map[string]string {
 	t.Helper()
 	f, err := os.Open(name)

@@ -48,14 +48,21 @@ type devServer struct {
 // args, and waits until it is ready.
 func startDev(t *testing.T, args ...string) *devServer {
 	t.Helper()
+	// dev overrides the settings that point at its stand-ins, and says so
+	// (TestDevEnvironment covers the rest).
+	return startDevEnv(t, map[string]string{"AUTH_MODE": "jwt", "MCP_RESOURCE_URL": "https://elsewhere.example/mcp"}, args...)
+}
+
+// startDevEnv is startDev with the process environment environ (the
+// gateway's ${VAR}s, and PATH for its stdio upstreams).
+func startDevEnv(t *testing.T, environ map[string]string, args ...string) *devServer {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &devServer{stdout: &syncBuffer{}, stderr: &syncBuffer{}, cancel: cancel, done: make(chan int, 1)}
 	listening := make(chan string, 1)
 	stacks := make(chan *devStack, 1)
 	a := &app{
-		// dev overrides the settings that point at its stand-ins, and
-		// says so (TestDevEnvironment covers the rest).
-		environ:    map[string]string{"AUTH_MODE": "jwt", "MCP_RESOURCE_URL": "https://elsewhere.example/mcp"},
+		environ:    environ,
 		stdout:     d.stdout,
 		stderr:     d.stderr,
 		listening:  func(addr string) { listening <- addr },

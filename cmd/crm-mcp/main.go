@@ -2,6 +2,7 @@
 // that MCP clients connect to directly over Streamable HTTP.
 //
 //	crm-mcp serve     run the server
+//	crm-mcp gateway   run the server in front of other MCP servers (GATEWAY_POLICY)
 //	crm-mcp check     validate the configuration and reach the authorization server
 //	crm-mcp dev       run the whole flow on this machine, against stand-ins for Duo
 //	crm-mcp version   print the version
@@ -93,6 +94,8 @@ const usage = `usage: crm-mcp <command>
 
 commands:
   serve     run the MCP server
+  gateway   run the MCP server in front of other MCP servers: their tools,
+            governed by the policy file GATEWAY_POLICY names
   check     validate the configuration and reach the authorization server(s)
   dev       run the whole flow on this machine, with stand-ins for Duo
             (flags, see crm-mcp dev -h; never in production)
@@ -103,7 +106,7 @@ commands:
   audit verify [--allow-torn] FILE
             check the hash chain of an audit log, naming the first bad line
 
-serve and check take their configuration from environment variables only;
+serve, gateway and check take their configuration from environment variables only;
 MCP_RESOURCE_URL and DUO_ISSUER are required. See the README for the full
 list.
 `
@@ -118,6 +121,8 @@ func (a *app) run(ctx context.Context, args []string) int {
 	switch cmd {
 	case "serve":
 		fn = a.serve
+	case "gateway":
+		fn = a.gateway
 	case "check":
 		fn = a.check
 	case "version":

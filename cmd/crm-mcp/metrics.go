@@ -53,6 +53,9 @@ const maxWaiting = 10000
 // prometheus.DefaultRegisterer, which any imported package may add to).
 type metrics struct {
 	reg *prometheus.Registry
+	// tools are the tool names a label may hold (toolLabel): the CRM's,
+	// or the gateway's policy's too.
+	tools []string
 
 	httpRequests     *prometheus.CounterVec
 	authFailures     *prometheus.CounterVec
@@ -72,7 +75,8 @@ type metrics struct {
 
 func newMetrics() *metrics {
 	m := &metrics{
-		reg: prometheus.NewRegistry(),
+		reg:   prometheus.NewRegistry(),
+		tools: tools.Names(),
 		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "crm_mcp_http_requests_total",
 			Help: "Requests to the MCP endpoint, by HTTP status, counted when they end (an SSE stream when it closes).",
@@ -185,15 +189,13 @@ func bounded(v string, values []string) string {
 	return "other"
 }
 
-// toolLabel is a tool name fit for a label: one of tools.Names().
-func toolLabel(name string) string {
-	if slices.Contains(toolNames, name) {
+// toolLabel is a tool name fit for a label: one of m.tools.
+func (m *metrics) toolLabel(name string) string {
+	if slices.Contains(m.tools, name) {
 		return name
 	}
 	return "unknown"
 }
-
-var toolNames = tools.Names()
 
 // observe counts one decision of a governed call by its codes (kind and
 // outcome), never its text; err is whether its audit line was written. A
@@ -207,7 +209,7 @@ func (m *metrics) observe(e govern.Event, err error) {
 	if err != nil {
 		return
 	}
-	tool := toolLabel(e.Tool)
+	tool := m.toolLabel(e.Tool)
 	switch e.Kind {
 	case audit.ScopeDenied: // the in-MCP check, behind the HTTP gate
 		m.authFailures.WithLabelValues("insufficient_scope").Inc()

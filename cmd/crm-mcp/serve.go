@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/crm-mcp/crm-mcp/crm"
+	"github.com/crm-mcp/crm-mcp/gateway"
 	"github.com/crm-mcp/crm-mcp/govern"
 	"github.com/crm-mcp/crm-mcp/resourceserver"
 	"github.com/crm-mcp/crm-mcp/stepup"
@@ -65,6 +67,32 @@ type serveOptions struct {
 	// step-up is off), once it is built: dev's push page shows where each
 	// user stands against its push cap and cooldown.
 	guard func(*stepup.Guard)
+	// endpoint, when set, builds the MCP endpoint in place of the CRM's
+	// tools (the gateway), with the same front door, step-up, audit trail
+	// and metrics. No CRM database is opened then; ready answers /readyz
+	// in its place.
+	endpoint func(ctx context.Context, d endpointDeps) (e endpoint, ready pinger, err error)
+	// toolNames are the endpoint's tools beyond the CRM's, for metrics.
+	toolNames []string
+}
+
+// endpoint is what serve mounts at the resource path: tools.Handler, or
+// the gateway.
+type endpoint interface {
+	http.Handler
+	Requests() int
+	StepUpWaiting() int
+	Shutdown(ctx context.Context) error
+}
+
+// endpointDeps is what serve has built that an endpoint uses.
+type endpointDeps struct {
+	cfg     config
+	rs      *resourceserver.Server
+	stepUp  *tools.StepUp // nil when STEPUP_MODE=off
+	record  func(context.Context, govern.Event) error
+	onLimit func(limit string)
+	log     *slog.Logger
 }
 
 // serveConfig is serve with a loaded configuration.
@@ -113,6 +141,7 @@ func (a *app) serveConfig(ctx context.Context, cfg config, opts serveOptions) in
 		return 1
 	}
 	m := newMetrics()
+	m.tools = append(m.tools, opts.toolNames...)
 	tr := newTrail(auditLog, m, log)
 	defer func() {
 		if err := tr.close(); err != nil {
@@ -147,11 +176,14 @@ func (a *app) serveConfig(ctx context.Context, cfg config, opts serveOptions) in
 	}
 
 	openCtx, cancel := context.WithTimeout(ctx, openTimeout)
-	store, err := cfg.openStore(openCtx)
+	var store *crm.Store
+	if opts.endpoint == nil {
+		store, err = cfg.openStore(openCtx)
+	}
 	var state *pgstate.State
 	if err == nil {
 		state, err = cfg.openStepUpState(openCtx)
-		if err != nil {
+		if err != nil && store != nil {
 			store.Close()
 		}
 	}
@@ -181,6 +213,9 @@ func (a *app) serveConfig(ctx context.Context, cfg config, opts serveOptions) in
 		}
 	}
 	defer func() {
+		if store == nil {
+			return
+		}
 		if err := store.Close(); err != nil {
 			log.Warn("closing the CRM database", "error", err.Error())
 		} else {
@@ -228,27 +263,26 @@ func (a *app) serveConfig(ctx context.Context, cfg config, opts serveOptions) in
 		log.Warn("STEP-UP IS OFF (STEPUP_MODE=off): sensitive tool calls and restricted records need NO Duo Push approval")
 	}
 
-	mcpCfg := tools.Config{
-		StepUp:                stepUp,
-		Store:                 store,
-		Auth:                  rs,
-		HideUnauthorizedTools: cfg.HideUnauthorizedTools,
-		Refusals:              refusals,
-		Logger:                log,
-		Version:               versionString(),
-		Record:                tr.record,
-		OnLimit:               m.limited,
-	}
-	cfg.applyLimits(&mcpCfg)
-	mcpHandler, err := tools.NewHandler(mcpCfg)
-	if err != nil {
+	var mcpHandler endpoint
+	var ready pinger = store
+	if opts.endpoint != nil {
+		mcpHandler, ready, err = opts.endpoint(ctx, endpointDeps{cfg: cfg, rs: rs, stepUp: stepUp, record: tr.record, onLimit: m.limited, log: log})
+		if err != nil {
+			if ctx.Err() != nil {
+				log.Info("interrupted during start-up")
+				return 0
+			}
+			log.Error("cannot build the MCP endpoint", "error", err.Error())
+			return 1
+		}
+	} else if mcpHandler, err = toolsHandler(cfg, rs, stepUp, tr, m, store, refusals, log); err != nil {
 		log.Error("cannot build the MCP handler", "error", err.Error())
 		return 1
 	}
 
 	m.watch(rs.Status)
 	m.watchLimits(conns.Open, mcpHandler.Requests, mcpHandler.StepUpWaiting)
-	addRoutes(mux, cfg, rs, store, m.countRequests(mcpHandler), log)
+	addRoutes(mux, cfg, rs, ready, m.countRequests(mcpHandler), log)
 	if opts.routes == nil {
 		go func() { served <- srv.Serve(ln) }()
 	}
@@ -323,6 +357,23 @@ func (a *app) serveConfig(ctx context.Context, cfg config, opts serveOptions) in
 	return code
 }
 
+// toolsHandler is the CRM's MCP endpoint.
+func toolsHandler(cfg config, rs *resourceserver.Server, stepUp *tools.StepUp, tr *trail, m *metrics, store *crm.Store, refusals govern.RefusalMemory, log *slog.Logger) (*tools.Handler, error) {
+	mcpCfg := tools.Config{
+		StepUp:                stepUp,
+		Store:                 store,
+		Auth:                  rs,
+		HideUnauthorizedTools: cfg.HideUnauthorizedTools,
+		Refusals:              refusals,
+		Logger:                log,
+		Version:               versionString(),
+		Record:                tr.record,
+		OnLimit:               m.limited,
+	}
+	cfg.applyLimits(&mcpCfg)
+	return tools.NewHandler(mcpCfg)
+}
+
 func (c config) logWarnings(log *slog.Logger) {
 	for _, w := range c.warnings {
 		log.Warn(w)
@@ -367,9 +418,18 @@ type readiness interface {
 // database failure is only named; its detail goes to the log.
 type readyReport struct {
 	Ready   bool                          `json:"ready"`
-	DB      string                        `json:"db"`
+	DB      string                        `json:"db,omitempty"`
 	Auth    string                        `json:"auth"`
 	Issuers []resourceserver.IssuerStatus `json:"issuers"`
+	// Upstreams, for the gateway: which can be reached. One that cannot
+	// leaves the gateway ready, since the others serve; its calls get a
+	// tool error naming it.
+	Upstreams []gateway.UpstreamStatus `json:"upstreams,omitempty"`
+}
+
+// upstreams is the gateway's part of /readyz.
+type upstreams interface {
+	Upstreams() []gateway.UpstreamStatus
 }
 
 // readyHandler answers 200 when the database answers and every issuer's
@@ -379,7 +439,9 @@ func readyHandler(store pinger, rs readiness, log *slog.Logger) http.Handler {
 		rep := readyReport{Ready: true, DB: "ok", Auth: "ok", Issuers: rs.Status()}
 		ctx, cancel := context.WithTimeout(r.Context(), readyPingTimeout)
 		defer cancel()
-		if err := store.Ping(ctx); err != nil {
+		if up, ok := store.(upstreams); ok {
+			rep.DB, rep.Upstreams = "", up.Upstreams()
+		} else if err := store.Ping(ctx); err != nil {
 			rep.Ready, rep.DB = false, "unavailable"
 			log.Warn("readiness: the CRM database does not answer", "error", err.Error())
 		}

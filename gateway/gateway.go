@@ -1,0 +1,464 @@
+package gateway
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/crm-mcp/crm-mcp/govern"
+	"github.com/crm-mcp/crm-mcp/resourceserver"
+)
+
+// Bounds on what callers can make the gateway hold, beyond the front
+// door's: calls in flight, per user and overall (each may wait on a push,
+// then on its upstream), and per upstream (Upstream.MaxCalls). A call
+// beyond a bound is refused as a tool error before anything is decided.
+const (
+	DefaultMaxCallsPerUser = 16
+	DefaultMaxCalls        = 512
+)
+
+// healthInterval is how often an upstream is pinged (or, when down, dialled
+// again), so that /readyz shows a dead upstream without waiting for a call.
+const healthInterval = 15 * time.Second
+
+// Config configures a Gateway.
+type Config struct {
+	// Policy names the upstreams and their governed tools. Required.
+	Policy *Policy
+	// Governor governs every tool; its Gate is mounted in the handler.
+	// Required.
+	Governor *govern.Governor
+	// Auth is the front door. Required.
+	Auth *resourceserver.Server
+	// Transport carries the requests to Streamable HTTP upstreams; nil
+	// means http.DefaultTransport.
+	Transport http.RoundTripper
+	// CommandEnv is the environment stdio upstreams start with ("K=V"),
+	// before their policy's env: PATH and HOME, say; never the
+	// gateway's whole environment, which holds its secrets.
+	CommandEnv []string
+	// MaxCallsPerUser and MaxCalls bound the calls in flight; zero means
+	// DefaultMaxCallsPerUser and DefaultMaxCalls.
+	MaxCallsPerUser, MaxCalls int
+	// OnLimit, when set, hears each call a bound refused ("calls_per_user",
+	// "calls").
+	OnLimit func(limit string)
+	// Logger: one line per upstream event, never a header value.
+	Logger  *slog.Logger
+	Version string
+}
+
+// Gateway is one MCP endpoint in front of the policy's upstreams: each
+// upstream tool the policy names is served as "upstream.tool", governed
+// by the Governor, and forwarded with the gateway's own credentials only.
+type Gateway struct {
+	http.Handler
+	server *mcp.Server
+	gov    *govern.Governor
+	conns  []*conn
+	log    *slog.Logger
+	calls  *counter
+	onLim  func(string)
+
+	inflight atomic.Int64 // POSTs being served, for Shutdown
+
+	mu         sync.Mutex
+	registered map[*conn]bool
+	problems   []Problem
+
+	stop context.CancelFunc
+	done sync.WaitGroup
+}
+
+// Problem is something about an upstream an operator should fix: a tool
+// the policy names that the upstream does not offer, an upstream tool that
+// cannot be served, an upstream that cannot be reached.
+type Problem struct {
+	Upstream string
+	Tool     string // "" for the upstream itself
+	Where    string // the policy file's line
+	Msg      string
+}
+
+func (p Problem) String() string {
+	if p.Tool == "" {
+		return fmt.Sprintf("%s: upstream %s: %s", p.Where, p.Upstream, p.Msg)
+	}
+	return fmt.Sprintf("%s: upstream %s, tool %s: %s", p.Where, p.Upstream, p.Tool, p.Msg)
+}
+
+// UpstreamStatus is an upstream's reachability, for /readyz. It holds no
+// URL or error text: /readyz is unauthenticated.
+type UpstreamStatus struct {
+	Name      string `json:"name"`
+	Reachable bool   `json:"reachable"`
+	State     string `json:"state"`
+}
+
+// New connects to every upstream (at once, each within its own bound),
+// registers the tools the policy names with the upstream's own schema and
+// annotations, and starts watching the upstreams. An upstream that cannot
+// be reached does not stop the start: it is a Problem, its tools are
+// added once it answers, and the others serve meanwhile.
+func New(ctx context.Context, cfg Config) (*Gateway, error) {
+	if cfg.Policy == nil || cfg.Governor == nil || cfg.Auth == nil {
+		return nil, errors.New("gateway: Policy, Governor and Auth are required")
+	}
+	if cfg.MaxCallsPerUser < 0 || cfg.MaxCalls < 0 {
+		return nil, errors.New("gateway: MaxCallsPerUser and MaxCalls must not be negative")
+	}
+	log := cmp.Or(cfg.Logger, slog.Default())
+	transport := cfg.Transport
+	if transport == nil {
+		transport = http.DefaultTransport
+	}
+	gw := &Gateway{
+		gov:        cfg.Governor,
+		log:        log,
+		calls:      newCounter(cmp.Or(cfg.MaxCallsPerUser, DefaultMaxCallsPerUser), cmp.Or(cfg.MaxCalls, DefaultMaxCalls)),
+		onLim:      cfg.OnLimit,
+		registered: map[*conn]bool{},
+	}
+	if gw.onLim == nil {
+		gw.onLim = func(string) {}
+	}
+	gw.server = mcp.NewServer(&mcp.Implementation{Name: "crm-mcp-gateway", Title: "MCP gateway (Duo protected)", Version: cfg.Version}, &mcp.ServerOptions{
+		Instructions: "Tools of other MCP servers, named upstream.tool. Each tool needs a Duo scope; calls without it are refused with an insufficient_scope challenge naming the scopes to request.",
+		Logger:       log,
+		Capabilities: &mcp.ServerCapabilities{Tools: &mcp.ToolCapabilities{ListChanged: true}},
+	})
+	gw.server.AddReceivingMiddleware(gw.bound)
+	for _, up := range cfg.Policy.Upstreams {
+		gw.conns = append(gw.conns, newConn(up, transport, cfg.CommandEnv, cfg.Version, log))
+	}
+	var wg sync.WaitGroup
+	for _, c := range gw.conns {
+		wg.Go(func() { gw.attach(ctx, c, true) })
+	}
+	wg.Wait()
+
+	// Stateless: every request stands alone, so the gateway holds no
+	// session a client could leave behind; progress and cancellation ride
+	// on the POST that carries the call.
+	streamable := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return gw.server }, &mcp.StreamableHTTPOptions{
+		Stateless:                    true,
+		Logger:                       log,
+		PropagateRequestCancellation: true,
+	})
+	gw.Handler = gw.countPOSTs(cfg.Auth.Middleware(cfg.Governor.Gate(cfg.Auth, streamable)))
+
+	watchCtx, stop := context.WithCancel(context.Background())
+	gw.stop = stop
+	for _, c := range gw.conns {
+		gw.done.Go(func() { gw.watch(watchCtx, c) })
+	}
+	return gw, nil
+}
+
+// attach lists an upstream's tools and registers those the policy names,
+// once. atStart says whether its failures are problems of the start.
+func (gw *Gateway) attach(ctx context.Context, c *conn, atStart bool) bool {
+	gw.mu.Lock()
+	done := gw.registered[c]
+	gw.mu.Unlock()
+	if done {
+		return true
+	}
+	offered, err := c.tools(ctx)
+	if err != nil {
+		if atStart {
+			gw.problem(Problem{Upstream: c.up.Name, Where: c.up.Where(""), Msg: "unreachable at start; its tools are served once it answers"})
+		}
+		return false
+	}
+	var probs []Problem
+	for _, name := range c.up.ToolNames() {
+		t := offered[name]
+		if t == nil {
+			probs = append(probs, Problem{Upstream: c.up.Name, Tool: name, Where: c.up.Where(name), Msg: "the policy names it, but the upstream does not offer it"})
+			continue
+		}
+		if err := gw.add(c, t, c.up.Tools[name]); err != nil {
+			probs = append(probs, Problem{Upstream: c.up.Name, Tool: name, Where: c.up.Where(name), Msg: err.Error()})
+		}
+	}
+	gw.mu.Lock()
+	gw.registered[c] = true
+	gw.mu.Unlock()
+	for _, p := range probs {
+		gw.problem(p)
+	}
+	gw.log.Info("serving the upstream's tools", "upstream", c.up.Name, "named", len(c.up.Tools), "offered", len(offered), "problems", len(probs))
+	return true
+}
+
+func (gw *Gateway) problem(p Problem) {
+	gw.log.Error("gateway policy problem: " + p.String())
+	gw.mu.Lock()
+	gw.problems = append(gw.problems, p)
+	gw.mu.Unlock()
+}
+
+// add serves one upstream tool under the governor.
+func (gw *Gateway) add(c *conn, t *mcp.Tool, pol govern.Policy) (err error) {
+	name := c.up.Name + "." + t.Name
+	tool := &mcp.Tool{
+		Name:         name,
+		Title:        t.Title,
+		Description:  t.Description,
+		InputSchema:  t.InputSchema,
+		OutputSchema: t.OutputSchema,
+		Annotations:  t.Annotations,
+		Icons:        t.Icons,
+		Meta:         t.Meta,
+	}
+	if tool.InputSchema == nil {
+		tool.InputSchema = map[string]any{"type": "object"}
+	}
+	defer func() {
+		// go-sdk panics on a schema it cannot serve (not an object):
+		// that is the upstream's tool, not a bug here.
+		if r := recover(); r != nil {
+			err = fmt.Errorf("cannot be served: %v", r)
+		}
+	}()
+	upstreamName := t.Name
+	return govern.AddRawTool(gw.gov, gw.server, tool, pol, func(ctx context.Context, call *govern.Call) (*mcp.CallToolResult, error) {
+		var progress func(*mcp.ProgressNotificationParams)
+		if req := call.Request; req.Params != nil && req.Session != nil {
+			if tok := req.Params.GetProgressToken(); tok != nil {
+				progress = func(p *mcp.ProgressNotificationParams) {
+					_ = req.Session.NotifyProgress(ctx, &mcp.ProgressNotificationParams{ProgressToken: tok, Progress: p.Progress, Total: p.Total, Message: p.Message})
+				}
+			}
+		}
+		res, err := c.call(ctx, upstreamName, call.ArgsJSON(), progress)
+		var ce *callError
+		if errors.As(err, &ce) {
+			return nil, &govern.ToolError{Msg: name + " was not run: " + ce.msg}
+		}
+		return res, err
+	})
+}
+
+// watch pings the upstream, and until its tools are served keeps trying
+// to add them.
+func (gw *Gateway) watch(ctx context.Context, c *conn) {
+	tick := time.NewTicker(healthInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if !gw.attach(ctx, c, false) {
+			continue
+		}
+		c.ping(ctx)
+	}
+}
+
+// bound holds the calls in flight per user and overall; a refusal costs a
+// map lookup and holds nothing.
+func (gw *Gateway) bound(next mcp.MethodHandler) mcp.MethodHandler {
+	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
+		if method != "tools/call" {
+			return next(ctx, method, req)
+		}
+		user := ""
+		if extra := req.GetExtra(); extra != nil && extra.TokenInfo != nil {
+			user = extra.TokenInfo.UserID
+		}
+		release, perUser, ok := gw.calls.acquire(user)
+		if !ok {
+			msg := fmt.Sprintf("the gateway has %d calls in progress, the most it serves at once; try again shortly", gw.calls.max)
+			limit := "calls"
+			if perUser {
+				msg = fmt.Sprintf("you already have %d calls in progress, the most one user may have; try again when one ends", gw.calls.perUser)
+				limit = "calls_per_user"
+			}
+			gw.onLim(limit)
+			res := &mcp.CallToolResult{}
+			res.SetError(errors.New(msg))
+			return res, nil
+		}
+		defer release()
+		return next(ctx, method, req)
+	}
+}
+
+func (gw *Gateway) countPOSTs(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			gw.inflight.Add(1)
+			defer gw.inflight.Add(-1)
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// Tools lists the tools served, sorted.
+func (gw *Gateway) Tools() []string { return gw.gov.Names() }
+
+// Problems are the problems found so far (at start, and when an upstream
+// down at start first answered).
+func (gw *Gateway) Problems() []Problem {
+	gw.mu.Lock()
+	defer gw.mu.Unlock()
+	return append([]Problem(nil), gw.problems...)
+}
+
+// Upstreams is each upstream's reachability, in the policy's order.
+func (gw *Gateway) Upstreams() []UpstreamStatus {
+	out := make([]UpstreamStatus, len(gw.conns))
+	for i, c := range gw.conns {
+		out[i] = c.status()
+	}
+	return out
+}
+
+// Requests is the number of calls in flight, for a metrics gauge.
+func (gw *Gateway) Requests() int { return gw.calls.count() }
+
+// Sessions is always 0: the gateway serves without sessions.
+func (gw *Gateway) Sessions() int { return 0 }
+
+// StepUpWaiting is 0: the gateway's calls waiting on a push are counted
+// among its calls in flight (Requests).
+func (gw *Gateway) StepUpWaiting() int { return 0 }
+
+// Shutdown waits until no POST is in flight, or ctx ends, then closes the
+// upstream sessions (and stops stdio upstreams).
+func (gw *Gateway) Shutdown(ctx context.Context) error {
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	var err error
+	for gw.inflight.Load() > 0 && err == nil {
+		select {
+		case <-ctx.Done():
+			err = ctx.Err()
+		case <-tick.C:
+		}
+	}
+	gw.Close()
+	return err
+}
+
+// Close stops watching and closes every upstream session at once.
+func (gw *Gateway) Close() {
+	gw.stop()
+	gw.done.Wait()
+	for _, c := range gw.conns {
+		c.close()
+	}
+}
+
+// Check connects to each upstream of pol, lists its tools and reports
+// what the gateway would find at start: unreachable upstreams and named
+// tools an upstream does not offer. It changes nothing and leaves no
+// upstream running.
+func Check(ctx context.Context, pol *Policy, transport http.RoundTripper, commandEnv []string, log *slog.Logger) []Problem {
+	if transport == nil {
+		transport = http.DefaultTransport
+	}
+	log = cmp.Or(log, slog.New(slog.DiscardHandler))
+	probs := make([][]Problem, len(pol.Upstreams))
+	var wg sync.WaitGroup
+	for i, up := range pol.Upstreams {
+		wg.Go(func() {
+			c := newConn(up, transport, commandEnv, "check", log)
+			defer c.close()
+			offered, err := c.tools(ctx)
+			if err != nil {
+				c.mu.Lock()
+				why := c.lastErr
+				c.mu.Unlock()
+				probs[i] = append(probs[i], Problem{Upstream: up.Name, Where: up.Where(""), Msg: "unreachable: " + bounded(cmp.Or(why, err.Error()), 300)})
+				return
+			}
+			for _, name := range up.ToolNames() {
+				if offered[name] == nil {
+					probs[i] = append(probs[i], Problem{Upstream: up.Name, Tool: name, Where: up.Where(name), Msg: "the policy names it, but the upstream does not offer it"})
+				}
+			}
+		})
+	}
+	wg.Wait()
+	var out []Problem
+	for _, p := range probs {
+		out = append(out, p...)
+	}
+	return out
+}
+
+// Load reads and parses the policy file at path (GATEWAY_POLICY).
+func Load(path string, getenv func(string) (string, bool)) (*Policy, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return nil, &FieldError{File: path, Err: fmt.Errorf("cannot be read: %v", err)}
+	}
+	defer f.Close()
+	data, err := readAll(f)
+	if err != nil {
+		return nil, &FieldError{File: path, Err: errors.New("cannot be read")}
+	}
+	return Parse(path, data, getenv)
+}
+
+// counter counts calls per user and overall, within bounds.
+type counter struct {
+	perUser, max int
+	mu           sync.Mutex
+	all          int
+	byUser       map[string]int
+}
+
+func newCounter(perUser, max int) *counter {
+	return &counter{perUser: perUser, max: max, byUser: map[string]int{}}
+}
+
+func (c *counter) acquire(user string) (release func(), perUser, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.byUser[user] >= c.perUser {
+		return nil, true, false
+	}
+	if c.all >= c.max {
+		return nil, false, false
+	}
+	c.all++
+	c.byUser[user]++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			c.all--
+			if c.byUser[user]--; c.byUser[user] == 0 {
+				delete(c.byUser, user)
+			}
+		})
+	}, false, true
+}
+
+func (c *counter) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.all
+}

@@ -1,0 +1,376 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os/exec"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// Reconnection backoff: the first retry of an upstream that failed may
+// come at once (the next call), later ones wait longer, up to maxBackoff,
+// so that a dead upstream costs a refusal per call, not a dial.
+const (
+	minBackoff = 500 * time.Millisecond
+	maxBackoff = 30 * time.Second
+	// connectTimeout bounds dialling and initializing an upstream.
+	connectTimeout = 10 * time.Second
+)
+
+// errDown is the error a call gets while its upstream cannot be reached.
+var errDown = errors.New("unreachable")
+
+// conn is the gateway's one client session with an upstream, made on
+// first use and again, with backoff, after it breaks. Safe for concurrent
+// use.
+type conn struct {
+	up        *Upstream
+	log       *slog.Logger
+	transport http.RoundTripper
+	baseEnv   []string
+	version   string
+	calls     chan struct{} // a place per call in flight (MaxCalls)
+
+	mu       sync.Mutex
+	cs       *mcp.ClientSession
+	dialing  chan struct{} // closed when the dial in progress ends
+	failures int
+	retryAt  time.Time
+	lastErr  string // for the log and /readyz: never a header value
+	closed   bool
+
+	// progress routes the upstream's progress notifications to the
+	// client calls that asked for them, by the token the gateway sent.
+	progress sync.Map // string -> func(*mcp.ProgressNotificationParams)
+	seq      atomic.Int64
+}
+
+func newConn(up *Upstream, transport http.RoundTripper, baseEnv []string, version string, log *slog.Logger) *conn {
+	return &conn{up: up, transport: transport, baseEnv: baseEnv, version: version, log: log.With("upstream", up.Name), calls: make(chan struct{}, up.MaxCalls)}
+}
+
+// session returns the live session, dialling when there is none and the
+// backoff allows. Concurrent callers share one dial.
+func (c *conn) session(ctx context.Context) (*mcp.ClientSession, error) {
+	for {
+		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			return nil, errors.New("the gateway is shutting down")
+		}
+		if c.cs != nil {
+			cs := c.cs
+			c.mu.Unlock()
+			return cs, nil
+		}
+		if wait := c.dialing; wait != nil {
+			c.mu.Unlock()
+			select {
+			case <-wait:
+				continue
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		if time.Now().Before(c.retryAt) {
+			c.mu.Unlock()
+			return nil, errDown
+		}
+		done := make(chan struct{})
+		c.dialing = done
+		c.mu.Unlock()
+
+		cs, err := c.dial(ctx)
+
+		c.mu.Lock()
+		c.dialing = nil
+		close(done)
+		if err != nil {
+			c.failedLocked(err)
+			c.mu.Unlock()
+			return nil, errDown
+		}
+		if c.closed {
+			c.mu.Unlock()
+			cs.Close()
+			return nil, errors.New("the gateway is shutting down")
+		}
+		c.cs, c.failures, c.lastErr, c.retryAt = cs, 0, "", time.Time{}
+		c.mu.Unlock()
+		c.log.Info("connected to the upstream")
+		return cs, nil
+	}
+}
+
+// failedLocked notes a failed dial or a broken session and sets when the
+// next dial may be tried.
+func (c *conn) failedLocked(err error) {
+	c.failures++
+	backoff := maxBackoff
+	if c.failures < 8 {
+		backoff = min(maxBackoff, minBackoff<<(c.failures-1))
+	}
+	if c.failures == 1 {
+		backoff = 0 // the next call tries again at once: a restart, a dropped session
+	}
+	c.retryAt = time.Now().Add(backoff)
+	c.lastErr = err.Error()
+	c.log.Warn("the upstream is unreachable", "error", err.Error(), "retry_in", backoff.String())
+}
+
+// broke drops cs after a transport failure, so that the next call dials.
+func (c *conn) broke(cs *mcp.ClientSession, err error) {
+	c.mu.Lock()
+	if c.cs == cs {
+		c.cs = nil
+		c.failedLocked(err)
+	}
+	c.mu.Unlock()
+	cs.Close()
+}
+
+// dial connects and initializes a session, within connectTimeout.
+func (c *conn) dial(ctx context.Context) (*mcp.ClientSession, error) {
+	ctx, cancel := context.WithTimeout(ctx, connectTimeout)
+	defer cancel()
+	client := mcp.NewClient(&mcp.Implementation{Name: "crm-mcp-gateway", Version: c.version}, &mcp.ClientOptions{
+		ProgressNotificationHandler: func(_ context.Context, req *mcp.ProgressNotificationClientRequest) {
+			if tok, ok := req.Params.ProgressToken.(string); ok {
+				if f, ok := c.progress.Load(tok); ok {
+					f.(func(*mcp.ProgressNotificationParams))(req.Params)
+				}
+			}
+		},
+	})
+	var t mcp.Transport
+	if c.up.URL != "" {
+		t = &mcp.StreamableClientTransport{
+			Endpoint: c.up.URL,
+			// Only the policy's headers: never the client's token, nor
+			// any other header of the client's request (the Gate's
+			// internal ones among them).
+			HTTPClient: &http.Client{Transport: &withHeaders{h: c.up.headers, next: c.transport}},
+			MaxRetries: -1, // a broken session is dialled again, with backoff
+			// Server-initiated messages would have no client to go to.
+			DisableStandaloneSSE: true,
+		}
+	} else {
+		cmd := exec.Command(c.up.Command[0], c.up.Command[1:]...)
+		// Not the gateway's environment, which holds its own secrets
+		// (Duo keys, the database URL): the base the caller chose, and
+		// what the policy gives this upstream.
+		cmd.Env = append(append([]string{}, c.baseEnv...), c.up.env...)
+		cmd.Stderr = &logWriter{log: c.log}
+		t = &mcp.CommandTransport{Command: cmd}
+	}
+	cs, err := client.Connect(ctx, t, nil)
+	if err != nil {
+		return nil, err
+	}
+	return cs, nil
+}
+
+// tools lists the upstream's tools, every page.
+func (c *conn) tools(ctx context.Context) (map[string]*mcp.Tool, error) {
+	cs, err := c.session(ctx)
+	if err != nil {
+		return nil, c.named(err)
+	}
+	out := map[string]*mcp.Tool{}
+	for t, err := range cs.Tools(ctx, nil) {
+		if err != nil {
+			if isTransport(err) {
+				c.broke(cs, err)
+			}
+			return nil, fmt.Errorf("upstream %s: listing its tools: %v", c.up.Name, err)
+		}
+		if len(out) >= 10000 {
+			return nil, fmt.Errorf("upstream %s lists more than 10000 tools", c.up.Name)
+		}
+		out[t.Name] = t
+	}
+	return out, nil
+}
+
+// call forwards one call. Its error is a *callError, written for the
+// client: it names the upstream and never holds the upstream's URL,
+// headers or transport detail (those go to the log).
+func (c *conn) call(ctx context.Context, tool string, args any, progress func(*mcp.ProgressNotificationParams)) (*mcp.CallToolResult, error) {
+	select {
+	case c.calls <- struct{}{}:
+		defer func() { <-c.calls }()
+	default:
+		return nil, c.userErr(fmt.Sprintf("the upstream %s has %d calls in progress, the most the gateway sends it at once; try again shortly", c.up.Name, c.up.MaxCalls))
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.up.Timeout)
+	defer cancel()
+	cs, err := c.session(ctx)
+	if err != nil {
+		return nil, c.named(err)
+	}
+	params := &mcp.CallToolParams{Name: tool, Arguments: args}
+	if progress != nil {
+		tok := "gw-" + strconv.FormatInt(c.seq.Add(1), 10)
+		c.progress.Store(tok, progress)
+		defer c.progress.Delete(tok)
+		params.SetProgressToken(tok)
+	}
+	res, err := cs.CallTool(ctx, params)
+	if err == nil {
+		return res, nil
+	}
+	var rpc *jsonrpc.Error
+	switch {
+	case errors.As(err, &rpc) && !isTransport(err):
+		// The upstream refused the call itself (unknown tool, invalid
+		// params): its words, bounded.
+		return nil, c.userErr(fmt.Sprintf("the upstream %s refused the call: %s", c.up.Name, bounded(rpc.Message, 500)))
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		c.log.Warn("an upstream call timed out", "tool", tool, "timeout", c.up.Timeout.String())
+		return nil, c.userErr(fmt.Sprintf("the upstream %s did not answer within %s; try again later", c.up.Name, c.up.Timeout))
+	case ctx.Err() != nil:
+		return nil, ctx.Err() // the client cancelled: govern says so
+	}
+	c.broke(cs, err)
+	return nil, c.named(errDown)
+}
+
+// named turns a session failure into the client's error.
+func (c *conn) named(err error) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	if errors.Is(err, errDown) {
+		return c.userErr(fmt.Sprintf("the upstream %s is unreachable; the gateway tries it again with backoff, so try again later", c.up.Name))
+	}
+	return c.userErr(fmt.Sprintf("the upstream %s: %v", c.up.Name, err))
+}
+
+// status is the upstream's reachability as last seen.
+func (c *conn) status() UpstreamStatus {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := UpstreamStatus{Name: c.up.Name, Reachable: c.cs != nil}
+	if !st.Reachable {
+		st.State = "not connected yet"
+		if c.failures > 0 {
+			st.State = "unreachable"
+		}
+	} else {
+		st.State = "connected"
+	}
+	return st
+}
+
+// ping checks a live session and drops it when it fails, so that a dead
+// upstream shows in /readyz without waiting for a call.
+func (c *conn) ping(ctx context.Context) {
+	c.mu.Lock()
+	cs := c.cs
+	c.mu.Unlock()
+	if cs == nil {
+		if _, err := c.session(ctx); err != nil {
+			return
+		}
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, connectTimeout)
+	defer cancel()
+	if err := cs.Ping(ctx, nil); err != nil && ctx.Err() == nil || errors.Is(err, context.DeadlineExceeded) {
+		c.broke(cs, err)
+	}
+}
+
+func (c *conn) close() {
+	c.mu.Lock()
+	c.closed = true
+	cs := c.cs
+	c.cs = nil
+	c.mu.Unlock()
+	if cs != nil {
+		cs.Close()
+	}
+}
+
+// isTransport: an error of the connection rather than of the request.
+// go-sdk reports some as JSON-RPC errors of its own: rejected by the
+// transport (an HTTP failure, a lost session: the upstream never saw the
+// call), client or server closing.
+func isTransport(err error) bool {
+	var rpc *jsonrpc.Error
+	if !errors.As(err, &rpc) {
+		return true
+	}
+	switch rpc.Code {
+	case -32003, -32004, -32005:
+		return true
+	}
+	return false
+}
+
+// userErr is text for the client.
+func (c *conn) userErr(msg string) error { return &callError{msg} }
+
+type callError struct{ msg string }
+
+func (e *callError) Error() string { return e.msg }
+
+func bounded(s string, n int) string {
+	if r := []rune(s); len(r) > n {
+		return string(r[:n]) + "…"
+	}
+	return s
+}
+
+// withHeaders sends the policy's headers, set rather than added, so that
+// nothing else can stand in for them.
+type withHeaders struct {
+	h    http.Header
+	next http.RoundTripper
+}
+
+func (t *withHeaders) RoundTrip(r *http.Request) (*http.Response, error) {
+	if len(t.h) > 0 {
+		r = r.Clone(r.Context())
+		for k, v := range t.h {
+			r.Header[k] = v
+		}
+	}
+	return t.next.RoundTrip(r)
+}
+
+// logWriter logs a stdio upstream's standard error a line at a time,
+// bounded, as its own words.
+type logWriter struct {
+	log *slog.Logger
+	mu  sync.Mutex
+	buf []byte
+}
+
+func (w *logWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf = append(w.buf, p...)
+	for {
+		i := bytes.IndexByte(w.buf, '\n')
+		if i < 0 {
+			if len(w.buf) > 4096 {
+				w.log.Debug("upstream stderr", "line", bounded(string(w.buf), 500))
+				w.buf = w.buf[:0]
+			}
+			return len(p), nil
+		}
+		w.log.Debug("upstream stderr", "line", bounded(string(w.buf[:i]), 500))
+		w.buf = w.buf[i+1:]
+	}
+}

@@ -1,0 +1,228 @@
+package gateway_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// goUpstream is a second kind of real upstream: a go-sdk server over
+// Streamable HTTP without sessions (the 2026-07-28 revision's way), which
+// records the headers it receives, reports progress and notices
+// cancellation.
+type goUpstream struct {
+	srv       *httptest.Server
+	addr      string
+	mu        sync.Mutex
+	headers   []http.Header
+	cancelled chan struct{}
+	release   chan struct{}
+}
+
+func newGoUpstream(t testing.TB, addr string) *goUpstream {
+	u := &goUpstream{cancelled: make(chan struct{}, 1), release: make(chan struct{})}
+	s := mcp.NewServer(&mcp.Implementation{Name: "go-upstream"}, &mcp.ServerOptions{Logger: slog.New(slog.DiscardHandler)})
+	type none struct{}
+	mcp.AddTool(s, &mcp.Tool{Name: "whoami", Annotations: &mcp.ToolAnnotations{Title: "Who am I"}}, func(ctx context.Context, req *mcp.CallToolRequest, _ none) (*mcp.CallToolResult, any, error) {
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "auth=" + req.Extra.Header.Get("Authorization")}}}, nil, nil
+	})
+	type out struct {
+		Answer int `json:"answer"`
+	}
+	mcp.AddTool(s, &mcp.Tool{Name: "structured"}, func(ctx context.Context, req *mcp.CallToolRequest, _ none) (*mcp.CallToolResult, out, error) {
+		return &mcp.CallToolResult{IsError: true, Content: []mcp.Content{&mcp.TextContent{Text: "half an answer"}}}, out{Answer: 42}, nil
+	})
+	mcp.AddTool(s, &mcp.Tool{Name: "slow"}, func(ctx context.Context, req *mcp.CallToolRequest, _ none) (*mcp.CallToolResult, any, error) {
+		if tok := req.Params.GetProgressToken(); tok != nil {
+			for i := 1; i <= 3; i++ {
+				req.Session.NotifyProgress(ctx, &mcp.ProgressNotificationParams{ProgressToken: tok, Progress: float64(i), Total: 3, Message: fmt.Sprintf("step %d", i)})
+			}
+		}
+		select {
+		case <-ctx.Done():
+			u.cancelled <- struct{}{}
+			return nil, nil, ctx.Err()
+		case <-u.release:
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "done"}}}, nil, nil
+		}
+	})
+	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, &mcp.StreamableHTTPOptions{Stateless: true, Logger: slog.New(slog.DiscardHandler), PropagateRequestCancellation: true})
+	u.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u.mu.Lock()
+		u.headers = append(u.headers, r.Header.Clone())
+		u.mu.Unlock()
+		h.ServeHTTP(w, r)
+	}))
+	if addr != "" {
+		ln, err := net.Listen("tcp", addr)
+		require.NoError(t, err)
+		u.srv.Listener.Close()
+		u.srv.Listener = ln
+	}
+	u.srv.Start()
+	u.addr = u.srv.Listener.Addr().String()
+	t.Cleanup(u.srv.Close)
+	return u
+}
+
+func (u *goUpstream) seen() []http.Header {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.headers
+}
+
+func goPolicy(u *goUpstream, timeout string) string {
+	return `upstreams:
+  - name: go
+    url: http://` + u.addr + `/mcp
+    headers: {Authorization: "Bearer ${EVERYTHING_TOKEN}"}
+    timeout: ` + timeout + `
+    tools:
+      whoami: {scopes: [demo.read]}
+      structured: {scopes: [demo.read]}
+      slow: {scopes: [demo.read]}
+      missing: {scopes: [demo.read]}
+`
+}
+
+// TestOwnCredentialsOnly: upstream, only the policy's headers: never the
+// client's token, its other headers, or the gate's internal ones.
+func TestOwnCredentialsOnly(t *testing.T) {
+	up := newGoUpstream(t, "")
+	e := newEnv(t, envOpts{policy: goPolicy(up, "5s")})
+	tok := e.token("alice", allScopes...)
+	client := mcp.NewClient(&mcp.Implementation{Name: "gateway-test"}, nil)
+	cs, err := client.Connect(t.Context(), &mcp.StreamableClientTransport{Endpoint: e.resource, MaxRetries: -1, DisableStandaloneSSE: true,
+		HTTPClient: &http.Client{Transport: headers{"Authorization": "Bearer " + tok, "X-Client-Secret": "client-only", "Cookie": "session=client"}}}, nil)
+	require.NoError(t, err)
+	defer cs.Close()
+
+	res := call(t, cs, "go.whoami", map[string]any{})
+	require.False(t, res.IsError, text(res))
+	assert.Equal(t, "auth=Bearer "+everythingTok, text(res))
+	require.NotEmpty(t, up.seen())
+	for _, h := range up.seen() {
+		assert.Equal(t, "Bearer "+everythingTok, h.Get("Authorization"))
+		for k, v := range h {
+			joined := strings.Join(v, " ")
+			assert.NotContains(t, joined, tok, k)
+			assert.NotContains(t, joined, "client-only", k)
+			assert.NotContains(t, joined, "session=client", k)
+			assert.False(t, strings.HasPrefix(strings.ToLower(k), "govern-"), k)
+		}
+	}
+	// The named tool it does not offer is a problem, reported at start.
+	require.Len(t, e.gw.Problems(), 1)
+	assert.Contains(t, e.gw.Problems()[0].String(), "policy.yaml:10: upstream go, tool missing: the policy names it, but the upstream does not offer it")
+}
+
+type headers map[string]string
+
+func (h headers) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	for k, v := range h {
+		r.Header.Set(k, v)
+	}
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+// TestPassThrough: structured content and isError come back as the
+// upstream gave them; progress reaches the client's token; the client's
+// cancellation cancels the upstream call; a call past the upstream's
+// timeout is a tool error naming it.
+func TestPassThrough(t *testing.T) {
+	up := newGoUpstream(t, "")
+	e := newEnv(t, envOpts{policy: goPolicy(up, "1s")})
+	var mu sync.Mutex
+	var progress []string
+	cs := e.connect(t, e.token("alice", allScopes...), &mcp.ClientOptions{ProgressNotificationHandler: func(_ context.Context, req *mcp.ProgressNotificationClientRequest) {
+		mu.Lock()
+		defer mu.Unlock()
+		progress = append(progress, fmt.Sprintf("%v %v/%v %s", req.Params.ProgressToken, req.Params.Progress, req.Params.Total, req.Params.Message))
+	}})
+
+	res := call(t, cs, "go.structured", map[string]any{})
+	assert.True(t, res.IsError)
+	assert.Equal(t, "half an answer", text(res))
+	assert.Equal(t, map[string]any{"answer": float64(42)}, res.StructuredContent)
+
+	// Timeout, with progress on the way.
+	params := &mcp.CallToolParams{Name: "go.slow", Arguments: map[string]any{}}
+	params.SetProgressToken("mine")
+	res, err := cs.CallTool(t.Context(), params)
+	require.NoError(t, err)
+	assert.True(t, res.IsError)
+	assert.Equal(t, "go.slow was not run: the upstream go did not answer within 1s; try again later", text(res))
+	mu.Lock()
+	assert.Equal(t, []string{"mine 1/3 step 1", "mine 2/3 step 2", "mine 3/3 step 3"}, progress)
+	mu.Unlock()
+	select {
+	case <-up.cancelled: // the timeout cancelled it upstream
+	case <-time.After(5 * time.Second):
+		t.Fatal("the timeout did not cancel the upstream call")
+	}
+
+	// Cancellation by the client.
+	ctx, cancel := context.WithCancel(t.Context())
+	go func() {
+		time.Sleep(200 * time.Millisecond)
+		cancel()
+	}()
+	_, err = cs.CallTool(ctx, &mcp.CallToolParams{Name: "go.slow", Arguments: map[string]any{}})
+	require.Error(t, err)
+	select {
+	case <-up.cancelled:
+	case <-time.After(900 * time.Millisecond): // before the 1s timeout could
+		t.Fatal("the client's cancellation did not reach the upstream")
+	}
+}
+
+// TestUpstreamDown: an upstream that goes down gives a tool error naming
+// it while the other keeps serving, shows in Upstreams, and is used
+// again once it is back.
+func TestUpstreamDown(t *testing.T) {
+	upstreams(t)
+	up := newGoUpstream(t, "")
+	addr := up.addr
+	ex, err := readExample()
+	require.NoError(t, err)
+	e := newEnv(t, envOpts{policy: ex + strings.TrimPrefix(goPolicy(up, "5s"), "upstreams:\n")})
+	cs := e.connect(t, e.token("alice", allScopes...), nil)
+	require.False(t, call(t, cs, "go.whoami", map[string]any{}).IsError)
+
+	up.srv.Close()
+	res := call(t, cs, "go.whoami", map[string]any{})
+	require.True(t, res.IsError)
+	assert.Equal(t, "go.whoami was not run: the upstream go is unreachable; the gateway tries it again with backoff, so try again later", text(res))
+	res = call(t, cs, "everything.echo", map[string]any{"message": "still here"})
+	require.False(t, res.IsError, text(res))
+	assert.Equal(t, "Echo: still here", text(res))
+	var down []string
+	for _, s := range e.gw.Upstreams() {
+		if !s.Reachable {
+			down = append(down, s.Name+" "+s.State)
+		}
+	}
+	assert.Equal(t, []string{"go unreachable"}, down)
+
+	newGoUpstream(t, addr) // back, on the same address
+	require.Eventually(t, func() bool {
+		return !call(t, cs, "go.whoami", map[string]any{}).IsError
+	}, 5*time.Second, 100*time.Millisecond, "reconnected with backoff")
+}
+
+func readExample() (string, error) {
+	b, err := readFile(examplePolicy)
+	return string(b), err
+}
