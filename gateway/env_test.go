@@ -21,6 +21,7 @@ import (
 
 	"github.com/crm-mcp/crm-mcp/gateway"
 	"github.com/crm-mcp/crm-mcp/govern"
+	"github.com/crm-mcp/crm-mcp/internal/testlock"
 	"github.com/crm-mcp/crm-mcp/resourceserver"
 	"github.com/crm-mcp/crm-mcp/resourceserver/rstest"
 	"github.com/crm-mcp/crm-mcp/stepup"
@@ -89,9 +90,10 @@ func upstreams(t testing.TB) {
 		os.Remove(f.Name())
 	}
 	everything.once.Do(func() {
-		if c, err := net.DialTimeout("tcp", everythingAddr, time.Second); err == nil {
-			c.Close()
-			everything.err = everythingAddr + " is already in use: the example policy needs the everything server there; stop what listens on it"
+		// cmd/crm-mcp's tests start one on the same port: one test binary
+		// at a time.
+		if err := testlock.Port(everythingAddr, 30*time.Second); err != nil {
+			everything.err = err.Error()
 			return
 		}
 		abs, _ := filepath.Abs(upstreamsDir)

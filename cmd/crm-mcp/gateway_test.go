@@ -21,6 +21,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/crm-mcp/crm-mcp/internal/testlock"
 	"github.com/crm-mcp/crm-mcp/resourceserver/rstest"
 )
 
@@ -49,9 +50,10 @@ func startEverything(t testing.TB) {
 		t.Fatalf("the example policy serves /srv/shared, which this test must create and cannot (%v): run the tests as root, or create it", err)
 	}
 	everythingServer.once.Do(func() {
-		if c, err := net.DialTimeout("tcp", "127.0.0.1:3001", time.Second); err == nil {
-			c.Close()
-			everythingServer.err = "127.0.0.1:3001 is already in use: the example policy needs the everything server there"
+		// The gateway package's tests start one on the same port: one
+		// test binary at a time.
+		if err := testlock.Port("127.0.0.1:3001", 30*time.Second); err != nil {
+			everythingServer.err = err.Error()
 			return
 		}
 		abs, _ := filepath.Abs(gatewayExamples)
