@@ -19,14 +19,9 @@ import (
 	"github.com/crm-mcp/crm-mcp/resourceserver"
 )
 
-// Bounds on what callers can make the gateway hold, beyond the front
-// door's: calls in flight, per user and overall (each may wait on a push,
-// then on its upstream), and per upstream (Upstream.MaxCalls). A call
-// beyond a bound is refused as a tool error before anything is decided.
-const (
-	DefaultMaxCallsPerUser = 16
-	DefaultMaxCalls        = 512
-)
+// What callers can make the gateway hold is bounded by the Governor (its
+// Config's requests in flight and calls waiting on a push, per user and
+// overall, as for the CRM) and, per upstream, by Upstream.MaxCalls.
 
 // healthInterval is how often an upstream is pinged (or, when down, dialled
 // again), so that /readyz shows a dead upstream without waiting for a call.
@@ -48,12 +43,6 @@ type Config struct {
 	// before their policy's env: PATH and HOME, say; never the
 	// gateway's whole environment, which holds its secrets.
 	CommandEnv []string
-	// MaxCallsPerUser and MaxCalls bound the calls in flight; zero means
-	// DefaultMaxCallsPerUser and DefaultMaxCalls.
-	MaxCallsPerUser, MaxCalls int
-	// OnLimit, when set, hears each call a bound refused ("calls_per_user",
-	// "calls").
-	OnLimit func(limit string)
 	// Logger: one line per upstream event, never a header value.
 	Logger  *slog.Logger
 	Version string
@@ -68,8 +57,6 @@ type Gateway struct {
 	gov    *govern.Governor
 	conns  []*conn
 	log    *slog.Logger
-	calls  *counter
-	onLim  func(string)
 
 	inflight atomic.Int64 // POSTs being served, for Shutdown
 
@@ -115,9 +102,6 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	if cfg.Policy == nil || cfg.Governor == nil || cfg.Auth == nil {
 		return nil, errors.New("gateway: Policy, Governor and Auth are required")
 	}
-	if cfg.MaxCallsPerUser < 0 || cfg.MaxCalls < 0 {
-		return nil, errors.New("gateway: MaxCallsPerUser and MaxCalls must not be negative")
-	}
 	log := cmp.Or(cfg.Logger, slog.Default())
 	transport := cfg.Transport
 	if transport == nil {
@@ -126,19 +110,13 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	gw := &Gateway{
 		gov:        cfg.Governor,
 		log:        log,
-		calls:      newCounter(cmp.Or(cfg.MaxCallsPerUser, DefaultMaxCallsPerUser), cmp.Or(cfg.MaxCalls, DefaultMaxCalls)),
-		onLim:      cfg.OnLimit,
 		registered: map[*conn]bool{},
-	}
-	if gw.onLim == nil {
-		gw.onLim = func(string) {}
 	}
 	gw.server = mcp.NewServer(&mcp.Implementation{Name: "crm-mcp-gateway", Title: "MCP gateway (Duo protected)", Version: cfg.Version}, &mcp.ServerOptions{
 		Instructions: "Tools of other MCP servers, named upstream.tool. Each tool needs a Duo scope; calls without it are refused with an insufficient_scope challenge naming the scopes to request.",
 		Logger:       log,
 		Capabilities: &mcp.ServerCapabilities{Tools: &mcp.ToolCapabilities{ListChanged: true}},
 	})
-	gw.server.AddReceivingMiddleware(gw.bound)
 	for _, up := range cfg.Policy.Upstreams {
 		gw.conns = append(gw.conns, newConn(up, transport, cfg.CommandEnv, cfg.Version, log))
 	}
@@ -270,35 +248,6 @@ func (gw *Gateway) watch(ctx context.Context, c *conn) {
 	}
 }
 
-// bound holds the calls in flight per user and overall; a refusal costs a
-// map lookup and holds nothing.
-func (gw *Gateway) bound(next mcp.MethodHandler) mcp.MethodHandler {
-	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
-		if method != "tools/call" {
-			return next(ctx, method, req)
-		}
-		user := ""
-		if extra := req.GetExtra(); extra != nil && extra.TokenInfo != nil {
-			user = extra.TokenInfo.UserID
-		}
-		release, perUser, ok := gw.calls.acquire(user)
-		if !ok {
-			msg := fmt.Sprintf("the gateway has %d calls in progress, the most it serves at once; try again shortly", gw.calls.max)
-			limit := "calls"
-			if perUser {
-				msg = fmt.Sprintf("you already have %d calls in progress, the most one user may have; try again when one ends", gw.calls.perUser)
-				limit = "calls_per_user"
-			}
-			gw.onLim(limit)
-			res := &mcp.CallToolResult{}
-			res.SetError(errors.New(msg))
-			return res, nil
-		}
-		defer release()
-		return next(ctx, method, req)
-	}
-}
-
 func (gw *Gateway) countPOSTs(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodPost {
@@ -329,15 +278,11 @@ func (gw *Gateway) Upstreams() []UpstreamStatus {
 	return out
 }
 
-// Requests is the number of calls in flight, for a metrics gauge.
-func (gw *Gateway) Requests() int { return gw.calls.count() }
+// Requests is the number of requests in flight, for a metrics gauge.
+func (gw *Gateway) Requests() int { return gw.gov.Requests() }
 
-// Sessions is always 0: the gateway serves without sessions.
-func (gw *Gateway) Sessions() int { return 0 }
-
-// StepUpWaiting is 0: the gateway's calls waiting on a push are counted
-// among its calls in flight (Requests).
-func (gw *Gateway) StepUpWaiting() int { return 0 }
+// StepUpWaiting is the number of calls waiting on a Duo Push.
+func (gw *Gateway) StepUpWaiting() int { return gw.gov.Waiting() }
 
 // Shutdown waits until no POST is in flight, or ctx ends, then closes the
 // upstream sessions (and stops stdio upstreams).
@@ -419,46 +364,4 @@ func Load(path string, getenv func(string) (string, bool)) (*Policy, error) {
 		return nil, &FieldError{File: path, Err: errors.New("cannot be read")}
 	}
 	return Parse(path, data, getenv)
-}
-
-// counter counts calls per user and overall, within bounds.
-type counter struct {
-	perUser, max int
-	mu           sync.Mutex
-	all          int
-	byUser       map[string]int
-}
-
-func newCounter(perUser, max int) *counter {
-	return &counter{perUser: perUser, max: max, byUser: map[string]int{}}
-}
-
-func (c *counter) acquire(user string) (release func(), perUser, ok bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.byUser[user] >= c.perUser {
-		return nil, true, false
-	}
-	if c.all >= c.max {
-		return nil, false, false
-	}
-	c.all++
-	c.byUser[user]++
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			c.mu.Lock()
-			defer c.mu.Unlock()
-			c.all--
-			if c.byUser[user]--; c.byUser[user] == 0 {
-				delete(c.byUser, user)
-			}
-		})
-	}, false, true
-}
-
-func (c *counter) count() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.all
 }

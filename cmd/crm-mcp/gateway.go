@@ -106,9 +106,14 @@ func (a *app) commandEnv() []string {
 func (a *app) gatewayEndpoint(pol *gateway.Policy) func(context.Context, endpointDeps) (endpoint, pinger, error) {
 	return func(ctx context.Context, d endpointDeps) (endpoint, pinger, error) {
 		gcfg := govern.Config{
-			UsernameClaim: d.cfg.UserClaim,
-			Logger:        d.log,
-			Recorder:      d.record,
+			UsernameClaim:      d.cfg.UserClaim,
+			Logger:             d.log,
+			Recorder:           d.record,
+			MaxRequestsPerUser: d.cfg.MaxRequestsPerUser,
+			MaxRequests:        d.cfg.MaxRequests,
+			MaxWaitingPerUser:  d.cfg.MaxStepUpWaitingPerUser,
+			MaxWaiting:         d.cfg.MaxStepUpWaiting,
+			OnLimit:            d.onLimit,
 		}
 		if su := d.stepUp; su != nil {
 			gcfg.Guard, gcfg.Terms, gcfg.OnWrite, gcfg.AlwaysTools = su.Guard, su.Terms, su.OnWrite, su.Tools
@@ -118,15 +123,12 @@ func (a *app) gatewayEndpoint(pol *gateway.Policy) func(context.Context, endpoin
 			return nil, nil, err
 		}
 		gw, err := gateway.New(ctx, gateway.Config{
-			Policy:          pol,
-			Governor:        g,
-			Auth:            d.rs,
-			CommandEnv:      a.commandEnv(),
-			MaxCallsPerUser: d.cfg.MaxRequestsPerUser,
-			MaxCalls:        d.cfg.MaxRequests,
-			OnLimit:         d.onLimit,
-			Logger:          d.log,
-			Version:         versionString(),
+			Policy:     pol,
+			Governor:   g,
+			Auth:       d.rs,
+			CommandEnv: a.commandEnv(),
+			Logger:     d.log,
+			Version:    versionString(),
 		})
 		if err != nil {
 			return nil, nil, err
