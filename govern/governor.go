@@ -295,6 +295,16 @@ func (g *Governor) register(s *mcp.Server, t *mcp.Tool, p Policy, schema *jsonsc
 			defaults[name] = v["v"]
 		}
 	}
+	// go-sdk encodes a tool's input schema again on every 2026-07-28
+	// tools/call, to look for x-mcp-header annotations
+	// (validateParamHeaders): a *jsonschema.Schema costs a reflective
+	// encoding each time (7 % of a call), its encoding once made costs a
+	// copy. tools/list shows the same bytes.
+	enc, err := json.Marshal(schema)
+	if err != nil {
+		return nil, fmt.Errorf("govern: tool %q: input schema: %v", t.Name, err)
+	}
+	t.InputSchema = json.RawMessage(enc)
 	p.Scopes = slices.Clone(p.Scopes)
 	gt := &governed{name: t.Name, policy: p, desc: desc, schema: rs, defaults: defaults, always: p.StepUp.Always || slices.Contains(g.cfg.AlwaysTools, t.Name)}
 	g.mu.Lock()

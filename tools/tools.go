@@ -217,7 +217,7 @@ func NewHandler(cfg Config) (*Handler, error) {
 	if cfg.HideUnauthorizedTools {
 		server.AddReceivingMiddleware(hideUnauthorized)
 	}
-	streamable := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return server }, &mcp.StreamableHTTPOptions{
+	opts := mcp.StreamableHTTPOptions{
 		// Stateless serves 2026-07-28 and, with a session that lasts one
 		// request, initialize-based clients: any replica answers any
 		// request, and nothing is held between requests.
@@ -226,7 +226,13 @@ func NewHandler(cfg Config) (*Handler, error) {
 		// On 2026-07-28 requests the POST is the whole call: a client that
 		// disconnects cancels the tool, and so a wait for a Duo Push.
 		PropagateRequestCancellation: true,
-	})
+	}
+	stream := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return server }, &opts)
+	opts.JSONResponse = true
+	plain := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return server }, &opts)
+	// An event stream only for a request that can receive progress
+	// (respond.go).
+	streamable := streamWhenNeeded(stream, plain)
 	h := &Handler{gov: gov}
 	h.Handler = requestLog(cfg.Logger, h.countPOSTs(cfg.Auth.Middleware(refuseGET(gov.Gate(cfg.Auth, streamable)))))
 	return h, nil

@@ -26,9 +26,14 @@ import (
 	"time"
 )
 
-// DefaultProtocolVersion is the MCP revision the client offers. Every
-// server in the comparison speaks it.
-const DefaultProtocolVersion = "2025-06-18"
+// DefaultProtocolVersion is the MCP revision the client speaks: the
+// current one, with no initialize and the version in every request.
+const DefaultProtocolVersion = "2026-07-28"
+
+// LegacyProtocolVersion is the initialize-based revision offered to a
+// server that does not speak the current one (such as the TypeScript SDK
+// v1 peer).
+const LegacyProtocolVersion = "2025-06-18"
 
 // maxErrorKinds caps the distinct error messages a Result keeps.
 const maxErrorKinds = 10
@@ -106,8 +111,8 @@ type Config struct {
 	// Concurrency is the number of calls in flight, one per worker. At
 	// least 1.
 	Concurrency int
-	// Sessions is the number of MCP sessions opened; 0 means one per
-	// worker. Workers take turns over the sessions, each session used by
+	// Sessions is the number of MCP sessions opened (callers, on a
+	// per-request revision); 0 means one per worker. Workers take turns over the sessions, each session used by
 	// one worker at a time.
 	Sessions int
 	// Duration is how long calls are measured. Required.
@@ -117,8 +122,10 @@ type Config struct {
 	// Mix is the calls each worker walks through in order, starting at its
 	// own offset; nil means DefaultMix.
 	Mix []Call
-	// ProtocolVersion is offered at initialize; "" means
-	// DefaultProtocolVersion.
+	// ProtocolVersion is the revision spoken; "" means
+	// DefaultProtocolVersion. 2026-07-28 and later send it with every
+	// request and open no session; an earlier one is offered at
+	// initialize.
 	ProtocolVersion string
 	// Progress, if set, receives a line per ProgressInterval (default 1 s).
 	Progress         io.Writer

@@ -1,11 +1,15 @@
 package load
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -25,8 +29,9 @@ type idOut struct {
 
 // newServer is a go-sdk server behind RequireBearerToken that accepts the
 // token "good", with an echo tool, a tool that always fails, and a count
-// of the calls it served.
-func newServer(t *testing.T, jsonResponse bool) (url string, served *atomic.Int64) {
+// of the calls it served. Stateless, it serves 2026-07-28 (and
+// initialize-based revisions); with sessions, only the latter.
+func newServer(t *testing.T, jsonResponse, stateless bool) (url string, served *atomic.Int64) {
 	served = new(atomic.Int64)
 	s := mcp.NewServer(&mcp.Implementation{Name: "test", Version: "0"}, nil)
 	mcp.AddTool(s, &mcp.Tool{Name: "echo"}, func(_ context.Context, _ *mcp.CallToolRequest, in idIn) (*mcp.CallToolResult, idOut, error) {
@@ -42,7 +47,7 @@ func newServer(t *testing.T, jsonResponse bool) (url string, served *atomic.Int6
 		}
 		return &auth.TokenInfo{UserID: "u", Expiration: time.Now().Add(time.Hour)}, nil
 	}
-	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, &mcp.StreamableHTTPOptions{JSONResponse: jsonResponse})
+	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, &mcp.StreamableHTTPOptions{JSONResponse: jsonResponse, Stateless: stateless})
 	srv := httptest.NewServer(auth.RequireBearerToken(verify, nil)(h))
 	t.Cleanup(srv.Close)
 	return srv.URL, served
@@ -50,16 +55,23 @@ func newServer(t *testing.T, jsonResponse bool) (url string, served *atomic.Int6
 
 func TestRunCounts(t *testing.T) {
 	for _, tc := range []struct {
-		name string
-		json bool
-	}{{"event stream", false}, {"JSON", true}} {
+		name     string
+		json     bool
+		protocol string
+	}{
+		{"2026-07-28 event stream", false, DefaultProtocolVersion},
+		{"2026-07-28 JSON", true, DefaultProtocolVersion},
+		{"sessions event stream", false, LegacyProtocolVersion},
+		{"sessions JSON", true, LegacyProtocolVersion},
+	} {
 		t.Run(tc.name, func(t *testing.T) {
-			url, served := newServer(t, tc.json)
+			url, served := newServer(t, tc.json, perRequest(tc.protocol))
 			var progress strings.Builder
 			var window []bool
 			r, err := Run(t.Context(), Config{
-				Window: func(end bool) { window = append(window, end) },
-				URL:    url, Tokens: []string{"good"}, Concurrency: 4, Sessions: 8,
+				ProtocolVersion: tc.protocol,
+				Window:          func(end bool) { window = append(window, end) },
+				URL:             url, Tokens: []string{"good"}, Concurrency: 4, Sessions: 8,
 				Duration: 300 * time.Millisecond, Warmup: 150 * time.Millisecond,
 				Mix:      []Call{{Tool: "echo", Args: []byte(`{"id":7}`)}, {Tool: "echo"}},
 				Progress: &progress, ProgressInterval: 100 * time.Millisecond, Label: "test",
@@ -83,7 +95,7 @@ func TestRunCounts(t *testing.T) {
 }
 
 func TestRunCountsToolErrors(t *testing.T) {
-	url, _ := newServer(t, false)
+	url, _ := newServer(t, false, true)
 	r, err := Run(t.Context(), Config{URL: url, Tokens: []string{"good"}, Concurrency: 2, Duration: 200 * time.Millisecond,
 		Mix: []Call{{Tool: "echo"}, {Tool: "fail"}, {Tool: "missing"}}})
 	require.NoError(t, err)
@@ -97,11 +109,81 @@ func TestRunCountsToolErrors(t *testing.T) {
 }
 
 func TestRunRefusedToken(t *testing.T) {
-	url, _ := newServer(t, false)
-	_, err := Run(t.Context(), Config{URL: url, Tokens: []string{"bad"}, Concurrency: 3, Duration: time.Second})
-	require.ErrorContains(t, err, "session 1: initialize: HTTP 401 Unauthorized")
-	require.ErrorContains(t, err, "(and 2 more)")
-	require.NotContains(t, err.Error(), "bad", "the token is not repeated")
+	for protocol, first := range map[string]string{
+		DefaultProtocolVersion: "server/discover",
+		LegacyProtocolVersion:  "initialize",
+	} {
+		t.Run(protocol, func(t *testing.T) {
+			url, _ := newServer(t, false, perRequest(protocol))
+			_, err := Run(t.Context(), Config{URL: url, Tokens: []string{"bad"}, Concurrency: 3, Duration: time.Second, ProtocolVersion: protocol})
+			require.ErrorContains(t, err, "session 1: "+first+": HTTP 401 Unauthorized")
+			require.ErrorContains(t, err, "(and 2 more)")
+			require.NotContains(t, err.Error(), "bad", "the token is not repeated")
+		})
+	}
+}
+
+// TestRequestsAreTheCurrentRevision holds a 2026-07-28 call to the shape
+// go-sdk v1.8.0's client sends: the standard headers, and the version and
+// capabilities in params._meta; no initialize before it.
+func TestRequestsAreTheCurrentRevision(t *testing.T) {
+	type seen struct {
+		header http.Header
+		body   map[string]any
+	}
+	var mu sync.Mutex
+	var got []seen
+	url, _ := newServer(t, false, true)
+	spy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		var m map[string]any
+		require.NoError(t, json.Unmarshal(b, &m))
+		mu.Lock()
+		got = append(got, seen{r.Header.Clone(), m})
+		mu.Unlock()
+		req, _ := http.NewRequestWithContext(r.Context(), r.Method, url, bytes.NewReader(b))
+		req.Header = r.Header
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		for k, v := range resp.Header {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(resp.StatusCode)
+		io.Copy(w, resp.Body)
+	}))
+	t.Cleanup(spy.Close)
+	r, err := Run(t.Context(), Config{URL: spy.URL, Tokens: []string{"good"}, Concurrency: 1, Duration: 50 * time.Millisecond,
+		Mix: []Call{{Tool: "echo", Args: []byte(`{"id":7}`)}}})
+	require.NoError(t, err)
+	require.Zero(t, r.Errors, "%v", r.ErrorKinds)
+	mu.Lock()
+	defer mu.Unlock()
+	require.GreaterOrEqual(t, len(got), 2)
+	wantMeta := map[string]any{
+		"io.modelcontextprotocol/protocolVersion":    "2026-07-28",
+		"io.modelcontextprotocol/clientInfo":         map[string]any{"name": "crm-mcp-load", "version": "bench"},
+		"io.modelcontextprotocol/clientCapabilities": map[string]any{},
+	}
+	for i, s := range got {
+		method := "tools/call"
+		if i == 0 {
+			method = "server/discover"
+		}
+		require.Equal(t, method, s.body["method"], "request %d", i)
+		require.Equal(t, "2026-07-28", s.header.Get("MCP-Protocol-Version"))
+		require.Equal(t, method, s.header.Get("Mcp-Method"))
+		require.Empty(t, s.header.Get("Mcp-Session-Id"))
+		params := s.body["params"].(map[string]any)
+		require.Equal(t, wantMeta, params["_meta"])
+		if method == "tools/call" {
+			require.Equal(t, "echo", s.header.Get("Mcp-Name"))
+			require.Equal(t, "echo", params["name"])
+			require.Equal(t, map[string]any{"id": 7.0}, params["arguments"])
+		} else {
+			require.Empty(t, s.header.Get("Mcp-Name"))
+		}
+	}
 }
 
 func TestConfigErrorsNameTheField(t *testing.T) {

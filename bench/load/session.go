@@ -2,6 +2,7 @@ package load
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -20,14 +21,45 @@ type client struct {
 	url  string
 }
 
-// session is one MCP session, used by one goroutine at a time.
+// session is one caller, used by one goroutine at a time: a token and,
+// on a legacy revision, the MCP session it opened. On a per-request
+// revision (2026-07-28) there is nothing to open: every request carries
+// the version in its headers and in params._meta.
 type session struct {
 	cl     *client
 	header http.Header // sent with every request; the transport does not change it
+	// meta is the params._meta member every request of a per-request
+	// revision carries, with its leading comma; nil on a legacy revision.
+	meta   []byte
 	nextID int64
 	body   []byte
 	resp   bytes.Buffer
 	msg    message
+}
+
+// perRequest reports whether version is a revision without initialize,
+// where each request names its version (2026-07-28 and later; the
+// revisions are dates, so they order as strings).
+func perRequest(version string) bool { return version >= "2026-07-28" }
+
+// newSession is a caller with token, speaking version.
+func newSession(cl *client, token, version string) *session {
+	s := &session{cl: cl, header: http.Header{
+		"Content-Type":  {"application/json"},
+		"Accept":        {"application/json, text/event-stream"},
+		"Authorization": {"Bearer " + token},
+	}}
+	if perRequest(version) {
+		// As go-sdk v1.8.0's client sends them: the standard headers of
+		// the Streamable HTTP transport (Mcp-Name is set per call) and the
+		// version and capabilities in _meta, which must match the header.
+		s.header["Mcp-Protocol-Version"] = []string{version}
+		s.header["Mcp-Method"] = []string{"tools/call"}
+		s.meta = append(s.meta, `,"_meta":{"io.modelcontextprotocol/protocolVersion":`...)
+		s.meta = strconv.AppendQuote(s.meta, version)
+		s.meta = append(s.meta, `,"io.modelcontextprotocol/clientInfo":{"name":"crm-mcp-load","version":"bench"},"io.modelcontextprotocol/clientCapabilities":{}}`...)
+	}
+	return s
 }
 
 // message is the part of a JSON-RPC message the client looks at.
@@ -44,7 +76,9 @@ type message struct {
 	} `json:"result"`
 }
 
-// open opens cfg.Sessions sessions, up to 16 at a time.
+// open opens cfg.Sessions sessions, up to 16 at a time; on a per-request
+// revision, where there is no session, each caller asks server/discover
+// once instead.
 func (cl *client) open(ctx context.Context, cfg Config) ([]*session, error) {
 	sessions := make([]*session, cfg.Sessions)
 	errs := make([]error, cfg.Sessions)
@@ -55,12 +89,14 @@ func (cl *client) open(ctx context.Context, cfg Config) ([]*session, error) {
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			s := &session{cl: cl, header: http.Header{
-				"Content-Type":  {"application/json"},
-				"Accept":        {"application/json, text/event-stream"},
-				"Authorization": {"Bearer " + cfg.Tokens[i%len(cfg.Tokens)]},
-			}}
-			if err := s.initialize(ctx, cfg.ProtocolVersion); err != nil {
+			s := newSession(cl, cfg.Tokens[i%len(cfg.Tokens)], cfg.ProtocolVersion)
+			// With nothing to open, server/discover tells a refused token
+			// before the run, as initialize does.
+			start := s.initialize
+			if s.meta != nil {
+				start = func(ctx context.Context, _ string) error { return s.discover(ctx) }
+			}
+			if err := start(ctx, cfg.ProtocolVersion); err != nil {
 				errs[i] = fmt.Errorf("session %d: %w", i+1, err)
 				return
 			}
@@ -173,7 +209,13 @@ func (s *session) call(ctx context.Context, c Call) error {
 	} else {
 		s.body = append(s.body, c.Args...)
 	}
+	s.body = append(s.body, s.meta...)
 	s.body = append(s.body, `}}`...)
+	if s.meta != nil {
+		if v := s.header["Mcp-Name"]; len(v) != 1 || v[0] != c.Tool {
+			s.header["Mcp-Name"] = []string{c.Tool}
+		}
+	}
 	resp, err := s.post(ctx)
 	if err != nil {
 		return err
@@ -210,6 +252,12 @@ func (s *session) post(ctx context.Context) (*http.Response, error) {
 // event stream, and leaves it in s.msg.
 func (s *session) answer(resp *http.Response, id int64) error {
 	if resp.StatusCode != http.StatusOK {
+		// A 2026-07-28 server answers some errors (an unknown tool) with
+		// 400 and the JSON-RPC error: reported without its id, so that
+		// the same failure counts as one kind.
+		if s.decode(s.resp.Bytes()) == nil && s.msg.Error != nil {
+			return fmt.Errorf("JSON-RPC error %d: %s (HTTP %d)", s.msg.Error.Code, s.msg.Error.Message, resp.StatusCode)
+		}
 		return errors.New(statusError(resp.StatusCode, s.resp.Bytes()))
 	}
 	want := strconv.AppendInt(nil, id, 10)
@@ -311,13 +359,39 @@ func trimURLError(err error) string {
 	return err.Error()
 }
 
-// Ping opens a session at url with token and closes it again: whether the
-// server is up and accepts the token.
-func Ping(ctx context.Context, url, token string) error {
+// discover asks a per-request revision's server/discover.
+func (s *session) discover(ctx context.Context) error {
+	s.nextID++
+	s.body = append(s.body[:0], `{"jsonrpc":"2.0","id":`...)
+	s.body = strconv.AppendInt(s.body, s.nextID, 10)
+	s.body = append(s.body, `,"method":"server/discover","params":{`...)
+	s.body = append(s.body, s.meta[1:]...) // no comma: _meta is the only member
+	s.body = append(s.body, `}}`...)
+	s.header["Mcp-Method"] = []string{"server/discover"}
+	defer func() { s.header["Mcp-Method"] = []string{"tools/call"} }()
+	resp, err := s.post(ctx)
+	if err != nil {
+		return fmt.Errorf("server/discover: %w", err)
+	}
+	if err := s.answer(resp, s.nextID); err != nil {
+		return fmt.Errorf("server/discover: %w", err)
+	}
+	return nil
+}
+
+// Ping tells whether the server at url is up and accepts token, speaking
+// version ("" means DefaultProtocolVersion): on a legacy revision it
+// opens a session and closes it again; on a per-request one it asks
+// server/discover.
+func Ping(ctx context.Context, url, token, version string) error {
 	tr := &http.Transport{DisableCompression: true}
 	defer tr.CloseIdleConnections()
 	cl := &client{http: &http.Client{Transport: tr}, url: url}
-	sessions, err := cl.open(ctx, Config{Sessions: 1, Tokens: []string{token}, ProtocolVersion: DefaultProtocolVersion})
+	version = cmp.Or(version, DefaultProtocolVersion)
+	if perRequest(version) {
+		return newSession(cl, token, version).discover(ctx)
+	}
+	sessions, err := cl.open(ctx, Config{Sessions: 1, Tokens: []string{token}, ProtocolVersion: version})
 	cl.closeAll(sessions)
 	return err
 }

@@ -50,6 +50,7 @@ func main() {
 
 type options struct {
 	url, audience, tokenFile, asAddr, scopes string
+	protocol                                 string
 	concurrency, sessions                    int
 	duration, warmup, wait, progress         time.Duration
 	calls                                    []string
@@ -62,7 +63,8 @@ func parse(args []string, stderr io.Writer) (options, int, bool) {
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.url, "url", "", "the MCP endpoint, like http://127.0.0.1:8080/mcp (required)")
 	fs.IntVar(&o.concurrency, "c", 8, "calls in flight at once (workers)")
-	fs.IntVar(&o.sessions, "sessions", 0, "MCP sessions to open, at least -c (default: one per worker)")
+	fs.IntVar(&o.sessions, "sessions", 0, "callers (MCP sessions, on a revision with sessions), at least -c (default: one per worker)")
+	fs.StringVar(&o.protocol, "protocol", load.DefaultProtocolVersion, "the MCP `revision` spoken: 2026-07-28 sends it with every request; an earlier one opens a session with initialize")
 	fs.DurationVar(&o.duration, "d", 10*time.Second, "how long to measure")
 	fs.DurationVar(&o.warmup, "warmup", time.Second, "how long to run before measuring")
 	fs.Func("call", "a call of the mix, `[N*]tool [JSON arguments]`; repeatable (default: list_contacts and get_contact of unrestricted contacts)", func(s string) error {
@@ -122,7 +124,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	cfg := load.Config{
 		URL: o.url, Tokens: tokens, Concurrency: o.concurrency, Sessions: o.sessions,
-		Duration: o.duration, Warmup: o.warmup, Mix: mix,
+		Duration: o.duration, Warmup: o.warmup, Mix: mix, ProtocolVersion: o.protocol,
 	}
 	if o.progress > 0 {
 		cfg.Progress, cfg.ProgressInterval = stderr, o.progress
@@ -218,7 +220,7 @@ func mint(ctx context.Context, o options, sessions int, stderr io.Writer) ([]str
 	wctx, cancel := context.WithTimeout(ctx, o.wait)
 	defer cancel()
 	for {
-		err := load.Ping(wctx, o.url, tokens[0])
+		err := load.Ping(wctx, o.url, tokens[0], o.protocol)
 		if err == nil {
 			return tokens, cleanup, nil
 		}
@@ -234,7 +236,7 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 func writeText(w io.Writer, o options, sessions, mixLen int, r *load.Result) {
 	fmt.Fprintf(w, "target    %s\n", o.url)
-	fmt.Fprintf(w, "load      %d workers, %d sessions, %s measured after %s warmup, mix of %d call(s)\n", o.concurrency, sessions, r.Duration, o.warmup, mixLen)
+	fmt.Fprintf(w, "load      %s, %d workers, %d callers, %s measured after %s warmup, mix of %d call(s)\n", o.protocol, o.concurrency, sessions, r.Duration, o.warmup, mixLen)
 	fmt.Fprintf(w, "calls     %d ok, %d failed\n", r.Calls, r.Errors)
 	fmt.Fprintf(w, "req/s     %.1f\n", r.Throughput())
 	fmt.Fprintf(w, "latency   p50 %.2fms  p90 %.2fms  p99 %.2fms\n", ms(r.Percentile(50)), ms(r.Percentile(90)), ms(r.Percentile(99)))
@@ -252,7 +254,7 @@ func writeJSON(w io.Writer, o options, sessions int, r *load.Result) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	enc.Encode(map[string]any{
-		"url": o.url, "concurrency": o.concurrency, "sessions": sessions, "duration_s": r.Duration.Seconds(),
+		"url": o.url, "protocol": o.protocol, "concurrency": o.concurrency, "sessions": sessions, "duration_s": r.Duration.Seconds(),
 		"calls": r.Calls, "errors": r.Errors, "error_kinds": r.ErrorKinds, "req_per_s": r.Throughput(),
 		"p50_ms": ms(r.Percentile(50)), "p90_ms": ms(r.Percentile(90)), "p99_ms": ms(r.Percentile(99)),
 	})

@@ -24,7 +24,8 @@ type contactID struct {
 }
 
 // newTarget is a go-sdk server with list_contacts and get_contact behind
-// RequireBearerToken. verify decides which tokens it takes.
+// RequireBearerToken, stateless so that it serves 2026-07-28. verify
+// decides which tokens it takes.
 func newTarget(t *testing.T, verify auth.TokenVerifier) string {
 	s := mcp.NewServer(&mcp.Implementation{Name: "target", Version: "0"}, nil)
 	for _, name := range []string{"list_contacts", "get_contact"} {
@@ -32,7 +33,7 @@ func newTarget(t *testing.T, verify auth.TokenVerifier) string {
 			return nil, contactID{ID: 1}, nil
 		})
 	}
-	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil)
+	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, &mcp.StreamableHTTPOptions{Stateless: true})
 	srv := httptest.NewServer(auth.RequireBearerToken(verify, nil)(h))
 	t.Cleanup(srv.Close)
 	return srv.URL + "/mcp"
@@ -58,7 +59,7 @@ func TestTokenFromEnvironment(t *testing.T) {
 		env(map[string]string{tokenEnv: "s3cret-token"}), &stdout, &stderr)
 	require.Equal(t, 0, code, stderr.String())
 	out := stdout.String()
-	require.Contains(t, out, "load      2 workers, 2 sessions, 300ms measured after 0s warmup, mix of 22 call(s)")
+	require.Contains(t, out, "load      2026-07-28, 2 workers, 2 callers, 300ms measured after 0s warmup, mix of 22 call(s)")
 	require.Regexp(t, `calls     [1-9][0-9]* ok, 0 failed`, out)
 	require.Regexp(t, `latency   p50 [0-9.]+ms  p90 [0-9.]+ms  p99 [0-9.]+ms`, out)
 	require.Contains(t, stderr.String(), "req/s  0 errors")
@@ -111,7 +112,7 @@ func TestMintedTokens(t *testing.T) {
 	code := run(t.Context(), []string{"-url", url, "-as", asAddr, "-c", "2", "-sessions", "3", "-d", "200ms", "-warmup", "0s"}, env(nil), &stdout, &stderr)
 	require.Equal(t, 0, code, stderr.String())
 	require.Contains(t, stderr.String(), "DUO_ISSUER="+issuer)
-	require.Contains(t, stdout.String(), "2 workers, 3 sessions")
+	require.Contains(t, stdout.String(), "2 workers, 3 callers")
 }
 
 func TestUsageErrors(t *testing.T) {

@@ -41,7 +41,7 @@ func TestCompareSmoke(t *testing.T) {
 	out := stdout.String()
 	require.Contains(t, out, "| server | c=1 req/s | c=4 req/s | c=1 p99 | c=4 p99 |")
 	for _, s := range servers {
-		require.Contains(t, out, "| "+tableLabels[s]+" | ", out)
+		require.Contains(t, out, "| "+tableLabels[s]+", ", out)
 	}
 	require.Contains(t, out, "| ratio crm-mcp / gosdk | ")
 	if len(servers) == 3 {
@@ -94,7 +94,7 @@ func TestServersRefuseBadTokens(t *testing.T) {
 		t.Fatalf("%v\n(set %s=1 to run without the TypeScript peer)", err, skipTSEnv)
 	}
 	var stderr strings.Builder
-	rg, err := startRig(t.Context(), names, 1, &stderr)
+	rg, err := startRig(t.Context(), rigOptions{names: names, sessions: 1, protocol: load.DefaultProtocolVersion, gosdkStateless: true}, &stderr)
 	defer func() { rg.close(t.Failed(), &stderr); t.Log(stderr.String()) }()
 	require.NoError(t, err)
 
@@ -114,9 +114,9 @@ func TestServersRefuseBadTokens(t *testing.T) {
 			"forged":         as.Mint(claims(func(map[string]any) {}), rstest.WithTamperedSignature()),
 			"unknown key":    other.Mint(claims(func(map[string]any) {})),
 		} {
-			err := load.Ping(t.Context(), s.url, token)
+			err := load.Ping(t.Context(), s.url, token, s.protocol)
 			require.ErrorContains(t, err, "HTTP 401 Unauthorized", "%s accepted a token with %s", s.name, name)
 		}
-		require.NoError(t, load.Ping(t.Context(), s.url, s.tokens[0]), "%s refused a good token", s.name)
+		require.NoError(t, load.Ping(t.Context(), s.url, s.tokens[0], s.protocol), "%s refused a good token", s.name)
 	}
 }

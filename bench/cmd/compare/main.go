@@ -11,7 +11,11 @@
 // crm-mcp runs as `crm-mcp serve` in jwt mode with SQLite and step-up on,
 // against a stand-in authorization server (rstest) whose tokens every
 // server verifies, and a stand-in Duo Auth API (duotest, approving any
-// push). The TypeScript peer needs its packages first:
+// push). The load speaks MCP 2026-07-28 (-protocol) to crm-mcp and to the
+// go-sdk peer, which runs stateless for it (-gosdk-stateless, go-sdk's only
+// way to serve that revision); the TypeScript peer's SDK (v1) serves only
+// the initialize-based revisions, so it is spoken to in 2025-06-18, as its
+// row in the table says. The TypeScript peer needs its packages first:
 //
 //	npm ci --prefix bench/peers/typescript
 package main
@@ -67,6 +71,8 @@ type options struct {
 	servers          []string
 	mix              []load.Call
 	keep, verbose    bool
+	protocol         string
+	gosdkStateless   bool
 }
 
 func parse(args []string, stderr io.Writer) (options, int, bool) {
@@ -105,6 +111,8 @@ func parse(args []string, stderr io.Writer) (options, int, bool) {
 		o.mix = append(o.mix, calls...)
 		return err
 	})
+	fs.StringVar(&o.protocol, "protocol", load.DefaultProtocolVersion, "the MCP `revision` the load speaks (the TypeScript peer speaks at most "+load.LegacyProtocolVersion+")")
+	fs.BoolVar(&o.gosdkStateless, "gosdk-stateless", true, "run the go-sdk peer stateless, go-sdk's only way to serve 2026-07-28")
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directory (binaries, database, server logs)")
 	fs.BoolVar(&o.verbose, "v", false, "show the load generator's progress every second")
 	if err := fs.Parse(args); err != nil {
@@ -140,7 +148,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 }
 
 func compare(ctx context.Context, o options, stdout, stderr io.Writer) (err error) {
-	rg, err := startRig(ctx, o.servers, slices.Max(o.concurrency), stderr)
+	rg, err := startRig(ctx, rigOptions{names: o.servers, sessions: slices.Max(o.concurrency), protocol: o.protocol, gosdkStateless: o.gosdkStateless}, stderr)
 	defer func() { rg.close(err != nil || o.keep, stderr) }()
 	if err != nil {
 		return err
@@ -160,7 +168,7 @@ func compare(ctx context.Context, o options, stdout, stderr io.Writer) (err erro
 				s := servers[(cell+i)%len(servers)]
 				cfg := load.Config{
 					URL: s.url, Tokens: s.tokens[:c], Concurrency: c,
-					Duration: o.duration, Warmup: o.warmup, Mix: o.mix,
+					Duration: o.duration, Warmup: o.warmup, Mix: o.mix, ProtocolVersion: s.protocol,
 				}
 				if o.verbose {
 					cfg.Progress, cfg.Label = stderr, fmt.Sprintf("round %d c=%d %s", round, c, s.name)
@@ -281,7 +289,7 @@ func describeRun(ctx context.Context, o options) string {
 			loadavg = fmt.Sprintf(", load average %s %s %s at the end", f[0], f[1], f[2])
 		}
 	}
-	return fmt.Sprintf("Authenticated tools/call (%s) over Streamable HTTP, one session per worker, %d round(s) interleaved, %s per cell after %s warmup; "+
+	return fmt.Sprintf("Authenticated tools/call (%s) over Streamable HTTP, one user per worker (and one session each on a revision with sessions), %d round(s) interleaved, %s per cell after %s warmup; "+
 		"req/s and p99 are the medians of the rounds. %s, %s, %d CPUs%s.",
 		strings.Join(calls, ", "), o.rounds, o.duration, o.warmup, runtime.Version(), node, runtime.NumCPU(), loadavg)
 }

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/crm-mcp/crm-mcp/bench/load"
 	"github.com/crm-mcp/crm-mcp/resourceserver/rstest"
 	"github.com/crm-mcp/crm-mcp/stepup/duotest"
 )
@@ -24,9 +25,23 @@ type rig struct {
 	servers []*server
 }
 
+// rigOptions says which servers to start and how they are spoken to.
+type rigOptions struct {
+	names    []string
+	sessions int // tokens minted per server, one per user
+	// protocol is the revision the load speaks; a server that cannot speak
+	// it (the TypeScript SDK v1 peer, on 2026-07-28) gets
+	// load.LegacyProtocolVersion.
+	protocol string
+	// gosdkStateless runs the go-sdk peer stateless: go-sdk's only way to
+	// serve 2026-07-28.
+	gosdkStateless bool
+}
+
 // startRig builds and starts the named servers, each with sessions
 // tokens minted for its resource URL. Call close even when it fails.
-func startRig(ctx context.Context, names []string, sessions int, stderr io.Writer) (*rig, error) {
+func startRig(ctx context.Context, o rigOptions, stderr io.Writer) (*rig, error) {
+	names, sessions := o.names, o.sessions
 	rg := &rig{}
 	root, err := moduleRoot(ctx)
 	if err != nil {
@@ -67,7 +82,7 @@ func startRig(ctx context.Context, names []string, sessions int, stderr io.Write
 			return rg, err
 		}
 		addr := "127.0.0.1:" + strconv.Itoa(port)
-		s := &server{name: name, url: "http://" + addr + "/mcp", log: filepath.Join(rg.work, name+".log")}
+		s := &server{name: name, url: "http://" + addr + "/mcp", log: filepath.Join(rg.work, name+".log"), protocol: o.protocol, asked: o.protocol, stateless: o.gosdkStateless}
 		switch name {
 		case crmMCP:
 			s.cmd = exec.Command(filepath.Join(rg.work, crmMCP), "serve")
@@ -84,12 +99,13 @@ func startRig(ctx context.Context, names []string, sessions int, stderr io.Write
 				"CRM_DB_PATH="+filepath.Join(rg.work, "crm.db"),
 			)
 		case goSDK:
-			s.cmd = exec.Command(filepath.Join(rg.work, goSDK), "-addr", addr, "-issuer", as.Issuer(), "-jwks-url", as.JWKSURL())
+			s.cmd = exec.Command(filepath.Join(rg.work, goSDK), "-addr", addr, "-issuer", as.Issuer(), "-jwks-url", as.JWKSURL(), "-stateless="+strconv.FormatBool(o.gosdkStateless))
 			s.cmd.Env = baseEnv()
 		case typeScript:
 			s.cmd = exec.Command("node", "server.mjs", "--addr", addr, "--issuer", as.Issuer(), "--jwks-url", as.JWKSURL())
 			s.cmd.Dir = tsDir
 			s.cmd.Env = append(baseEnv(), "NODE_ENV=production")
+			s.protocol = typeScriptProtocol(o.protocol)
 		}
 		for i := range sessions {
 			s.tokens = append(s.tokens, as.Mint(as.Claims(fmt.Sprintf("bench-user-%d", i+1), s.url, scopes...)))
@@ -135,6 +151,16 @@ func moduleRoot(ctx context.Context) (string, error) {
 		return "", errors.New("run compare inside the crm-mcp module (go run ./bench/cmd/compare)")
 	}
 	return filepath.Dir(mod), nil
+}
+
+// typeScriptProtocol is the revision the TypeScript peer is spoken to in
+// when the run asks for protocol: its SDK (v1) serves only the
+// initialize-based revisions.
+func typeScriptProtocol(protocol string) string {
+	if protocol >= "2026-07-28" {
+		return load.LegacyProtocolVersion
+	}
+	return protocol
 }
 
 // checkNodeModules says how to install the TypeScript peer's packages when

@@ -22,9 +22,28 @@ type server struct {
 	url    string
 	log    string
 	tokens []string // one per session, for this server's audience
-	cmd    *exec.Cmd
-	done   chan struct{} // closed when the process has exited
-	err    error         // how it exited, once done is closed
+	// protocol is the MCP revision the load speaks to it; asked is the
+	// one the run asked for.
+	protocol, asked string
+	stateless       bool // the go-sdk peer runs stateless
+	cmd             *exec.Cmd
+	done            chan struct{} // closed when the process has exited
+	err             error         // how it exited, once done is closed
+}
+
+// label is the server's row in the table: what it is, then the revision
+// it was spoken to in and, for the go-sdk peer, whether it ran stateless.
+func (s *server) label() string {
+	l := tableLabels[s.name] + ", " + s.protocol
+	switch {
+	case s.name == goSDK && s.stateless:
+		l += ", stateless"
+	case s.name == goSDK:
+		l += ", sessions"
+	case s.name == typeScript && s.protocol != s.asked:
+		l += " (SDK v1 does not speak " + s.asked + ")"
+	}
+	return l
 }
 
 func (s *server) start(ctx context.Context) error {
@@ -45,12 +64,12 @@ func (s *server) start(ctx context.Context) error {
 		close(s.done)
 	}()
 
-	// Ready is when a session opens with a real token: the server listens,
+	// Ready is when a real token is served: the server listens,
 	// has the authorization server's keys, and serves MCP.
 	ctx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
 	for {
-		err := load.Ping(ctx, s.url, s.tokens[0])
+		err := load.Ping(ctx, s.url, s.tokens[0], s.protocol)
 		if err == nil {
 			return nil
 		}

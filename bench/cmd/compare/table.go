@@ -61,7 +61,7 @@ func writeTable(w io.Writer, o options, servers []*server, results map[string]ma
 	cells := map[string]map[int]cellStats{}
 	for _, s := range servers {
 		cells[s.name] = map[int]cellStats{}
-		line := []string{tableLabels[s.name]}
+		line := []string{s.label()}
 		for _, c := range o.concurrency {
 			cells[s.name][c] = stats(results[s.name][c])
 			line = append(line, fmt.Sprintf("%.0f", cells[s.name][c].rps))
@@ -84,7 +84,7 @@ func writeTable(w io.Writer, o options, servers []*server, results map[string]ma
 	row(w, head)
 	row(w, sep[:len(head)])
 	for _, s := range servers {
-		line := []string{tableLabels[s.name]}
+		line := []string{s.label()}
 		for _, c := range o.concurrency {
 			if us := cells[s.name][c].cpuUS; us > 0 {
 				line = append(line, fmt.Sprintf("%.0f µs", us))

@@ -1,7 +1,8 @@
 // Command gosdk is the benchmark's go-sdk peer: the CRM server a user would
 // build with the official Go SDK alone, as its documentation recommends. It
 // serves the same seven tools as crm-mcp over in-memory data, on Streamable
-// HTTP with sessions, behind go-sdk's auth.RequireBearerToken with a
+// HTTP with sessions, or stateless with -stateless (go-sdk's only way to
+// serve MCP 2026-07-28; it still serves initialize-based clients), behind go-sdk's auth.RequireBearerToken with a
 // verifier that checks signature (keys from the authorization server's JWKS,
 // cached and refreshed by jwx's jwk.Cache), issuer, audience (the resource
 // URL, RFC 8707) and expiry on every request. Each tool checks the scope it
@@ -40,6 +41,7 @@ func main() {
 	addr := flag.String("addr", "127.0.0.1:9001", "listen `address`")
 	issuer := flag.String("issuer", "", "the authorization server's issuer `URL` (required)")
 	jwksURL := flag.String("jwks-url", "", "the authorization server's JWKS `URL` (required)")
+	stateless := flag.Bool("stateless", false, "serve without sessions (StreamableHTTPOptions.Stateless): 2026-07-28 and earlier revisions alike")
 	resource := flag.String("resource", "", "this server's resource `URL`, the audience tokens must carry (default http://ADDR/mcp)")
 	flag.Parse()
 	if *issuer == "" || *jwksURL == "" {
@@ -49,12 +51,12 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *addr, *issuer, *jwksURL, *resource); err != nil {
+	if err := run(ctx, *addr, *issuer, *jwksURL, *resource, *stateless); err != nil {
 		log.Fatalf("gosdk: %v", err)
 	}
 }
 
-func run(ctx context.Context, addr, issuer, jwksURL, resource string) error {
+func run(ctx context.Context, addr, issuer, jwksURL, resource string, stateless bool) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
@@ -79,7 +81,7 @@ func run(ctx context.Context, addr, issuer, jwksURL, resource string) error {
 		ClockSkew:           30 * time.Second,
 	})
 	mux := http.NewServeMux()
-	mux.Handle("/mcp", bearer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return server }, nil)))
+	mux.Handle("/mcp", bearer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return server }, &mcp.StreamableHTTPOptions{Stateless: stateless})))
 	mux.Handle("/.well-known/oauth-protected-resource/mcp", auth.ProtectedResourceMetadataHandler(&oauthex.ProtectedResourceMetadata{
 		Resource:             resource,
 		AuthorizationServers: []string{issuer},
