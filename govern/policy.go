@@ -39,6 +39,15 @@ type Policy struct {
 	// (.record.label, .record.fields.NAME). Funcs: quote, money, len and
 	// text/template's own. Without one the sentence names the tool (and
 	// the upstream). Every value it prints is escaped and bounded.
+	//
+	// A stored value is escaped and cut to 60 characters, and may only be
+	// printed, directly or through quote, or tested alone with an if that
+	// has no else ({{if .record.fields.company}} ({{.record.fields.company}}){{end}});
+	// {{if .record}} (is a record named?) is free. Anything else that
+	// reads the record (printf, len, eq, index, money, a bare .record or
+	// .record.fields, with or range over it) is refused when the policy
+	// is added, so that whether a call is refused, and its words, never
+	// depend on data the agent was not approved to see.
 	Action string `yaml:"action,omitempty" json:"action,omitempty"`
 	// Rows are the push's rows under the action. Empty means one row per
 	// argument the call gives, in the input schema's property order.
@@ -138,7 +147,7 @@ type Row struct {
 	Arg string `yaml:"arg,omitempty" json:"arg,omitempty"`
 	// New is a template for the value the call sets (as Action's, but
 	// not escaped: the push escapes rows itself). It is shown whole or
-	// the call is refused.
+	// the call is refused, so it reads no stored value (Old shows it).
 	New string `yaml:"new,omitempty" json:"new,omitempty"`
 	// Old names a field of the record (Record.Fields) shown as the value
 	// now, before an arrow; cut, never refused.
