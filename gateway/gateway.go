@@ -216,8 +216,15 @@ func (gw *Gateway) add(c *conn, t *mcp.Tool, pol govern.Policy) (err error) {
 		var progress func(*mcp.ProgressNotificationParams)
 		if req := call.Request; req.Params != nil && req.Session != nil {
 			if tok := req.Params.GetProgressToken(); tok != nil {
+				// Continued above the progress sent while the call waited
+				// on a push, so that the client sees it increase.
+				base := call.ProgressSent()
 				progress = func(p *mcp.ProgressNotificationParams) {
-					_ = req.Session.NotifyProgress(ctx, &mcp.ProgressNotificationParams{ProgressToken: tok, Progress: p.Progress, Total: p.Total, Message: p.Message})
+					total := p.Total
+					if total > 0 {
+						total += base
+					}
+					_ = req.Session.NotifyProgress(ctx, &mcp.ProgressNotificationParams{ProgressToken: tok, Progress: base + p.Progress, Total: total, Message: p.Message})
 				}
 			}
 		}

@@ -15,6 +15,8 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/crm-mcp/crm-mcp/stepup/duotest"
 )
 
 // goUpstream is a second kind of real upstream: a go-sdk server over
@@ -225,4 +227,49 @@ func TestUpstreamDown(t *testing.T) {
 func readExample() (string, error) {
 	b, err := readFile(examplePolicy)
 	return string(b), err
+}
+
+// TestProgressIncreasesAcrossThePush: a call that waits on a push first
+// gets the governor's waiting progress, then its upstream's: forwarded
+// above it, so that the values the client sees keep increasing (progress
+// must increase with each notification).
+func TestProgressIncreasesAcrossThePush(t *testing.T) {
+	up := newGoUpstream(t, "")
+	pol := strings.Replace(goPolicy(up, "2s"), "slow: {scopes: [demo.read]}", "slow: {scopes: [demo.read], stepup: always}", 1)
+	e := newEnv(t, envOpts{policy: pol})
+	e.duo.SetDefault(duotest.Manual)
+	var mu sync.Mutex
+	var values []float64
+	got := make(chan struct{}, 10)
+	cs := e.connect(t, e.token("alice", allScopes...), &mcp.ClientOptions{ProgressNotificationHandler: func(_ context.Context, req *mcp.ProgressNotificationClientRequest) {
+		mu.Lock()
+		values = append(values, req.Params.Progress)
+		mu.Unlock()
+		got <- struct{}{}
+	}})
+	done := make(chan *mcp.CallToolResult, 1)
+	go func() {
+		params := &mcp.CallToolParams{Name: "go.slow", Arguments: map[string]any{}}
+		params.SetProgressToken("p")
+		res, err := cs.CallTool(t.Context(), params)
+		assert.NoError(t, err)
+		done <- res
+	}()
+	select {
+	case <-got: // the governor's "waiting for Duo Push approval"
+	case <-time.After(10 * time.Second):
+		t.Fatal("no progress while waiting on the push")
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	p, err := e.duo.WaitForPush(ctx)
+	require.NoError(t, err)
+	require.NoError(t, e.duo.Decide(p.TxID, true))
+	<-done // the upstream's slow tool times out after its progress
+	mu.Lock()
+	defer mu.Unlock()
+	require.Len(t, values, 4, "one waiting notification, then the upstream's three")
+	for i := 1; i < len(values); i++ {
+		assert.Greater(t, values[i], values[i-1], "progress went down: %v", values)
+	}
 }

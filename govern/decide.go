@@ -142,7 +142,7 @@ func (g *Governor) decide(ctx context.Context, gt *governed, c *Call, n *noter) 
 		Key: tok.Issuer + " " + tok.Subject + " " + tok.ClientID + " " + strconv.Quote(name) + " " + string(c.ArgsJSON()),
 		// One approval must not let a write happen twice.
 		Once: gt.policy.Writes,
-	}, progress(ctx, c.Request))
+	}, progress(ctx, c))
 	if err != nil {
 		g.log.WarnContext(ctx, "step-up refused", "tool", name, "sub", tok.Subject, "error", err.Error())
 		kind, code, tx := refusalOutcome(err)
@@ -281,7 +281,8 @@ func isZero(v any) bool {
 // progress turns the guard's waiting messages into MCP progress
 // notifications when the client asked for them with a progress token;
 // they keep the request open and tell the user why.
-func progress(ctx context.Context, req *mcp.CallToolRequest) func(string) {
+func progress(ctx context.Context, c *Call) func(string) {
+	req := c.Request
 	if req == nil || req.Params == nil || req.Session == nil {
 		return nil
 	}
@@ -289,9 +290,8 @@ func progress(ctx context.Context, req *mcp.CallToolRequest) func(string) {
 	if token == nil {
 		return nil
 	}
-	n := 0.0
 	return func(msg string) {
-		n++
-		_ = req.Session.NotifyProgress(ctx, &mcp.ProgressNotificationParams{ProgressToken: token, Progress: n, Message: msg})
+		c.progress++
+		_ = req.Session.NotifyProgress(ctx, &mcp.ProgressNotificationParams{ProgressToken: token, Progress: c.progress, Message: msg})
 	}
 }

@@ -113,9 +113,16 @@ type Call struct {
 	// only then.
 	ApprovedSensitive bool
 
-	canon []byte
-	in    any // the typed input, built once by AddTool
+	canon    []byte
+	in       any     // the typed input, built once by AddTool
+	progress float64 // the last progress value sent while waiting on a push
 }
+
+// ProgressSent is the last progress value this call's notifications
+// carried while it waited on a Duo Push (0 if none). A handler that sends
+// progress of its own (a gateway forwarding its upstream's) continues
+// above it: progress must increase with each notification.
+func (c *Call) ProgressSent() float64 { return c.progress }
 
 // ArgsJSON is the canonical encoding of Args: what the grant key names
 // and what a gateway forwards upstream.
