@@ -13,6 +13,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -229,6 +230,15 @@ func devListen(addr string) (net.Listener, error) {
 	return ln, nil
 }
 
+// isLoopbackAddr reports whether addr is host:port with a loopback IP
+// address as host. A name, even "localhost", is whatever the resolver
+// says, and serve listens on it after dev has checked, so it is refused.
+func isLoopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	ip, perr := netip.ParseAddr(host)
+	return err == nil && perr == nil && ip.IsLoopback()
+}
+
 // devStack is dev's stand-ins and the URLs derived from the address it
 // listens on.
 type devStack struct {
@@ -338,6 +348,7 @@ var devOwned = map[string]string{
 var devRefused = map[string]string{
 	"CRM_DATABASE_URL":   "dev keeps the CRM and the step-up state in --data-dir, on SQLite; run crm-mcp serve to use Postgres",
 	"DUO_USERNAME_CLAIM": "dev's tokens name the Duo user in sub only",
+	"DUO_SEND_USER_ID":   "dev's Duo stand-in knows its users by username (the token's sub), not by a Duo user ID",
 }
 
 // devDefaults are dev's own defaults for settings the environment may
@@ -368,6 +379,8 @@ func (s *devStack) environ(user map[string]string) (env map[string]string, notes
 			refused = append(refused, fmt.Sprintf("%s is set, but %s", name, devRefused[name]))
 		case devOwned[name] != "":
 			overridden = append(overridden, fmt.Sprintf("ignoring %s from the environment: %s", name, devOwned[name]))
+		case name == "METRICS_ADDR" && v != "" && !isLoopbackAddr(v):
+			refused = append(refused, fmt.Sprintf("METRICS_ADDR %q is not a loopback address, but dev listens only on loopback: use 127.0.0.1:PORT or [::1]:PORT", truncate(v)))
 		default:
 			env[name] = v
 			taken = append(taken, name)

@@ -53,6 +53,34 @@ func TestDevEnvironment(t *testing.T) {
 		assert.Contains(t, stderr.String(), "CRM_DATABASE_URL is set, but dev keeps the CRM and the step-up state in --data-dir")
 		assert.NotContains(t, stderr.String(), "secretpw")
 	})
+	t.Run("refused before anything starts", func(t *testing.T) {
+		for _, tt := range []struct {
+			name, variable, value, want string
+		}{
+			{"metrics on every interface", "METRICS_ADDR", "0.0.0.0:9464", `METRICS_ADDR "0.0.0.0:9464" is not a loopback address`},
+			{"metrics on every interface, no host", "METRICS_ADDR", ":9464", `METRICS_ADDR ":9464" is not a loopback address`},
+			{"metrics on a name", "METRICS_ADDR", "localhost:9464", `METRICS_ADDR "localhost:9464" is not a loopback address`},
+			{"metrics not an address", "METRICS_ADDR", "9464", `METRICS_ADDR "9464" is not a loopback address`},
+			{"a Duo user ID", "DUO_SEND_USER_ID", "true", "DUO_SEND_USER_ID is set, but dev's Duo stand-in knows its users by username"},
+		} {
+			t.Run(tt.name, func(t *testing.T) {
+				s, err := newDevStack("127.0.0.1:8080", t.TempDir(), "")
+				require.NoError(t, err)
+				defer s.close()
+				_, _, err = s.environ(map[string]string{tt.variable: tt.value})
+				require.Error(t, err)
+				assert.Contains(t, err.Error(), tt.want)
+			})
+		}
+		for _, addr := range []string{"127.0.0.1:9464", "[::1]:0", "127.0.0.2:0", ""} {
+			s, err := newDevStack("127.0.0.1:8080", t.TempDir(), "")
+			require.NoError(t, err)
+			defer s.close()
+			env, _, err := s.environ(map[string]string{"METRICS_ADDR": addr})
+			require.NoError(t, err, "METRICS_ADDR %q", addr)
+			assert.Equal(t, addr, env["METRICS_ADDR"])
+		}
+	})
 	t.Run("metrics are served", func(t *testing.T) {
 		d := startDevEnv(t, map[string]string{"METRICS_ADDR": "127.0.0.1:0"})
 		assert.Contains(t, d.stderr.String(), "serving metrics")
