@@ -267,6 +267,9 @@ type devStack struct {
 // newDevStack starts the stand-ins for a server listening on addr and
 // writes the Duo stand-in's certificate to dataDir.
 func newDevStack(addr, dataDir, autoLogin string) (*devStack, error) {
+	if _, port, _ := net.SplitHostPort(addr); port == "65535" {
+		return nil, fmt.Errorf("port 65535 leaves none for the crm-mcp serve of serve.env (dev's port plus one): pick a lower -addr port")
+	}
 	dir, err := filepath.Abs(dataDir)
 	if err != nil {
 		return nil, fmt.Errorf("data directory %q: %v", dataDir, err)
@@ -414,7 +417,8 @@ func (s *devStack) environ(user map[string]string) (env map[string]string, notes
 
 // devServeEnvFile holds the settings that point crm-mcp serve at dev's
 // stand-ins, in the data folder: they include the Duo stand-in's keys,
-// so they go to a file (mode 0600) and not to the terminal.
+// so they go to a file (mode 0600) and not to the terminal. Its values are
+// quoted for sh, which reads it (". serve.env").
 const devServeEnvFile = "serve.env"
 
 // serveURL is the MCP URL of a crm-mcp serve pointed at the stand-ins:
@@ -429,11 +433,16 @@ func (s *devStack) serveURL() (addr, mcpURL string) {
 // writeServeEnv writes devServeEnvFile: crm-mcp serve with these settings
 // validates tokens of dev's sign-in (by signature) and sends its pushes to
 // dev's Duo stand-in, whose push page shows them. For the demo only.
+//
+// The file is written whole under another name, mode 0600, and renamed
+// over the old one: os.WriteFile would keep the mode of a file already
+// there, and a reader would never see half of it.
 func (s *devStack) writeServeEnv() error {
 	addr, mcpURL := s.serveURL()
+	path := filepath.Join(s.dataDir, devServeEnvFile)
 	var b strings.Builder
 	b.WriteString("# crm-mcp serve against crm-mcp dev's stand-ins, for the demo only:\n")
-	b.WriteString("#   set -a; . " + filepath.Join(s.dataDir, devServeEnvFile) + "; set +a; crm-mcp serve\n")
+	b.WriteString("#   set -a; . " + shellQuote(path) + "; set +a; crm-mcp serve\n")
 	b.WriteString("# Written by crm-mcp dev at each start; the keys are the stand-in's, valid while dev runs.\n")
 	for _, kv := range [][2]string{
 		{"MCP_LISTEN_ADDR", addr},
@@ -447,13 +456,31 @@ func (s *devStack) writeServeEnv() error {
 		{"CRM_DB_PATH", filepath.Join(s.dataDir, "serve-"+devDBFile)},
 		{"AUDIT_LOG_PATH", filepath.Join(s.dataDir, "serve-"+devAuditFile)},
 	} {
-		fmt.Fprintf(&b, "%s=%s\n", kv[0], kv[1])
+		fmt.Fprintf(&b, "%s=%s\n", kv[0], shellQuote(kv[1]))
 	}
-	path := filepath.Join(s.dataDir, devServeEnvFile)
-	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
+	f, err := os.CreateTemp(s.dataDir, devServeEnvFile+".*") // mode 0600
+	if err != nil {
+		return fmt.Errorf("cannot write %s: %v", path, err)
+	}
+	_, err = f.WriteString(b.String())
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		os.Remove(f.Name())
 		return fmt.Errorf("cannot write %s: %v", path, err)
 	}
 	return nil
+}
+
+// shellQuote quotes s as one word for sh: inside single quotes nothing is
+// special but the quote itself, which closes them, adds an escaped quote
+// and opens them again.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // routes mounts the stand-ins beside the MCP server: the authorization
@@ -551,7 +578,7 @@ func (s *devStack) banner() string {
 
 	_, serveURL := s.serveURL()
 	fmt.Fprintf(&b, "\nPoint crm-mcp serve at these stand-ins (for the demo only; the file holds the\nDuo stand-in's keys): its MCP URL is %s, its pushes appear on the push page.\n", serveURL)
-	fmt.Fprintf(&b, "  set -a; . %s; set +a; crm-mcp serve\n", filepath.Join(s.dataDir, devServeEnvFile))
+	fmt.Fprintf(&b, "  set -a; . %s; set +a; crm-mcp serve\n", shellQuote(filepath.Join(s.dataDir, devServeEnvFile)))
 
 	fmt.Fprintf(&b, "\nUsers (no password: pick one on the login page, or pass login_hint):\n")
 	tw = tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
