@@ -307,7 +307,7 @@ func (g *Governor) only(next mcp.MethodHandler) mcp.MethodHandler {
 		case "tools/call":
 			if call, ok := req.(*mcp.CallToolRequest); ok && call.Params != nil && g.lookup(call.Params.Name) == nil {
 				g.recordUnknown(ctx, call)
-				return nil, fmt.Errorf("unknown tool %q", truncateName(call.Params.Name))
+				return nil, fmt.Errorf("unknown tool %q", cutName(call.Params.Name))
 			}
 		case "tools/list":
 			res, err := next(ctx, method, req)
@@ -572,8 +572,9 @@ func (g *Governor) recordUnknown(ctx context.Context, req *mcp.CallToolRequest) 
 	}
 }
 
-// cutName shortens a client's unknown tool name for the trail, never
-// inside a UTF-8 sequence.
+// cutName bounds a name a client chose (an unknown tool, a repeated key)
+// before it reaches the trail or a message: 64 bytes, never cut inside a
+// UTF-8 sequence.
 func cutName(name string) string {
 	const max = 64
 	if len(name) <= max {
