@@ -30,21 +30,29 @@ func (d *fullDisk) Write(p []byte) (int, error) {
 	return n, syscall.ENOSPC
 }
 
-// TestRecoversAfterFailedWrite: once the disk has room again, the next
-// Record takes back the partial line, records the outage, and goes on;
-// the chain is whole, with no restart.
-func TestRecoversAfterFailedWrite(t *testing.T) {
+// openOnFullDisk opens a new Log whose writes go through a fullDisk, not
+// full yet.
+func openOnFullDisk(t *testing.T) (string, *Log, *fullDisk) {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "audit.log")
 	l, err := Open(path, Options{})
 	require.NoError(t, err)
 	disk := &fullDisk{f: l.f}
 	l.w = disk
+	return path, l, disk
+}
+
+// TestRecoversAfterFailedWrite: once the disk has room again, the next
+// Record takes back the partial line, records the outage, and goes on;
+// the chain is whole, with no restart.
+func TestRecoversAfterFailedWrite(t *testing.T) {
+	path, l, disk := openOnFullDisk(t)
 	ctx := context.Background()
 	ev := Event{Kind: StepUpApproved, Subject: "alice", Tool: "get_contact"}
 	require.NoError(t, l.Record(ctx, ev))
 
 	disk.full = true
-	err = l.Record(ctx, ev)
+	err := l.Record(ctx, ev)
 	require.Error(t, err)
 	assert.True(t, errors.Is(err, syscall.ENOSPC), "%v", err)
 	require.Error(t, l.Record(ctx, ev), "still full")
@@ -72,11 +80,7 @@ func TestRecoversAfterFailedWrite(t *testing.T) {
 // unknown, so the recovery cuts the file back to the last synced line,
 // chains to it, and counts the line cut away.
 func TestRecoversToTheLastSyncedLine(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "audit.log")
-	l, err := Open(path, Options{})
-	require.NoError(t, err)
-	disk := &fullDisk{f: l.f}
-	l.w = disk
+	path, l, disk := openOnFullDisk(t)
 	ctx := context.Background()
 	ev := Event{Kind: StepUpApproved, Subject: "alice", Tool: "get_contact"}
 	require.NoError(t, l.Record(ctx, ev))

@@ -104,25 +104,41 @@ func TestConnectionFlood(t *testing.T) {
 	assert.False(t, res.IsError)
 }
 
-// TestConnLimiterRefusesWhenNoneIdle: when every connection is busy, a new
-// one is accepted and closed at once, without a read.
-func TestConnLimiterRefusesWhenNoneIdle(t *testing.T) {
-	closed := make(chan string, 10)
-	lim := newConnLimiter(2, 2, func(a string) { closed <- a })
+// serveLimited serves HTTP on a loopback listener under a connLimiter of
+// max connections, maxPerSource per source: GET /hold is held until the
+// test ends, anything else answered at once. closed hears what the
+// limiter closes.
+func serveLimited(t *testing.T, max, maxPerSource int) (lim *connLimiter, ln net.Listener, closed chan string) {
+	t.Helper()
+	closed = make(chan string, 10)
+	lim = newConnLimiter(max, maxPerSource, func(a string) { closed <- a })
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	release := make(chan struct{})
 	srv := &http.Server{
-		Handler:   http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-release }),
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/hold" {
+				<-release
+			}
+		}),
 		ConnState: lim.ConnState,
 	}
 	go srv.Serve(lim.Listener(ln))
-	defer srv.Close()
-	defer close(release)
+	t.Cleanup(func() {
+		close(release)
+		srv.Close()
+	})
+	return lim, ln, closed
+}
+
+// TestConnLimiterRefusesWhenNoneIdle: when every connection is busy, a new
+// one is accepted and closed at once, without a read.
+func TestConnLimiterRefusesWhenNoneIdle(t *testing.T) {
+	lim, ln, closed := serveLimited(t, 2, 2)
 
 	for range 2 { // two requests in progress
 		c := dialIdle(t, ln.Addr().String(), 1)[0]
-		_, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		_, err := io.WriteString(c, "GET /hold HTTP/1.1\r\nHost: x\r\n\r\n")
 		require.NoError(t, err)
 	}
 	require.Eventually(t, func() bool { return busyConns(lim) == 2 }, 5*time.Second, 5*time.Millisecond)
@@ -130,7 +146,7 @@ func TestConnLimiterRefusesWhenNoneIdle(t *testing.T) {
 	c := dialIdle(t, ln.Addr().String(), 1)[0]
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	start := time.Now()
-	_, err = c.Read(make([]byte, 1))
+	_, err := c.Read(make([]byte, 1))
 	assert.ErrorIs(t, err, io.EOF, "closed at once")
 	assert.Less(t, time.Since(start), 2*time.Second)
 	assert.Equal(t, 2, lim.Open())
@@ -150,22 +166,7 @@ func busyConns(lim *connLimiter) int {
 // waiting on a push) gets no more than its share, and another source is
 // still served. Loopback is a source like any other.
 func TestConnLimiterBoundsEachSource(t *testing.T) {
-	closed := make(chan string, 10)
-	lim := newConnLimiter(4, 2, func(a string) { closed <- a })
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	release := make(chan struct{})
-	srv := &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.URL.Path == "/hold" {
-				<-release
-			}
-		}),
-		ConnState: lim.ConnState,
-	}
-	go srv.Serve(lim.Listener(ln))
-	defer srv.Close()
-	defer close(release)
+	lim, ln, closed := serveLimited(t, 4, 2)
 
 	// 127.0.0.2 holds a request in progress on each of four connections.
 	flood := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}, Timeout: 5 * time.Second}
