@@ -33,9 +33,10 @@
 // and reaches the disk with the next synced line or Close, so a crash or a
 // power loss may cost the last outcomes, never a decision. A failed write or fsync makes
 // the Log refuse its events (fail closed) until it can write again: the
-// next Record then cuts the file back to its last line known to be
-// written, appends a [Recovered] event saying since when and how many
-// events were refused, and goes on, with no restart.
+// next Record then cuts the file back to its last synced line (after a
+// failed write or fsync nothing past it is known to be on disk), appends
+// a [Recovered] event saying since when, how many events were refused and
+// how many unsynced lines were cut away, and goes on, with no restart.
 //
 // Strings are written with every control, format, bidi and invisible
 // character as a JSON \uXXXX escape, the characters a Duo Push escapes

@@ -3,9 +3,11 @@ package audit_test
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -132,4 +134,24 @@ func TestTallyCountsRefusals(t *testing.T) {
 	}, got)
 	_, err = verifyFile(t, path)
 	require.NoError(t, err)
+}
+
+// TestTallyClosedConcurrently: Close called at once from several
+// goroutines (a shutdown path and a deferred Close) stops the Tally once,
+// and every call returns.
+func TestTallyClosedConcurrently(t *testing.T) {
+	l := audit.New(io.Discard, audit.Options{})
+	for range 20000 { // the window between two Closes is narrow
+		tally := audit.NewTally(l, time.Hour, 3)
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Go(func() {
+				<-start
+				assert.NoError(t, tally.Close())
+			})
+		}
+		close(start)
+		wg.Wait()
+	}
 }

@@ -41,19 +41,25 @@ type Log struct {
 	opts Options
 	now  func() time.Time
 
-	mu     sync.Mutex
-	w      io.Writer
-	f      *os.File // nil when writing to a plain writer: no fsync
-	size   int64    // bytes of f known to be complete lines
-	seq    uint64   // of the last line written
-	prev   string   // hash of the last line written
-	failed error    // set by Close, or by a failed write to a plain writer: every Record returns it
+	mu   sync.Mutex
+	w    io.Writer
+	f    *os.File // nil when writing to a plain writer: no fsync
+	size int64    // bytes of f known to be complete lines
+	seq  uint64   // of the last line written
+	prev string   // hash of the last line written
+	// The same after the last line whose fsync succeeded: the end of what
+	// is known to be on disk, where recover cuts the file back to.
+	syncedSize int64
+	syncedSeq  uint64
+	syncedPrev string
+	failed     error // set by Close, or by a failed write to a plain writer: every Record returns it
 
 	// A file whose write or fsync failed is broken: Record refuses its
 	// events until a recovery succeeds (see recover).
 	broken      error
 	brokenSince time.Time
-	refused     int // events refused while broken
+	refused     int    // events refused while broken
+	lost        uint64 // unsynced lines cut away by recover
 }
 
 // New returns a Log writing to w (standard output, say), unsynced. Its
@@ -118,8 +124,13 @@ func open(f *os.File, path string, created bool, opts Options) (*Log, error) {
 		l.seq = *h.Seq
 		l.prev = hashHex(last)
 	}
+	// What the file holds is taken as synced: Close synced it, and the
+	// lines a killed process left unsynced are in the page cache, where
+	// the first synced line's fsync takes them to disk.
+	l.syncedSize, l.syncedSeq, l.syncedPrev = l.size, l.seq, l.prev
 	if len(torn) > 0 {
 		l.size -= int64(len(torn))
+		l.syncedSize = l.size
 		if err := f.Truncate(l.size); err != nil {
 			return nil, fmt.Errorf("audit: %s: removing a torn final line: %w", path, err)
 		}
@@ -185,7 +196,8 @@ func (l *Log) appendLine(ln line) error {
 	if len(out) > maxLine {
 		return &FieldError{Kind: ln.Event, Field: "Args", Msg: fmt.Sprintf("make the line %d bytes long, over the limit of %d", len(out), maxLine)}
 	}
-	if err := l.write(out, needsSync(ln)); err != nil {
+	sync := needsSync(ln)
+	if err := l.write(out, sync); err != nil {
 		if l.f == nil {
 			l.failed = fmt.Errorf("audit: writing the log failed, every later event is refused: %w", err)
 			return l.failed
@@ -197,26 +209,44 @@ func (l *Log) appendLine(ln line) error {
 	}
 	l.seq = ln.Seq
 	l.prev = hashHex(out[:len(out)-1])
+	if sync {
+		l.syncedSize, l.syncedSeq, l.syncedPrev = l.size, l.seq, l.prev
+	}
 	return nil
 }
 
-// recover makes a broken file whole again: it cuts the file back to its
-// last complete line known to be written (a failed write may have left
-// part of a line; a failed fsync, a line whose pages the kernel may have
-// dropped, which the caller was told is not on record), syncs that, and
-// writes a synced audit.recovered line that chains to that last line and
-// says what was refused. Its error leaves the file broken; the next
+// recover makes a broken file whole again: it cuts the file back to the
+// end of its last synced line, syncs that, and writes a synced
+// audit.recovered line that chains to that line and says what was refused
+// and what was cut away. Its error leaves the file broken; the next
 // Record tries again. Called with l.mu held.
+//
+// The last synced line is the only safe point. After a failed write or
+// fsync, what is on disk past it is unknown: a failed write may have left
+// part of a line; a failed fsync means the kernel may have dropped the
+// dirty pages of every line written since the last good one, the unsynced
+// ones (outcomes, Tally counts) included, and marked them clean, so a
+// later fsync succeeds without writing them (a full disk under delayed
+// allocation fails the same way, at writeback). Chaining to such a line
+// would make a chain that no longer verifies once the page cache is gone
+// (a reboot). So those lines are cut away even if they are still
+// readable, and the recovered line counts them.
 func (l *Log) recover() error {
 	refusing := fmt.Errorf("audit: the log cannot be written (since %s: %w), every event is refused until it can", l.brokenSince.UTC().Format(time.RFC3339), l.broken)
-	if err := l.f.Truncate(l.size); err != nil {
+	if err := l.f.Truncate(l.syncedSize); err != nil {
 		return refusing
 	}
+	// The file now ends at the last synced line, whatever happens next.
+	l.lost += l.seq - l.syncedSeq
+	l.size, l.seq, l.prev = l.syncedSize, l.syncedSeq, l.syncedPrev
 	if err := l.f.Sync(); err != nil {
 		return refusing
 	}
 	reason := fmt.Sprintf("the log could not be written from %s to %s (%v): %d event(s) were refused, and not acted on",
 		l.brokenSince.UTC().Format(time.RFC3339Nano), l.now().UTC().Format(time.RFC3339Nano), l.broken, l.refused)
+	if l.lost > 0 {
+		reason += fmt.Sprintf("; %d unsynced line(s) after the last synced one (outcomes of calls already answered, counts of refusals) were cut away, since whether they reached the disk is unknown", l.lost)
+	}
 	cause, since, refused := l.broken, l.brokenSince, l.refused
 	l.broken = nil
 	if err := l.appendLine(line{Time: l.now().UTC().Format(time.RFC3339Nano), Event: Recovered, Reason: reason}); err != nil {
@@ -224,7 +254,7 @@ func (l *Log) recover() error {
 		l.broken, l.brokenSince, l.refused = cause, since, refused
 		return refusing
 	}
-	l.refused = 0
+	l.refused, l.lost = 0, 0
 	return nil
 }
 
@@ -287,8 +317,9 @@ func (l *Log) Close() error {
 		return nil
 	}
 	if l.broken != nil {
-		// Best effort, as in write: leave complete lines only.
-		l.f.Truncate(l.size)
+		// Best effort: leave only the lines known to be on disk (see
+		// recover).
+		l.f.Truncate(l.syncedSize)
 	}
 	err := l.f.Sync()
 	if cerr := l.f.Close(); err == nil {

@@ -35,8 +35,10 @@ type Tally struct {
 	since  time.Time
 	counts map[tallyKey]int
 
-	stop chan struct{}
-	done chan struct{}
+	stop      chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
+	closeErr  error
 }
 
 type tallyKey struct{ reason, source string }
@@ -117,14 +119,13 @@ func (t *Tally) Flush() error {
 }
 
 // Close stops the interval and writes what is counted. Call it before
-// the Log's Close.
+// the Log's Close. It may be called more than once, concurrently: every
+// call returns once the first has written, with its error.
 func (t *Tally) Close() error {
-	select {
-	case <-t.stop:
-		return nil
-	default:
-	}
-	close(t.stop)
-	<-t.done
-	return t.Flush()
+	t.closeOnce.Do(func() {
+		close(t.stop)
+		<-t.done
+		t.closeErr = t.Flush()
+	})
+	return t.closeErr
 }

@@ -61,7 +61,7 @@ func readCalls(body []byte) ([]string, error) {
 		// batch unanswered; refuse rather than guess which one runs.
 		if id, ok := requestID(raw); ok && len(raws) > 1 {
 			if ids[id] {
-				return nil, &bodyError{fmt.Sprintf("the request body repeats the JSON-RPC id %s", truncateName(id[2:]))}
+				return nil, &bodyError{fmt.Sprintf("the request body repeats the JSON-RPC id %s", cutName(id[2:]))}
 			}
 			ids[id] = true
 		}
@@ -221,7 +221,7 @@ func checkKeys(body []byte) error {
 					seen = slices.ContainsFunc(keys[f.first:], func(k []byte) bool { return bytes.Equal(k, key) })
 				}
 				if seen {
-					return &bodyError{fmt.Sprintf("the request body repeats the key %q in one object", truncateName(string(key)))}
+					return &bodyError{fmt.Sprintf("the request body repeats the key %q in one object", cutName(string(key)))}
 				}
 				if f.set != nil {
 					f.set[string(key)] = true
@@ -274,7 +274,7 @@ func explainInvalid(body []byte) error {
 		if n := len(stack); n > 0 && stack[n-1].keys != nil && stack[n-1].wantKey {
 			if key, ok := tok.(string); ok {
 				if stack[n-1].keys[key] {
-					return &bodyError{fmt.Sprintf("the request body repeats the key %q in one object", truncateName(key))}
+					return &bodyError{fmt.Sprintf("the request body repeats the key %q in one object", cutName(key))}
 				}
 				stack[n-1].keys[key] = true
 				stack[n-1].wantKey = false

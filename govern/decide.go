@@ -139,7 +139,9 @@ func (g *Governor) decide(ctx context.Context, gt *governed, c *Call, n *noter) 
 		ClientID: tok.ClientID,
 		// An approval covers this principal through this client only, and
 		// this exact call: one canonical form of the decoded arguments.
-		Key: tok.Issuer + " " + tok.Subject + " " + tok.ClientID + " " + strconv.Quote(name) + " " + string(c.ArgsJSON()),
+		// Each part quoted: joined bare, subject "a b" of client "c" and
+		// subject "a" of client "b c" would share a key.
+		Key: strconv.Quote(tok.Issuer) + " " + strconv.Quote(tok.Subject) + " " + strconv.Quote(tok.ClientID) + " " + strconv.Quote(name) + " " + string(c.ArgsJSON()),
 		// One approval must not let a write happen twice.
 		Once: gt.policy.Writes,
 	}, progress(ctx, c))

@@ -351,3 +351,23 @@ func TestEventCarriesWhatTheClientSent(t *testing.T) {
 	a := evs[2].AuditEvent()
 	assert.Equal(t, "ok", a.Outcome)
 }
+
+// TestGrantKeyKeepsItsPartsApart: an approval for subject "x y" through
+// client "z" does not cover subject "x" through client "y z", though both
+// name the same Duo user and the parts, joined with spaces, read the same.
+func TestGrantKeyKeepsItsPartsApart(t *testing.T) {
+	e := newEnv(t, envOpts{tune: func(c *govern.Config, _ *stepup.Config) { c.UsernameClaim = "duo_user" }})
+	token := func(sub, client string) string {
+		claims := e.as.Claims(sub, e.resource, all...)
+		claims["client_id"], claims["duo_user"] = client, "alice"
+		return e.as.Mint(claims)
+	}
+	args := map[string]any{"path": "/defence", "head": 1}
+	first := e.connect(t, token("x y", "z"), nil)
+	require.False(t, call(t, first, "files.read_text_file", args).IsError)
+	require.False(t, call(t, first, "files.read_text_file", args).IsError)
+	require.Len(t, e.duo.Pushes(), 1, "the grant covers the same principal and client")
+	second := e.connect(t, token("x", "y z"), nil)
+	require.False(t, call(t, second, "files.read_text_file", args).IsError)
+	assert.Len(t, e.duo.Pushes(), 2, "another principal and client need their own approval")
+}

@@ -70,7 +70,7 @@ func (g *Governor) Gate(rs *resourceserver.Server, next http.Handler) http.Handl
 		}
 		info.ID, info.Subject = id, tok.Subject
 		if len(names) > 0 {
-			info.Tool = truncateName(names[0])
+			info.Tool = cutName(names[0])
 		}
 		var needs, held, lacking []string
 		for _, name := range names {
@@ -212,14 +212,6 @@ func appendNew(list []string, s string) []string {
 		return list
 	}
 	return append(list, s)
-}
-
-// truncateName bounds a client-chosen name before it reaches a message.
-func truncateName(s string) string {
-	if len(s) > 64 {
-		return s[:64] + "..."
-	}
-	return s
 }
 
 // marked reports whether the Gate set header h on this request.

@@ -174,3 +174,35 @@ func TestGoSDKClientBothRevisions(t *testing.T) {
 		assert.Equal(t, []string{"everything.get-sum", "everything.get-env"}, e.runs())
 	}
 }
+
+// TestRefusedCallsAreOnRecordByHashOnly: a call refused before its
+// arguments were accepted (an unknown tool, even from a token with no
+// scopes; arguments the schema refuses; a scope the token lacks) is on
+// record with the hash of its arguments, never the arguments: it would
+// let anyone fill the trail at megabytes a request.
+func TestRefusedCallsAreOnRecordByHashOnly(t *testing.T) {
+	e := newEnv(t, envOpts{stateless: true})
+	big := `{"a":"` + strings.Repeat("x", 1<<16) + `","b":3}`
+	noScopes := e.token("mallory")
+	status, _, body := e.post(t, noScopes, "2026-07-28", "tools/call", "no.such_tool", callBody("no.such_tool", big, true))
+	require.Equal(t, http.StatusOK, status, body)
+	status, _, body = e.post(t, e.token("alice", all...), "2026-07-28", "tools/call", "everything.get-sum", callBody("everything.get-sum", big, true))
+	require.Equal(t, http.StatusOK, status, body)
+	// A scope refused with an explanation: the second token of the same
+	// user and client still lacks it.
+	write := callBody("files.write_file", `{"path":"/a","content":"`+strings.Repeat("x", 1<<16)+`"}`, true)
+	status, _, _ = e.post(t, e.token("alice", "demo.read"), "2026-07-28", "tools/call", "files.write_file", write)
+	require.Equal(t, http.StatusForbidden, status)
+	status, _, body = e.post(t, e.token("alice", "demo.read"), "2026-07-28", "tools/call", "files.write_file", write)
+	require.Equal(t, http.StatusOK, status, body)
+
+	evs := e.ev.take()
+	var codes []string
+	for _, ev := range evs {
+		codes = append(codes, string(ev.Kind)+"/"+string(ev.Outcome))
+		assert.Nil(t, ev.Args, "%s %s: the arguments are not on record", ev.Tool, ev.Outcome)
+		assert.Len(t, ev.ArgsSHA256, 64, "%s %s: their hash is", ev.Tool, ev.Outcome)
+	}
+	assert.Equal(t, []string{"tool.called/invalid", "tool.called/invalid", "scope.denied/scope_explained"}, codes)
+	assert.Empty(t, e.runs())
+}

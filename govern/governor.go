@@ -342,7 +342,7 @@ func (g *Governor) only(next mcp.MethodHandler) mcp.MethodHandler {
 		case "tools/call":
 			if call, ok := req.(*mcp.CallToolRequest); ok && call.Params != nil && g.lookup(call.Params.Name) == nil {
 				g.recordUnknown(ctx, call)
-				return nil, fmt.Errorf("unknown tool %q", truncateName(call.Params.Name))
+				return nil, fmt.Errorf("unknown tool %q", cutName(call.Params.Name))
 			}
 		case "tools/list":
 			res, err := next(ctx, method, req)
@@ -591,7 +591,8 @@ func (g *Governor) handle(ctx context.Context, gt *governed, req *mcp.CallToolRe
 
 // recordUnknown puts a call of a tool no policy names on record as
 // Invalid: every tools/call leaves a line. The name is the client's, so it
-// is cut: a line must not grow with what a client sends. The refusal
+// is cut, and the arguments are on record by their hash only (see
+// hashOnly): a line must not grow with what a client sends. The refusal
 // stands whatever happens to its line.
 func (g *Governor) recordUnknown(ctx context.Context, req *mcp.CallToolRequest) {
 	if g.cfg.Recorder == nil {
@@ -607,15 +608,16 @@ func (g *Governor) recordUnknown(ctx context.Context, req *mcp.CallToolRequest) 
 	}
 	if raw := req.Params.Arguments; json.Valid(raw) {
 		sum := sha256.Sum256(raw)
-		e.Args, e.ArgsSHA256 = raw, hex.EncodeToString(sum[:])
+		e.ArgsSHA256 = hex.EncodeToString(sum[:])
 	}
 	if err := g.cfg.Recorder(ctx, e); err != nil {
 		g.log.ErrorContext(ctx, "the audit trail refused the line of an invalid call", "error", err.Error())
 	}
 }
 
-// cutName shortens a client's unknown tool name for the trail, never
-// inside a UTF-8 sequence.
+// cutName bounds a name a client chose (an unknown tool, a repeated key)
+// before it reaches the trail or a message: 64 bytes, never cut inside a
+// UTF-8 sequence.
 func cutName(name string) string {
 	const max = 64
 	if len(name) <= max {
@@ -642,11 +644,25 @@ func (n *noter) note(e Event) error {
 	}
 	full := n.base
 	full.Kind, full.Outcome, full.Reason, full.Via, full.DuoTxID, full.Duration = e.Kind, e.Outcome, e.Reason, e.Via, e.DuoTxID, e.Duration
+	if hashOnly(full) {
+		full.Args = nil
+	}
 	if err := n.g.cfg.Recorder(n.ctx, full); err != nil {
 		n.g.log.ErrorContext(n.ctx, "the audit trail refused a line: failing the call closed", "tool", full.Tool, "event", string(e.Kind), "outcome", string(e.Outcome), "error", err.Error())
 		return &ToolError{full.Tool + " was not run: the server could not write its audit trail; try again later"}
 	}
 	return nil
+}
+
+// hashOnly reports whether e is about a call refused before its
+// arguments were accepted (a scope the token lacks, arguments the schema
+// refuses): such a line carries the arguments' hash, never the arguments,
+// even with audit.Options.IncludeArgs. Anyone with a token, scopes or
+// not, can send such calls as fast as the request bounds let them, each
+// with megabytes of arguments; on record in full they would fill the
+// trail's disk, and so stop every call, for the price of the requests.
+func hashOnly(e Event) bool {
+	return e.Kind == audit.ScopeDenied || e.Outcome == Invalid
 }
 
 // userError passes a ToolError on and hides anything else.

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"log/slog"
 	"reflect"
+	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/stretchr/testify/assert"
@@ -179,4 +181,16 @@ func TestAssignIsUnmarshal(t *testing.T) {
 			assert.Equal(t, want, got, s)
 		}
 	}
+}
+
+// TestUnknownToolNameCutWhole: the unknown tool's name in the error is
+// cut to 64 bytes, never inside a UTF-8 sequence.
+func TestUnknownToolNameCutWhole(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	cs := e.connect(t, e.token("alice", all...), nil)
+	name := strings.Repeat("a", 63) + "é-and-more"
+	_, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: name})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `unknown tool "`+strings.Repeat("a", 63)+`..."`)
+	assert.True(t, utf8.ValidString(err.Error()), "%q", err.Error())
 }

@@ -231,11 +231,13 @@ func contactLabel(c *crm.Contact) string {
 
 // money formats an amount in minor units: 1200000 EUR is "12,000.00 EUR".
 func money(amount int64, currency string) string {
-	sign := ""
+	// The magnitude as unsigned: -amount overflows for math.MinInt64,
+	// whose magnitude uint64 holds.
+	sign, u := "", uint64(amount)
 	if amount < 0 {
-		sign, amount = "-", -amount
+		sign, u = "-", -u
 	}
-	units := strconv.FormatInt(amount/100, 10)
+	units := strconv.FormatUint(u/100, 10)
 	var b strings.Builder
 	for i, r := range units {
 		if i > 0 && (len(units)-i)%3 == 0 {
@@ -243,5 +245,5 @@ func money(amount int64, currency string) string {
 		}
 		b.WriteRune(r)
 	}
-	return fmt.Sprintf("%s%s.%02d %s", sign, b.String(), amount%100, stepup.Display(currency))
+	return fmt.Sprintf("%s%s.%02d %s", sign, b.String(), u%100, stepup.Display(currency))
 }

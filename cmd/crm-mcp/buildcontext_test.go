@@ -24,9 +24,11 @@ import (
 var secretName = regexp.MustCompile(`(^|/)(\.env(\..*)?|[^/]*\.env|[^/]*\.(pem|key|p12|pfx)|id_(rsa|ecdsa|ed25519))$`)
 
 // secretContent matches what a secret looks like inside a file: a private
-// key, a Duo secret key or client secret with a value, a JWT.
+// key, a Duo secret key or client secret with a value, a client secret in
+// JSON (crm-mcp dev's clients.json), a JWT.
 var secretContent = regexp.MustCompile(`-----BEGIN [A-Z ]*PRIVATE KEY-----` +
 	`|(?m)^\s*(export\s+)?(DUO_AUTH_SKEY|DUO_CLIENT_SECRET|DUO_INTROSPECTION_CLIENT_SECRET)=[^\s#.][^\s#]{7,}` +
+	`|"client_secret"\s*:\s*"[^"]{8,}"` +
 	`|eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.`)
 
 func TestBuildContextHoldsNoSecret(t *testing.T) {
@@ -72,6 +74,10 @@ func TestBuildContextLeavesOutSecrets(t *testing.T) {
 		"certs/tls.key":          "-----BEGIN EC PRIVATE KEY-----\n",
 		"cmd/x/x_test.go":        "-----BEGIN PRIVATE KEY-----\n",
 		"cmd/x/testdata/key.txt": "-----BEGIN PRIVATE KEY-----\n",
+		// crm-mcp dev's data folder, wherever dev ran (--data-dir is
+		// relative to the working directory): its registered clients.
+		".crm-mcp-dev/clients.json":            `{"version":1,"clients":[{"client_id":"a","client_secret":"abcdefghijklmnop"}]}`,
+		"examples/x/.crm-mcp-dev/clients.json": `{"version":1,"clients":[{"client_id":"a","client_secret":"abcdefghijklmnop"}]}`,
 	}
 	for name, content := range planted {
 		write(name, content)
@@ -93,13 +99,14 @@ func TestBuildContextLeavesOutSecrets(t *testing.T) {
 	}
 }
 
-// TestGitIgnoresEnvFiles: a filled-in .env is never committed.
+// TestGitIgnoresEnvFiles: a filled-in .env, or crm-mcp dev's data folder
+// wherever dev ran, is never committed.
 func TestGitIgnoresEnvFiles(t *testing.T) {
 	root := repoRoot(t)
 	if _, err := exec.LookPath("git"); err != nil {
 		t.Fatal("git is not on PATH")
 	}
-	for _, name := range []string{".env", "prod.env", ".env.local", "deploy/.env"} {
+	for _, name := range []string{".env", "prod.env", ".env.local", "deploy/.env", ".crm-mcp-dev/clients.json", "cmd/crm-mcp/.crm-mcp-dev/clients.json"} {
 		out, err := exec.Command("git", "-C", root, "check-ignore", "--no-index", "-q", name).CombinedOutput()
 		require.NoError(t, err, "git does not ignore %s: add it to .gitignore (%s)", name, out)
 	}

@@ -13,6 +13,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -247,6 +248,15 @@ func devListen(addr string) (net.Listener, error) {
 	return ln, nil
 }
 
+// isLoopbackAddr reports whether addr is host:port with a loopback IP
+// address as host. A name, even "localhost", is whatever the resolver
+// says, and serve listens on it after dev has checked, so it is refused.
+func isLoopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	ip, perr := netip.ParseAddr(host)
+	return err == nil && perr == nil && ip.IsLoopback()
+}
+
 // devStack is dev's stand-ins and the URLs derived from the address it
 // listens on.
 type devStack struct {
@@ -275,6 +285,9 @@ type devStack struct {
 // newDevStack starts the stand-ins for a server listening on addr and
 // writes the Duo stand-in's certificate to dataDir.
 func newDevStack(addr, dataDir, autoLogin string) (*devStack, error) {
+	if _, port, _ := net.SplitHostPort(addr); port == "65535" {
+		return nil, fmt.Errorf("port 65535 leaves none for the crm-mcp serve of serve.env (dev's port plus one): pick a lower -addr port")
+	}
 	dir, err := filepath.Abs(dataDir)
 	if err != nil {
 		return nil, fmt.Errorf("data directory %q: %v", dataDir, err)
@@ -356,6 +369,7 @@ var devOwned = map[string]string{
 var devRefused = map[string]string{
 	"CRM_DATABASE_URL":   "dev keeps the CRM and the step-up state in --data-dir, on SQLite; run crm-mcp serve to use Postgres",
 	"DUO_USERNAME_CLAIM": "dev's tokens name the Duo user in sub only",
+	"DUO_SEND_USER_ID":   "dev's Duo stand-in knows its users by username (the token's sub), not by a Duo user ID",
 }
 
 // devDefaults are dev's own defaults for settings the environment may
@@ -386,6 +400,8 @@ func (s *devStack) environ(user map[string]string) (env map[string]string, notes
 			refused = append(refused, fmt.Sprintf("%s is set, but %s", name, devRefused[name]))
 		case devOwned[name] != "":
 			overridden = append(overridden, fmt.Sprintf("ignoring %s from the environment: %s", name, devOwned[name]))
+		case name == "METRICS_ADDR" && v != "" && !isLoopbackAddr(v):
+			refused = append(refused, fmt.Sprintf("METRICS_ADDR %q is not a loopback address, but dev listens only on loopback: use 127.0.0.1:PORT or [::1]:PORT", truncate(v)))
 		default:
 			env[name] = v
 			taken = append(taken, name)
@@ -419,7 +435,8 @@ func (s *devStack) environ(user map[string]string) (env map[string]string, notes
 
 // devServeEnvFile holds the settings that point crm-mcp serve at dev's
 // stand-ins, in the data folder: they include the Duo stand-in's keys,
-// so they go to a file (mode 0600) and not to the terminal.
+// so they go to a file (mode 0600) and not to the terminal. Its values are
+// quoted for sh, which reads it (". serve.env").
 const devServeEnvFile = "serve.env"
 
 // serveURL is the MCP URL of a crm-mcp serve pointed at the stand-ins:
@@ -434,11 +451,16 @@ func (s *devStack) serveURL() (addr, mcpURL string) {
 // writeServeEnv writes devServeEnvFile: crm-mcp serve with these settings
 // validates tokens of dev's sign-in (by signature) and sends its pushes to
 // dev's Duo stand-in, whose push page shows them. For the demo only.
+//
+// The file is written whole under another name, mode 0600, and renamed
+// over the old one: os.WriteFile would keep the mode of a file already
+// there, and a reader would never see half of it.
 func (s *devStack) writeServeEnv() error {
 	addr, mcpURL := s.serveURL()
+	path := filepath.Join(s.dataDir, devServeEnvFile)
 	var b strings.Builder
 	b.WriteString("# crm-mcp serve against crm-mcp dev's stand-ins, for the demo only:\n")
-	b.WriteString("#   set -a; . " + filepath.Join(s.dataDir, devServeEnvFile) + "; set +a; crm-mcp serve\n")
+	b.WriteString("#   set -a; . " + shellQuote(path) + "; set +a; crm-mcp serve\n")
 	b.WriteString("# Written by crm-mcp dev at each start; the keys are the stand-in's, valid while dev runs.\n")
 	for _, kv := range [][2]string{
 		{"MCP_LISTEN_ADDR", addr},
@@ -452,13 +474,31 @@ func (s *devStack) writeServeEnv() error {
 		{"CRM_DB_PATH", filepath.Join(s.dataDir, "serve-"+devDBFile)},
 		{"AUDIT_LOG_PATH", filepath.Join(s.dataDir, "serve-"+devAuditFile)},
 	} {
-		fmt.Fprintf(&b, "%s=%s\n", kv[0], kv[1])
+		fmt.Fprintf(&b, "%s=%s\n", kv[0], shellQuote(kv[1]))
 	}
-	path := filepath.Join(s.dataDir, devServeEnvFile)
-	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
+	f, err := os.CreateTemp(s.dataDir, devServeEnvFile+".*") // mode 0600
+	if err != nil {
+		return fmt.Errorf("cannot write %s: %v", path, err)
+	}
+	_, err = f.WriteString(b.String())
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		os.Remove(f.Name())
 		return fmt.Errorf("cannot write %s: %v", path, err)
 	}
 	return nil
+}
+
+// shellQuote quotes s as one word for sh: inside single quotes nothing is
+// special but the quote itself, which closes them, adds an escaped quote
+// and opens them again.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // routes mounts the stand-ins beside the MCP server: the authorization
@@ -556,7 +596,7 @@ func (s *devStack) banner() string {
 
 	_, serveURL := s.serveURL()
 	fmt.Fprintf(&b, "\nPoint crm-mcp serve at these stand-ins (for the demo only; the file holds the\nDuo stand-in's keys): its MCP URL is %s, its pushes appear on the push page.\n", serveURL)
-	fmt.Fprintf(&b, "  set -a; . %s; set +a; crm-mcp serve\n", filepath.Join(s.dataDir, devServeEnvFile))
+	fmt.Fprintf(&b, "  set -a; . %s; set +a; crm-mcp serve\n", shellQuote(filepath.Join(s.dataDir, devServeEnvFile)))
 
 	fmt.Fprintf(&b, "\nUsers (no password: pick one on the login page, or pass login_hint):\n")
 	tw = tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)

@@ -1,12 +1,13 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -53,6 +54,34 @@ func TestDevEnvironment(t *testing.T) {
 		assert.Contains(t, stderr.String(), "CRM_DATABASE_URL is set, but dev keeps the CRM and the step-up state in --data-dir")
 		assert.NotContains(t, stderr.String(), "secretpw")
 	})
+	t.Run("refused before anything starts", func(t *testing.T) {
+		for _, tt := range []struct {
+			name, variable, value, want string
+		}{
+			{"metrics on every interface", "METRICS_ADDR", "0.0.0.0:9464", `METRICS_ADDR "0.0.0.0:9464" is not a loopback address`},
+			{"metrics on every interface, no host", "METRICS_ADDR", ":9464", `METRICS_ADDR ":9464" is not a loopback address`},
+			{"metrics on a name", "METRICS_ADDR", "localhost:9464", `METRICS_ADDR "localhost:9464" is not a loopback address`},
+			{"metrics not an address", "METRICS_ADDR", "9464", `METRICS_ADDR "9464" is not a loopback address`},
+			{"a Duo user ID", "DUO_SEND_USER_ID", "true", "DUO_SEND_USER_ID is set, but dev's Duo stand-in knows its users by username"},
+		} {
+			t.Run(tt.name, func(t *testing.T) {
+				s, err := newDevStack("127.0.0.1:8080", t.TempDir(), "")
+				require.NoError(t, err)
+				defer s.close()
+				_, _, err = s.environ(map[string]string{tt.variable: tt.value})
+				require.Error(t, err)
+				assert.Contains(t, err.Error(), tt.want)
+			})
+		}
+		for _, addr := range []string{"127.0.0.1:9464", "[::1]:0", "127.0.0.2:0", ""} {
+			s, err := newDevStack("127.0.0.1:8080", t.TempDir(), "")
+			require.NoError(t, err)
+			defer s.close()
+			env, _, err := s.environ(map[string]string{"METRICS_ADDR": addr})
+			require.NoError(t, err, "METRICS_ADDR %q", addr)
+			assert.Equal(t, addr, env["METRICS_ADDR"])
+		}
+	})
 	t.Run("metrics are served", func(t *testing.T) {
 		d := startDevEnv(t, map[string]string{"METRICS_ADDR": "127.0.0.1:0"})
 		assert.Contains(t, d.stderr.String(), "serving metrics")
@@ -69,10 +98,10 @@ func TestDevPointsServeAtItsStandIns(t *testing.T) {
 	info, err := os.Stat(envFile)
 	require.NoError(t, err)
 	assert.Equal(t, os.FileMode(0o600), info.Mode().Perm(), "it holds the stand-in's keys")
-	assert.Contains(t, d.stdout.String(), "set -a; . "+envFile+"; set +a; crm-mcp serve")
 	assert.NotContains(t, d.stdout.String(), d.stack.duo.SKey(), "the banner does not print the key")
 
-	env := readEnvFile(t, envFile)
+	env := sourceBannerCommand(t, d.stdout.String(), t.TempDir())
+	assert.Equal(t, d.stack.duo.SKey(), env["DUO_AUTH_SKEY"])
 	serveURL := env["MCP_RESOURCE_URL"]
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -118,22 +147,59 @@ func TestDevPointsServeAtItsStandIns(t *testing.T) {
 	assert.Contains(t, res.text, "Riley Vance")
 }
 
-func readEnvFile(t *testing.T, name string) map[string]string {
+// sourceBannerCommand runs, with sh in dir, the command dev's banner
+// gives for running serve against the stand-ins ("set -a; . serve.env;
+// set +a; crm-mcp serve"), with env in place of crm-mcp, and returns the
+// environment serve would have started with.
+func sourceBannerCommand(t *testing.T, banner, dir string) map[string]string {
 	t.Helper()
-	f, err := os.Open(name)
-	require.NoError(t, err)
-	defer f.Close()
+	m := regexp.MustCompile(`(?m)^  (set -a; \. .*; set \+a;) crm-mcp serve$`).FindStringSubmatch(banner)
+	require.NotNil(t, m, "the banner gives the command:\n%s", banner)
+	cmd := exec.Command("sh", "-c", m[1]+" env -0")
+	cmd.Dir = dir
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	out, err := cmd.Output()
+	require.NoError(t, err, "sh runs the banner's command")
 	env := map[string]string{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		k, v, ok := strings.Cut(line, "=")
-		require.True(t, ok, "a line of %s is not NAME=VALUE: %q", name, line)
+	for _, kv := range strings.Split(strings.TrimSuffix(string(out), "\x00"), "\x00") {
+		k, v, _ := strings.Cut(kv, "=")
 		env[k] = v
 	}
-	require.NoError(t, sc.Err())
 	return env
+}
+
+// TestServeEnvIsSafeToSource: serve.env in a data folder whose name holds
+// a space, quotes and shell syntax is read by sh as the values it holds,
+// running nothing; a serve.env already there with a looser mode ends up
+// 0600; and a port with none after it for serve is refused.
+func TestServeEnvIsSafeToSource(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "it's a `touch ran`$(touch ran) \"dir\"")
+	require.NoError(t, os.MkdirAll(dir, 0o700))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, devServeEnvFile), []byte("OLD=1\n"), 0o644))
+	s, err := newDevStack("127.0.0.1:8080", dir, "")
+	require.NoError(t, err)
+	defer s.close()
+	require.NoError(t, s.writeServeEnv())
+
+	info, err := os.Stat(filepath.Join(dir, devServeEnvFile))
+	require.NoError(t, err)
+	assert.Equal(t, os.FileMode(0o600), info.Mode().Perm(), "it holds the stand-in's keys")
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	for _, e := range entries {
+		assert.False(t, strings.HasPrefix(e.Name(), devServeEnvFile+"."), "a temporary file is left: %s", e.Name())
+	}
+
+	work := t.TempDir()
+	env := sourceBannerCommand(t, s.banner(), work)
+	assert.Equal(t, filepath.Join(dir, "serve-"+devDBFile), env["CRM_DB_PATH"])
+	assert.Equal(t, filepath.Join(dir, "serve-"+devAuditFile), env["AUDIT_LOG_PATH"])
+	assert.Equal(t, s.caFile, env["DUO_AUTH_CA_FILE"])
+	assert.Equal(t, "127.0.0.1:8081", env["MCP_LISTEN_ADDR"])
+	assert.NotContains(t, env, "OLD", "the file is replaced")
+	assert.NoFileExists(t, filepath.Join(work, "ran"), "nothing in the path was run")
+
+	_, err = newDevStack("127.0.0.1:65535", t.TempDir(), "")
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "port 65535 leaves none")
 }

@@ -14,7 +14,12 @@ import (
 type LimitSettings struct {
 	// MaxConnections bounds the open connections to the MCP listener
 	// (connlimit.go); 0 derives it from the file descriptor limit.
-	MaxConnections          int `env:"MCP_MAX_CONNECTIONS" envDefault:"0"`
+	MaxConnections int `env:"MCP_MAX_CONNECTIONS" envDefault:"0"`
+	// MaxConnectionsPerIP bounds those of one source IP address (or
+	// IPv6 /64), so that one source cannot hold them all; 0 is a
+	// quarter of MaxConnections. Behind a reverse proxy every connection
+	// comes from the proxy: set it to MaxConnections.
+	MaxConnectionsPerIP     int `env:"MCP_MAX_CONNECTIONS_PER_IP" envDefault:"0"`
 	MaxRequestsPerUser      int `env:"MCP_MAX_REQUESTS_PER_USER" envDefault:"16"`
 	MaxRequests             int `env:"MCP_MAX_REQUESTS" envDefault:"512"`
 	MaxStepUpWaitingPerUser int `env:"STEPUP_MAX_WAITING_PER_USER" envDefault:"4"`
@@ -30,6 +35,9 @@ const maxLimit = 1_000_000
 func (s LimitSettings) checkLimits(check func(name string, err error)) {
 	if s.MaxConnections < 0 || s.MaxConnections > maxLimit {
 		check("MCP_MAX_CONNECTIONS", varErrorf("MCP_MAX_CONNECTIONS", "must be between 0 (derived from the file descriptor limit) and %d, got %d", maxLimit, s.MaxConnections))
+	}
+	if s.MaxConnectionsPerIP < 0 || s.MaxConnectionsPerIP > maxLimit {
+		check("MCP_MAX_CONNECTIONS_PER_IP", varErrorf("MCP_MAX_CONNECTIONS_PER_IP", "must be between 0 (a quarter of MCP_MAX_CONNECTIONS) and %d, got %d", maxLimit, s.MaxConnectionsPerIP))
 	}
 	pair := func(perUserVar string, perUser int, allVar string, all int) {
 		if all < 1 || all > maxLimit {
@@ -52,8 +60,13 @@ func (s LimitSettings) limitLogAttrs() []any {
 	if s.MaxConnections == 0 {
 		conns = "derived"
 	}
+	perIP := any(s.MaxConnectionsPerIP)
+	if s.MaxConnectionsPerIP == 0 {
+		perIP = "derived"
+	}
 	return []any{
 		"MCP_MAX_CONNECTIONS", conns,
+		"MCP_MAX_CONNECTIONS_PER_IP", perIP,
 		"MCP_MAX_REQUESTS_PER_USER", s.MaxRequestsPerUser,
 		"MCP_MAX_REQUESTS", s.MaxRequests,
 		"STEPUP_MAX_WAITING_PER_USER", s.MaxStepUpWaitingPerUser,
@@ -91,6 +104,15 @@ func (s LimitSettings) connectionLimit() int {
 		return 1024 - minFDHeadroom
 	}
 	return derivedConnections(rl.Cur)
+}
+
+// connectionLimitPerIP is MCP_MAX_CONNECTIONS_PER_IP, or when 0 a
+// quarter of the overall bound (at least 1); never more than that bound.
+func (s LimitSettings) connectionLimitPerIP(overall int) int {
+	if s.MaxConnectionsPerIP > 0 {
+		return min(s.MaxConnectionsPerIP, overall)
+	}
+	return max(overall/4, 1)
 }
 
 // derivedConnections is the connection bound for a descriptor limit.

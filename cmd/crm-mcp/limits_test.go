@@ -14,6 +14,11 @@ func TestLimitDefaultsFollowTools(t *testing.T) {
 		return
 	}
 	assert.Equal(t, 0, c.MaxConnections, "derived")
+	assert.Equal(t, 0, c.MaxConnectionsPerIP, "derived")
+	assert.Equal(t, 192, c.connectionLimitPerIP(768), "a quarter")
+	assert.Equal(t, 1, c.connectionLimitPerIP(3), "at least one")
+	c.MaxConnectionsPerIP = 1000
+	assert.Equal(t, 768, c.connectionLimitPerIP(768), "never more than the overall bound")
 	assert.Equal(t, tools.DefaultMaxRequestsPerUser, c.MaxRequestsPerUser, "the envDefault must follow tools")
 	assert.Equal(t, tools.DefaultMaxRequests, c.MaxRequests, "the envDefault must follow tools")
 	assert.Equal(t, tools.DefaultMaxStepUpWaitingPerUser, c.MaxStepUpWaitingPerUser, "the envDefault must follow tools")
@@ -25,6 +30,7 @@ func TestLimitValidation(t *testing.T) {
 		name, variable, value, want string
 	}{
 		{"negative connections", "MCP_MAX_CONNECTIONS", "-1", "must be between 0"},
+		{"negative connections per IP", "MCP_MAX_CONNECTIONS_PER_IP", "-1", "must be between 0"},
 		{"zero requests", "MCP_MAX_REQUESTS", "0", "must be between 1"},
 		{"zero per user", "MCP_MAX_REQUESTS_PER_USER", "0", "must be at least 1"},
 		{"per user above all", "MCP_MAX_REQUESTS_PER_USER", "600", "more than MCP_MAX_REQUESTS"},

@@ -117,7 +117,7 @@ func newMetrics() *metrics {
 		}, []string{"limit"}),
 		connsClosed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "crm_mcp_connections_closed_by_limit_total",
-			Help: "MCP listener connections closed at MCP_MAX_CONNECTIONS: evicted (the longest idle one, to make room) or refused (the new one, when none was idle).",
+			Help: "MCP listener connections closed at MCP_MAX_CONNECTIONS or MCP_MAX_CONNECTIONS_PER_IP: evicted (the longest idle one, to make room) or refused (the new one, when none was idle).",
 		}, []string{"action"}),
 		now:     time.Now,
 		waiting: map[string]time.Time{},

@@ -158,10 +158,11 @@ func (a *app) serveConfig(ctx context.Context, cfg config, opts serveOptions) in
 	mux := http.NewServeMux()
 	srv := newHTTPServer(mux, log)
 	srv.ConnContext = withPeer // the source of a refused request (trail.refused)
-	conns := newConnLimiter(cfg.connectionLimit(), m.connClosed)
+	maxConns := cfg.connectionLimit()
+	conns := newConnLimiter(maxConns, cfg.connectionLimitPerIP(maxConns), m.connClosed)
 	ln = conns.Listener(ln)
 	srv.ConnState = conns.ConnState
-	log.Info("connections to the MCP listener are bounded", "max", conns.max)
+	log.Info("connections to the MCP listener are bounded", "max", conns.max, "max_per_ip", conns.maxPerSource)
 	served := make(chan error, 1)
 	drained := false // set once the graceful shutdown at the end has run
 	if opts.routes != nil {

@@ -99,13 +99,14 @@ func readClients(path string) ([]*client, error) {
 
 // addClient registers c, forgetting the oldest registration beyond
 // maxClients, and saves the registrations if KeepClients was called. If
-// they cannot be saved, c is not registered.
+// they cannot be saved, c is not registered and the one forgotten to make
+// room for it is back: a failed registration changes nothing.
 func (si *SignIn) addClient(c *client) error {
 	si.persistMu.Lock()
 	defer si.persistMu.Unlock()
 	si.mu.Lock()
 	si.clients[c.id] = c
-	si.trimClientsLocked()
+	trimmed := si.trimClientsLocked()
 	path := si.clientsPath
 	f := clientsFile{Version: 1, Clients: []savedClient{}}
 	for _, r := range si.registeredLocked() {
@@ -118,6 +119,9 @@ func (si *SignIn) addClient(c *client) error {
 	if err := writeFileAtomic(path, f); err != nil {
 		si.mu.Lock()
 		delete(si.clients, c.id)
+		for _, t := range trimmed {
+			si.clients[t.id] = t
+		}
 		si.mu.Unlock()
 		return err
 	}
@@ -143,12 +147,14 @@ func (si *SignIn) registeredLocked() []*client {
 }
 
 // trimClientsLocked forgets the oldest registered clients beyond
-// maxClients.
-func (si *SignIn) trimClientsLocked() {
+// maxClients, and returns them.
+func (si *SignIn) trimClientsLocked() []*client {
 	reg := si.registeredLocked()
-	for _, c := range reg[:max(0, len(reg)-maxClients)] {
+	trimmed := reg[:max(0, len(reg)-maxClients)]
+	for _, c := range trimmed {
 		delete(si.clients, c.id)
 	}
+	return trimmed
 }
 
 // writeFileAtomic writes v as JSON to path through a temporary file in the

@@ -126,3 +126,25 @@ func TestRegistrationNotSavedIsRefused(t *testing.T) {
 	require.NoError(t, err)
 	assert.Len(t, entries, 1, "the temporary file is removed")
 }
+
+// TestRegistrationNotSavedForgetsNothing: at the bound, a registration
+// that cannot be saved does not cost the oldest client its registration.
+func TestRegistrationNotSavedForgetsNothing(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "clients.json")
+	srv := keeping(t, path)
+	var ids []string
+	for range devduo.MaxClients {
+		ids = append(ids, publicClient(t, srv))
+	}
+	require.NoError(t, os.Remove(path))
+	require.NoError(t, os.Mkdir(path, 0o700)) // nothing can be renamed over it
+	status, _ := register(t, srv, map[string]any{"redirect_uris": []string{redirectURI}, "token_endpoint_auth_method": "none"})
+	require.Equal(t, http.StatusInternalServerError, status)
+
+	_, challenge := pkce()
+	params := authParams(ids[0], challenge)
+	params.Set("login_hint", "alice")
+	resp := authorizeJSON(t, srv, params)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusFound, resp.StatusCode, "the oldest client is still registered")
+}
