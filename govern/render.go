@@ -136,11 +136,13 @@ func money(amount, currency any) (shown, error) {
 	if err != nil {
 		return "", fmt.Errorf("money: %q is not a whole number of minor units", plain(amount))
 	}
-	sign := ""
+	// The magnitude as unsigned: -a overflows for math.MinInt64, whose
+	// magnitude uint64 holds.
+	sign, u := "", uint64(a)
 	if a < 0 {
-		sign, a = "-", -a
+		sign, u = "-", -u
 	}
-	units := strconv.FormatInt(a/100, 10)
+	units := strconv.FormatUint(u/100, 10)
 	var b strings.Builder
 	for i, r := range units {
 		if i > 0 && (len(units)-i)%3 == 0 {
@@ -148,7 +150,7 @@ func money(amount, currency any) (shown, error) {
 		}
 		b.WriteRune(r)
 	}
-	return shown(fmt.Sprintf("%s%s.%02d %s", sign, b.String(), a%100, escape(plain(currency)))), nil
+	return shown(fmt.Sprintf("%s%s.%02d %s", sign, b.String(), u%100, escape(plain(currency)))), nil
 }
 
 // text is appended to every pipeline a row prints: the value as text,

@@ -225,3 +225,18 @@ func TestStoredValuesShownCut(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, `Show #7 A ""`, action)
 }
+
+// TestMoneyExtremes: the template's money shows the most negative amount
+// whole (its negation overflows an int64).
+func TestMoneyExtremes(t *testing.T) {
+	for amount, want := range map[string]string{
+		"-9223372036854775808": "-92,233,720,368,547,758.08 EUR",
+		"9223372036854775807":  "92,233,720,368,547,758.07 EUR",
+		"-5":                   "-0.05 EUR",
+	} {
+		got, err := money(amount, "EUR")
+		if err != nil || string(got) != want {
+			t.Errorf("money(%s) = %q, %v; want %q", amount, got, err, want)
+		}
+	}
+}
