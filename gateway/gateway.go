@@ -114,7 +114,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	}
 	gw.server = mcp.NewServer(&mcp.Implementation{Name: "crm-mcp-gateway", Title: "MCP gateway (Duo protected)", Version: cfg.Version}, &mcp.ServerOptions{
 		Instructions: "Tools of other MCP servers, named upstream.tool. Each tool needs a Duo scope; calls without it are refused with an insufficient_scope challenge naming the scopes to request.",
-		Logger:       log,
+		Logger:       govern.SDKLogger(log),
 		Capabilities: &mcp.ServerCapabilities{Tools: &mcp.ToolCapabilities{ListChanged: true}},
 	})
 	for _, up := range cfg.Policy.Upstreams {
@@ -131,7 +131,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	// on the POST that carries the call.
 	streamable := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return gw.server }, &mcp.StreamableHTTPOptions{
 		Stateless:                    true,
-		Logger:                       log,
+		Logger:                       govern.SDKLogger(log),
 		PropagateRequestCancellation: true,
 	})
 	gw.Handler = gw.countPOSTs(cfg.Auth.Middleware(cfg.Governor.Gate(cfg.Auth, streamable)))

@@ -205,7 +205,7 @@ func NewHandler(cfg Config) (*Handler, error) {
 	}
 	server := mcp.NewServer(&mcp.Implementation{Name: "crm-mcp", Title: "CRM (Duo protected)", Version: cfg.Version}, &mcp.ServerOptions{
 		Instructions: "CRM tools. Each tool needs a Duo scope; calls without it are refused with an insufficient_scope challenge naming the scopes to request.",
-		Logger:       cfg.Logger,
+		Logger:       govern.SDKLogger(cfg.Logger),
 		// Only what the server honours (streams.go).
 		Capabilities: capabilities(),
 		SetCacheable: cacheable(cfg.HideUnauthorizedTools),
@@ -222,7 +222,7 @@ func NewHandler(cfg Config) (*Handler, error) {
 		// request, initialize-based clients: any replica answers any
 		// request, and nothing is held between requests.
 		Stateless: true,
-		Logger:    cfg.Logger,
+		Logger:    govern.SDKLogger(cfg.Logger),
 		// On 2026-07-28 requests the POST is the whole call: a client that
 		// disconnects cancels the tool, and so a wait for a Duo Push.
 		PropagateRequestCancellation: true,
