@@ -42,8 +42,8 @@ var crmTools = []string{"create_contact", "create_deal", "get_contact", "list_co
 
 // TestMCPRemote runs mcp-remote 0.15.1 as Claude Desktop runs it, a stdio
 // MCP server child, with go-sdk's client on the stdio side: one headless
-// sign-in, the tools, a plain call, and a call that waits on a push
-// approved on dev's push page.
+// sign-in, the tools, a plain call, and a call that waits on a push,
+// approved through the push page's API.
 func TestMCPRemote(t *testing.T) {
 	node, err := exec.LookPath("node")
 	requireE2E(t, err == nil, "node is not on PATH: mcp-remote needs Node.js 20+ (https://nodejs.org/, or apt-get install nodejs npm)")
@@ -194,8 +194,10 @@ func headlessBrowser(t *testing.T) (string, func() []*url.URL) {
 }
 
 // clientToolsEnv is the whole environment of a client tool: PATH, and a
-// home of its own, so that nothing of the user's is read or written (their
-// tokens, the desktop that would make xdg-open ignore $BROWSER).
+// home of its own, so that nothing of the user's is read or written: not
+// their tokens, and no desktop session (XDG_CURRENT_DESKTOP, DISPLAY,
+// DBUS_SESSION_BUS_ADDRESS) in which xdg-open would start the desktop's
+// browser instead of $BROWSER.
 func clientToolsEnv(home, browser string, extra ...string) []string {
 	return append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + home, "BROWSER=" + browser}, extra...)
 }
