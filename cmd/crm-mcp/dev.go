@@ -201,6 +201,7 @@ func (a *app) dev(ctx context.Context, args []string) int {
 		}
 		dev.signIn.SetUsers(devGatewayUsers(cfg.ScopesSupported)...)
 		gatewayEndpoint, gatewayTools = a.gatewayEndpoint(pol), gatewayToolNames(pol)
+		dev.gatewayTools = gatewayTools
 	}
 	return a.serveConfig(ctx, cfg, serveOptions{
 		endpoint:  gatewayEndpoint,
@@ -275,6 +276,9 @@ type devStack struct {
 	duoHost             string // the Duo stand-in's host:port
 	introspectionSecret string
 	autoLogin           string
+	// gatewayTools are the tools of the gateway dev serves (--gateway),
+	// for the banner; nil when it serves the CRM.
+	gatewayTools []string
 	// guard is the server's step-up Guard once built, for the push page's
 	// limits; nil until then, and with step-up off.
 	guard atomic.Pointer[stepup.Guard]
@@ -618,10 +622,18 @@ func (s *devStack) banner() string {
 	fmt.Fprintf(&b, "  Claude Desktop, through mcp-remote (claude_desktop_config.json):\n    %s\n", claude)
 	fmt.Fprintf(&b, "  VS Code (.vscode/mcp.json):\n    %s\n", vscode)
 
-	fmt.Fprintf(&b, "\nThen ask the agent to list the contacts, and to find the defence accounts:\n")
-	fmt.Fprintf(&b, "a push appears on the push page; approve it and the record comes back, deny\n")
-	fmt.Fprintf(&b, "it and the agent is stopped. Revoke a scope on the admin page and the next\n")
-	fmt.Fprintf(&b, "call that needs it is refused. Ctrl-C stops.\n\n")
+	if s.gatewayTools != nil {
+		fmt.Fprintf(&b, "\nThe gateway serves these upstream tools (the policy names them):\n  %s\n", strings.Join(s.gatewayTools, "\n  "))
+		fmt.Fprintf(&b, "Call one that the policy sends for approval (everything.get-env in the example):\n")
+		fmt.Fprintf(&b, "a push appears on the push page; approve it and the upstream's answer comes\n")
+		fmt.Fprintf(&b, "back, deny it and the call is never forwarded. Sign in as bob for a tool he\n")
+		fmt.Fprintf(&b, "lacks the scope of and it is refused. Ctrl-C stops.\n\n")
+	} else {
+		fmt.Fprintf(&b, "\nThen ask the agent to list the contacts, and to find the defence accounts:\n")
+		fmt.Fprintf(&b, "a push appears on the push page; approve it and the record comes back, deny\n")
+		fmt.Fprintf(&b, "it and the agent is stopped. Revoke a scope on the admin page and the next\n")
+		fmt.Fprintf(&b, "call that needs it is refused. Ctrl-C stops.\n\n")
+	}
 	fmt.Fprintf(&b, "crm-mcp dev ready: %s\n", s.mcpURL)
 	return b.String()
 }
