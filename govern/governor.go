@@ -494,10 +494,41 @@ func AddRawTool(g *Governor, s *mcp.Server, t *mcp.Tool, p Policy, h func(ctx co
 	if err != nil {
 		return err
 	}
-	s.AddTool(&tool, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+	return g.addToServer(s, &tool, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 		return g.serve(ctx, gt, req, h)
 	})
+}
+
+// addToServer adds a registered tool to s. go-sdk panics on a tool it
+// cannot serve (an input schema not of type object, bad x-mcp-header
+// annotations): for a raw tool that is another server's schema, so the
+// panic becomes the error, and the tool leaves the table, which must list
+// exactly what the server serves.
+func (g *Governor) addToServer(s *mcp.Server, t *mcp.Tool, h mcp.ToolHandler) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			g.forget(t.Name)
+			err = fmt.Errorf("govern: tool %q: cannot be served: %v", t.Name, r)
+		}
+	}()
+	s.AddTool(t, h)
 	return nil
+}
+
+// forget removes a tool from the table, and the scopes only it needed.
+func (g *Governor) forget(name string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	delete(g.tools, name)
+	g.known = g.known[:0]
+	for _, gt := range g.tools {
+		for _, sc := range gt.policy.Scopes {
+			if !slices.Contains(g.known, sc) {
+				g.known = append(g.known, sc)
+			}
+		}
+	}
+	slices.Sort(g.known)
 }
 
 // inputSchema is the tool's own schema (any JSON form) or In's.

@@ -136,3 +136,19 @@ func TestRowNamesAtRegistration(t *testing.T) {
 	require.NoError(t, govern.AddRawTool(g, s, &mcp.Tool{Name: "up.t", InputSchema: json.RawMessage(`{"type":"object","properties":{"reason":{"type":"string"}}}`)},
 		govern.Policy{Scopes: []string{"a"}, Rows: []govern.Row{{Key: "why", Arg: "reason"}}}, nil), "rows that name it otherwise")
 }
+
+// TestRawToolNotAnObject: a schema go-sdk cannot serve (not of type
+// object) is an error, and the tool is neither in the table nor served:
+// the table lists exactly what the server serves.
+func TestRawToolNotAnObject(t *testing.T) {
+	g, err := govern.New(govern.Config{Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	s := mcp.NewServer(&mcp.Implementation{Name: "x"}, nil)
+	err = govern.AddRawTool(g, s, &mcp.Tool{Name: "up.list", InputSchema: json.RawMessage(`{"type":"array"}`)}, govern.Policy{Scopes: []string{"only.list"}}, nil)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `tool "up.list": cannot be served`)
+	assert.Empty(t, g.Names())
+	assert.Empty(t, g.Scopes())
+	require.NoError(t, govern.AddRawTool(g, s, &mcp.Tool{Name: "up.list", InputSchema: json.RawMessage(`{"type":"object"}`)}, govern.Policy{Scopes: []string{"a"}}, nil),
+		"the name is free again")
+}
