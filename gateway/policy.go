@@ -227,6 +227,12 @@ func (p *parser) policy(doc *yaml.Node) *Policy {
 // name characters.
 var upstreamName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
+// toolName is MCP's tool name rule (server/tools, "Tool Names"), which
+// the served name upstream.tool must keep.
+var toolName = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
+
+const maxToolName = 128
+
 var upstreamFields = []string{"name", "url", "headers", "command", "env", "timeout", "max_calls", "tools"}
 
 func (p *parser) upstream(n *yaml.Node, field string) *Upstream {
@@ -235,6 +241,9 @@ func (p *parser) upstream(n *yaml.Node, field string) *Upstream {
 	var hasName bool
 	ok := p.mapping(n, field, upstreamFields, func(key string, k, v *yaml.Node) {
 		f := field + "." + key
+		if key != "headers" && key != "env" {
+			p.literal(v, f, map[*yaml.Node]bool{})
+		}
 		switch key {
 		case "name":
 			hasName = true
@@ -305,6 +314,12 @@ func (p *parser) upstream(n *yaml.Node, field string) *Upstream {
 				p.fail(v, f, "%v", err)
 				return
 			}
+			if !validFieldValue(val) {
+				// Checked here, not by the transport at the first call, so
+				// that a bad credential stops the start; never quoted.
+				p.fail(v, f, "is not a header value once expanded: RFC 9110 allows visible characters, and spaces or tabs between them")
+				return
+			}
 			u.headers.Set(key, val)
 		})
 	}
@@ -332,6 +347,10 @@ func (p *parser) upstream(n *yaml.Node, field string) *Upstream {
 	}
 	p.mapping(tools, field+".tools", nil, func(name string, k, v *yaml.Node) {
 		u.toolLine[name] = k.Line
+		if !toolName.MatchString(name) || len(u.Name)+1+len(name) > maxToolName {
+			p.fail(k, field+".tools", "%q: use letters, digits, _, - and . only, at most %d characters with the upstream's name and its dot (MCP tool names)", truncate(name), maxToolName)
+			return
+		}
 		if pol, ok := p.tool(u.Name, name, k, v, field+".tools."+name); ok {
 			u.Tools[name] = pol
 		}
@@ -475,6 +494,53 @@ func expand(s string, getenv func(string) (string, bool)) (string, error) {
 		errs = append(errs, errors.New("holds a line break or NUL once expanded"))
 	}
 	return out, errors.Join(errs...)
+}
+
+// literal refuses a ${VAR} in n, a field taken as written: only headers
+// and env are expanded, and an operator who wrote one elsewhere (a URL, a
+// command's argument, an action) expects a value that would never be
+// there. Aliases are followed once each, so a YAML alias bomb costs what
+// its nodes do.
+func (p *parser) literal(n *yaml.Node, field string, seen map[*yaml.Node]bool) {
+	if n == nil || seen[n] {
+		return
+	}
+	seen[n] = true
+	switch n.Kind {
+	case yaml.ScalarNode:
+		if m := varUse.FindString(n.Value); m != "" {
+			p.fail(n, field, "%s is expanded only in headers and env; here it would be taken as written", m)
+		}
+	case yaml.AliasNode:
+		p.literal(n.Alias, field, seen)
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			p.literal(c, fmt.Sprintf("%s[%d]", field, i), seen)
+		}
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := n.Content[i]
+			p.literal(k, field, seen)
+			p.literal(n.Content[i+1], join(field, k.Value), seen)
+		}
+	}
+}
+
+// varUse is a ${VAR} as headers and env write one; a template's "${{.amount}}" is not.
+var varUse = regexp.MustCompile(`\$\{[A-Za-z_][A-Za-z0-9_]*\}`)
+
+// validFieldValue: an RFC 9110 §5.5 field-value, as the bytes of
+// field-vchar (VCHAR, obs-text) with SP and HTAB only between them.
+func validFieldValue(s string) bool {
+	if s != strings.Trim(s, " \t") {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c != ' ' && c != '\t' && (c < 0x21 || c == 0x7f) {
+			return false
+		}
+	}
+	return true
 }
 
 // validHeaderName: an RFC 9110 token.

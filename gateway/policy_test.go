@@ -86,10 +86,31 @@ func TestBadPolicy(t *testing.T) {
 			[]string{"p.yaml:4: upstreams[0].headers: apply to url only"}},
 		{"timeout", head + "    timeout: forever\n    tools: {echo: {scopes: [a]}}\n", []string{"p.yaml:4: upstreams[0].timeout: must be a duration"}},
 		{"scopes not a list", head + "    tools:\n      echo:\n        scopes: 3\n", []string{"p.yaml:6: upstreams[0].tools.echo: "}},
+		// ${VAR} is expanded in headers and env only: elsewhere it is
+		// refused, not kept as written.
+		{"var in url", "upstreams:\n  - name: a\n    url: http://x/${KEY}\n    tools: {t: {scopes: [s]}}\n",
+			[]string{"p.yaml:3: upstreams[0].url: ${KEY} is expanded only in headers and env"}},
+		{"var in command", "upstreams:\n  - name: a\n    command: [x, \"--token=${KEY}\"]\n    tools: {t: {scopes: [s]}}\n",
+			[]string{"p.yaml:3: upstreams[0].command[1]: ${KEY} is expanded only in headers and env"}},
+		{"var in action", head + "    tools:\n      echo:\n        scopes: [a]\n        action: \"Say ${KEY}\"\n",
+			[]string{"p.yaml:7: upstreams[0].tools.echo.action: ${KEY} is expanded only in headers and env"}},
+		{"var in row", head + "    tools:\n      echo:\n        scopes: [a]\n        rows: [{key: k, new: \"${KEY}\"}]\n",
+			[]string{"p.yaml:7: upstreams[0].tools.echo.rows[0].new: ${KEY} is expanded only"}},
+		// A header value is an RFC 9110 field-value once expanded.
+		{"header control", head + "    headers: {X-Key: \"${CTL}\"}\n    tools: {echo: {scopes: [a]}}\n",
+			[]string{"p.yaml:4: upstreams[0].headers.X-Key: is not a header value once expanded"}},
+		{"header space", head + "    headers: {X-Key: \"${KEY} \"}\n    tools: {echo: {scopes: [a]}}\n",
+			[]string{"p.yaml:4: upstreams[0].headers.X-Key: is not a header value once expanded"}},
+		{"header DEL", head + "    headers: {X-Key: \"a\\x7fb\"}\n    tools: {echo: {scopes: [a]}}\n",
+			[]string{"p.yaml:4: upstreams[0].headers.X-Key: is not a header value"}},
+		// Tool names keep MCP's rule once served as upstream.tool.
+		{"tool name odd", head + "    tools:\n      'a b/../\u202e': {scopes: [s]}\n", []string{`p.yaml:5: upstreams[0].tools: "a b/../\u202e": use letters, digits`}},
+		{"tool name empty", head + "    tools:\n      '': {scopes: [s]}\n", []string{`p.yaml:5: upstreams[0].tools: "": use letters, digits`}},
+		{"tool name long", head + "    tools:\n      " + strings.Repeat("t", 126) + ": {scopes: [s]}\n", []string{`at most 128 characters with the upstream's name`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := Parse("p.yaml", []byte(tt.yaml), env("KEY", secretValue))
+			_, err := Parse("p.yaml", []byte(tt.yaml), env("KEY", secretValue, "CTL", secretValue+"\x01"))
 			require.Error(t, err)
 			for _, w := range tt.want {
 				assert.Contains(t, err.Error(), w)
@@ -99,6 +120,21 @@ func TestBadPolicy(t *testing.T) {
 			assert.True(t, errors.As(err, &fe), "a *FieldError")
 		})
 	}
+}
+
+// TestPolicyLiterals: what is not a ${VAR} passes as written (a dollar
+// amount in a template), a tool name may use every MCP name character up
+// to 128 with its upstream's, and a header value may hold inner spaces
+// and obs-text.
+func TestPolicyLiterals(t *testing.T) {
+	long := strings.Repeat("t", 125)
+	pol, err := Parse("p.yaml", []byte("upstreams:\n  - name: up\n    url: http://h/mcp\n    headers: {X-A: \"Bearer ${KEY}\", X-B: \"caf\u00e9 \\tau lait\"}\n    tools:\n      "+
+		"get_Thing-v2.x: {scopes: [s], action: \"Pay ${{.amount}}\"}\n      "+long+": {scopes: [s]}\n"), env("KEY", secretValue))
+	require.NoError(t, err)
+	u := pol.Upstreams[0]
+	assert.Equal(t, []string{"get_Thing-v2.x", long}, u.ToolNames())
+	assert.Equal(t, "Pay ${{.amount}}", u.Tools["get_Thing-v2.x"].Action)
+	assert.Equal(t, "café \tau lait", u.headers.Get("X-B"))
 }
 
 func TestPolicySettings(t *testing.T) {

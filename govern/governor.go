@@ -165,6 +165,12 @@ type governed struct {
 	// defaults are the input schema's top-level defaults, for raw tools
 	// only (AddRawTool), applied to the arguments a call leaves out.
 	defaults map[string]any
+	// raw: the schema is another server's, and arguments it does not
+	// declare are refused (raw.go) unless others: it takes them and each
+	// is shown as its own row.
+	raw      bool
+	declared map[string]*jsonschema.Schema
+	others   bool
 }
 
 // Validator is implemented by a tool's input that checks itself beyond its
@@ -271,6 +277,18 @@ func (g *Governor) register(s *mcp.Server, t *mcp.Tool, p Policy, schema *jsonsc
 	if p.Record != nil && slices.Contains(order, "record") && p.Action != "" {
 		return nil, fmt.Errorf("govern: tool %q: an argument named \"record\" hides the named record from the action template", t.Name)
 	}
+	if len(p.Rows) == 0 {
+		// Each argument is a row named after it: a name that cannot be
+		// one would refuse every call that gives it.
+		if err := rowNames(order); err != nil {
+			return nil, fmt.Errorf("govern: tool %q: input property %v; give the policy rows that name it otherwise", t.Name, err)
+		}
+	}
+	if withDefaults {
+		if at := nestedDefault(schema); at != "" {
+			return nil, fmt.Errorf("govern: tool %q: input schema has a default at %s, which is not applied before the push (only top-level properties' defaults are), so the push could not show the value the server would use", t.Name, cutName(at))
+		}
+	}
 	desc, err := newDescriber(t.Name, &p, order)
 	if err != nil {
 		return nil, err
@@ -313,7 +331,8 @@ func (g *Governor) register(s *mcp.Server, t *mcp.Tool, p Policy, schema *jsonsc
 	}
 	t.InputSchema = json.RawMessage(enc)
 	p.Scopes = slices.Clone(p.Scopes)
-	gt := &governed{name: t.Name, policy: p, desc: desc, schema: rs, defaults: defaults, always: p.StepUp.Always || slices.Contains(g.cfg.AlwaysTools, t.Name)}
+	gt := &governed{name: t.Name, policy: p, desc: desc, schema: rs, defaults: defaults, always: p.StepUp.Always || slices.Contains(g.cfg.AlwaysTools, t.Name),
+		raw: withDefaults, declared: schema.Properties, others: takesOthers(schema) && len(p.Rows) == 0}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.tools[t.Name] != nil {
@@ -460,7 +479,10 @@ func Add[In, Out any](g *Governor, s *mcp.Server, t *mcp.Tool, p Policy, h func(
 // a gateway, with the upstream's input schema in t.InputSchema. The
 // schema's top-level defaults are applied to the arguments a call leaves
 // out, before anything is decided, so the push, the grant key and
-// Call.ArgsJSON hold the values the upstream would use.
+// Call.ArgsJSON hold the values the upstream would use; a schema with a
+// default anywhere else is refused. An argument the schema does not
+// declare is refused, unless the schema takes other properties and the
+// policy has no rows, so each is shown as a row (raw.go).
 func AddRawTool(g *Governor, s *mcp.Server, t *mcp.Tool, p Policy, h func(ctx context.Context, c *Call) (*mcp.CallToolResult, error)) error {
 	tool := *t
 	schema, err := inputSchema[map[string]any](tool.InputSchema)
@@ -472,10 +494,41 @@ func AddRawTool(g *Governor, s *mcp.Server, t *mcp.Tool, p Policy, h func(ctx co
 	if err != nil {
 		return err
 	}
-	s.AddTool(&tool, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+	return g.addToServer(s, &tool, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 		return g.serve(ctx, gt, req, h)
 	})
+}
+
+// addToServer adds a registered tool to s. go-sdk panics on a tool it
+// cannot serve (an input schema not of type object, bad x-mcp-header
+// annotations): for a raw tool that is another server's schema, so the
+// panic becomes the error, and the tool leaves the table, which must list
+// exactly what the server serves.
+func (g *Governor) addToServer(s *mcp.Server, t *mcp.Tool, h mcp.ToolHandler) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			g.forget(t.Name)
+			err = fmt.Errorf("govern: tool %q: cannot be served: %v", t.Name, r)
+		}
+	}()
+	s.AddTool(t, h)
 	return nil
+}
+
+// forget removes a tool from the table, and the scopes only it needed.
+func (g *Governor) forget(name string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	delete(g.tools, name)
+	g.known = g.known[:0]
+	for _, gt := range g.tools {
+		for _, sc := range gt.policy.Scopes {
+			if !slices.Contains(g.known, sc) {
+				g.known = append(g.known, sc)
+			}
+		}
+	}
+	slices.Sort(g.known)
 }
 
 // inputSchema is the tool's own schema (any JSON form) or In's.
@@ -549,6 +602,9 @@ func (g *Governor) handle(ctx context.Context, gt *governed, req *mcp.CallToolRe
 			}
 		}
 		err = validate(gt.schema, args)
+	}
+	if err == nil && gt.raw {
+		err = gt.undeclared(args)
 	}
 	if err == nil {
 		c.Args = args

@@ -5,8 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/crm-mcp/crm-mcp/stepup"
 )
 
 // Policy is what one governed tool goes through, declared as a plain value
@@ -50,7 +54,10 @@ type Policy struct {
 	// depend on data the agent was not approved to see.
 	Action string `yaml:"action,omitempty" json:"action,omitempty"`
 	// Rows are the push's rows under the action. Empty means one row per
-	// argument the call gives, in the input schema's property order.
+	// argument the call gives, in the input schema's property order. A
+	// row's name must show as itself, fit stepup.MaxKeyChars and not read
+	// as another row's or one the push writes itself (stepup.Reserved),
+	// which an input property must not either when there are no rows.
 	Rows []Row `yaml:"rows,omitempty" json:"rows,omitempty"`
 	// Upstream names the server a gateway forwards the tool to; it only
 	// appears in the default action sentence.
@@ -154,6 +161,30 @@ type Row struct {
 	Old string `yaml:"old,omitempty" json:"old,omitempty"`
 }
 
+// rowNames refuses names that cannot each be a row of the push: longer
+// than stepup.MaxKeyChars once escaped, reading as a row the push writes
+// itself, or as another of them (stepup.RowName).
+func rowNames(names []string) error {
+	seen := map[string]bool{}
+	for _, k := range names {
+		if k == "" {
+			continue
+		}
+		q := stepup.Quote(cutName(k))
+		switch n := stepup.RowName(k); {
+		case utf8.RuneCountInString(stepup.Display(k)) > stepup.MaxKeyChars:
+			return fmt.Errorf("%s is longer than %d characters, too long to name a row of the push", q, stepup.MaxKeyChars)
+		case slices.Contains(stepup.Reserved, n):
+			return fmt.Errorf("%s would read as the push's own %q row", q, n)
+		case seen[n]:
+			return fmt.Errorf("%s reads as another row's name", q)
+		default:
+			seen[n] = true
+		}
+	}
+	return nil
+}
+
 // validate reports what is wrong with p for tool, naming the field.
 func (p *Policy) validate(tool string) error {
 	var errs []error
@@ -171,16 +202,23 @@ func (p *Policy) validate(tool string) error {
 	if p.Record != nil && (p.Record.Arg == "" || p.Record.Kind == "") {
 		bad("record", "needs arg and kind")
 	}
+	keys := make([]string, 0, len(p.Rows))
 	for i, r := range p.Rows {
 		if r.Key == "" {
 			bad(fmt.Sprintf("rows[%d].key", i), "is empty")
+		} else if stepup.Display(r.Key) != r.Key {
+			bad(fmt.Sprintf("rows[%d].key", i), "holds characters the phone would not show as themselves")
 		}
+		keys = append(keys, r.Key)
 		if r.Arg == "" && r.New == "" {
 			bad(fmt.Sprintf("rows[%d]", i), "needs arg or new")
 		}
 		if r.Old != "" && p.Record == nil {
 			bad(fmt.Sprintf("rows[%d].old", i), "names a record field, but the policy names no record")
 		}
+	}
+	if err := rowNames(keys); err != nil {
+		bad("rows", "key %v", err)
 	}
 	for name, v := range p.StepUp.WhenArgumentIs {
 		if len(v) == 0 {

@@ -162,3 +162,38 @@ func TestParseRetryAfter(t *testing.T) {
 		assert.Equal(t, tt.want, parseRetryAfter(tt.in, now), "%q", tt.in)
 	}
 }
+
+// TestPushInfoRowKeys: a row's name is the tool's argument's, which a
+// client may have chosen. It cannot add a second action, reason, client
+// or server row (in any case or spacing), repeat another row's name, lay
+// out the screen with invisible characters or arrows, or run long.
+func TestPushInfoRowKeys(t *testing.T) {
+	req := func(d ...Detail) Request {
+		return Request{User: "u", Tool: "t", Action: "Call t", Details: d, Reason: "r", ClientID: "https://a.example/c", Key: "k"}
+	}
+	for _, key := range []string{"action", "reason", "client", "server", "Server", " action ", "SERVER\u0020"} {
+		_, err := pushInfo("crm-mcp", req(Detail{Key: key, New: "crm.bank.example (trusted)"}))
+		var e *Error
+		require.ErrorAs(t, err, &e, "key %q", key)
+		assert.Equal(t, Unshowable, e.Outcome, "key %q", key)
+	}
+	_, err := pushInfo("s", req(Detail{Key: "path", New: "a"}, Detail{Key: "Path", New: "b"}))
+	require.Error(t, err, "two rows that read the same")
+
+	_, err = pushInfo("s", req(Detail{Key: strings.Repeat("K", 5000), New: "1"}))
+	require.Error(t, err)
+	assert.Less(t, len(err.Error()), 300, "the refusal does not repeat the name")
+	_, err = pushInfo("s", req(Detail{Key: strings.Repeat("K", MaxKeyChars), New: "1"}))
+	require.NoError(t, err)
+
+	pi, err := pushInfo("s", req(Detail{Key: "x\u202eevil\u202c", New: "1"}, Detail{Key: "new\nline", New: "v"}, Detail{Key: "\u2192 a", New: "b"}))
+	require.NoError(t, err)
+	v, err := url.ParseQuery(pi)
+	require.NoError(t, err)
+	for _, k := range []string{`x\u202eevil\u202c`, `new\u000aline`, `\u2192 a`} {
+		assert.Contains(t, v, k, "the key is shown escaped")
+	}
+	for k := range v {
+		assert.Negative(t, strings.IndexFunc(k, hidden), "no key reaches Duo raw: %q", k)
+	}
+}

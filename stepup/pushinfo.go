@@ -3,6 +3,7 @@ package stepup
 import (
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -13,7 +14,10 @@ import (
 // the approver reads "email: priya@ledgerstone.example → priya.raman@…"
 // rather than a JSON object.
 type Detail struct {
-	// Key names the field, as the tool's argument is named.
+	// Key names the field, as the tool's argument is named. It is shown
+	// escaped (Display), and refused when longer than MaxKeyChars, when
+	// it would read as a row the server writes (Reserved) or as another
+	// row's name: a row's name must not pass for something it is not.
 	Key string
 	// New is the value the call sets. It is shown whole, or the call is
 	// refused (Unshowable): what will happen is never cut.
@@ -32,6 +36,9 @@ const (
 	// MaxValueChars bounds each Detail.New. Longer values are refused,
 	// not cut: the approver must see all of them.
 	MaxValueChars = 300
+	// MaxKeyChars bounds each Detail.Key once escaped: an argument's
+	// name, not a sentence.
+	MaxKeyChars = 64
 	// MaxActionChars bounds Request.Action. The tool builds the sentence
 	// from bounded parts, so a longer one is a bug of the tool's.
 	MaxActionChars = 400
@@ -121,6 +128,36 @@ var arrows = &unicode.RangeTable{R16: []unicode.Range16{
 	{Lo: 0x2B00, Hi: 0x2BFF, Stride: 1}, // Miscellaneous Symbols and Arrows
 }}
 
+// Reserved are the names of the rows the push writes itself. A detail
+// whose key reads as one of them (ignoring case and surrounding space)
+// is refused: a second "action" or "server" row is a forgery.
+var Reserved = []string{"action", "reason", "client", "server"}
+
+// RowName is the form in which two row names read the same to the
+// approver, and a row name reads as a reserved one.
+func RowName(key string) string { return strings.ToLower(strings.TrimSpace(Display(key))) }
+
+// checkKey refuses a key that cannot be shown as what it is: too long, the
+// name of a row the push writes itself, or another row's name. The key is
+// the tool's (a policy's row or an argument's name); govern refuses these
+// before a push is asked for, with words for the caller, so this is the
+// last line.
+func checkKey(key string, seen map[string]bool) error {
+	shownKey := Display(key)
+	if n := utf8.RuneCountInString(shownKey); n > MaxKeyChars {
+		return unshowable(cut(shownKey, MaxKeyChars), "An argument name is too long to show on the phone for approval: %d characters once invisible characters are written out, at most %d fit.", n, MaxKeyChars)
+	}
+	name := RowName(key)
+	if slices.Contains(Reserved, name) {
+		return unshowable(shownKey, "The argument name %s would show on the phone as the push's own %q row, so it cannot be shown for approval.", Quote(key), name)
+	}
+	if seen[name] {
+		return unshowable(shownKey, "Two rows of the push would read %s, so it cannot be shown for approval.", Quote(key))
+	}
+	seen[name] = true
+	return nil
+}
+
 // unshowable is the refusal for a value that cannot be shown faithfully.
 func unshowable(field, format string, args ...any) *Error {
 	e := newError(Unshowable, nil, format, args...)
@@ -155,9 +192,13 @@ func pushInfo(server string, req Request) (string, error) {
 		return "", newError(Misconfigured, nil, "The description of %s is not fit to show on the phone (a bug in this server), so the call was not run.", req.Tool)
 	}
 	add("action", action, MaxActionChars*12)
+	seen := map[string]bool{}
 	for _, d := range req.Details {
 		if d.Key == "" {
 			return "", newError(Misconfigured, nil, "A push row has no name (a bug in this server), so the call was not run.")
+		}
+		if err := checkKey(d.Key, seen); err != nil {
+			return "", err
 		}
 		nv := shown(d.New)
 		if n := utf8.RuneCountInString(nv); n > MaxValueChars {
@@ -171,7 +212,7 @@ func pushInfo(server string, req Request) (string, error) {
 			// at most 12 encoded bytes each (a 4-byte rune), plus the arrow.
 			worstVal += maxOldChars*12 + len(url.QueryEscape(" → "))
 		}
-		add(d.Key, val, worstVal)
+		add(Display(d.Key), val, worstVal)
 	}
 	for _, f := range []struct {
 		key, val string
