@@ -159,7 +159,7 @@ func (c *conn) dial(ctx context.Context) (*mcp.ClientSession, error) {
 			// Only the policy's headers: never the client's token, nor
 			// any other header of the client's request (the Gate's
 			// internal ones among them).
-			HTTPClient: &http.Client{Transport: &withHeaders{h: c.up.headers, next: c.transport}},
+			HTTPClient: &http.Client{Transport: &withHeaders{h: c.up.headers, next: c.transport}, CheckRedirect: noRedirects},
 			MaxRetries: -1, // a broken session is dialled again, with backoff
 			// Server-initiated messages would have no client to go to.
 			DisableStandaloneSSE: true,
@@ -330,6 +330,15 @@ func bounded(s string, n int) string {
 		return string(r[:n]) + "…"
 	}
 	return s
+}
+
+// noRedirects refuses every redirect. withHeaders sets the policy's
+// headers on each request the client sends, redirected ones included, so
+// following a redirect would hand the gateway's own credential to
+// whatever host (or plain-http URL) the upstream names, past Go's
+// stripping of Authorization across hosts. An MCP endpoint has one URL.
+func noRedirects(*http.Request, []*http.Request) error {
+	return errors.New("redirects are not followed")
 }
 
 // withHeaders sends the policy's headers, set rather than added, so that

@@ -273,3 +273,27 @@ func TestProgressIncreasesAcrossThePush(t *testing.T) {
 		assert.Greater(t, values[i], values[i-1], "progress went down: %v", values)
 	}
 }
+
+// TestRedirectNotFollowed: an upstream that redirects (compromised, or an
+// open redirect in front of it) must not make the gateway send its own
+// credential to another host: redirects are not followed at all.
+func TestRedirectNotFollowed(t *testing.T) {
+	elsewhere := newGoUpstream(t, "")
+	target := strings.Replace(elsewhere.srv.URL, "127.0.0.1", "localhost", 1) + "/mcp"
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, target, http.StatusTemporaryRedirect)
+	}))
+	defer front.Close()
+	pol := `upstreams:
+  - name: go
+    url: ` + front.URL + `/mcp
+    headers: {Authorization: "Bearer ${EVERYTHING_TOKEN}"}
+    tools:
+      whoami: {scopes: [demo.read]}
+`
+	e := newEnv(t, envOpts{policy: pol}) // dials and lists at start
+	assert.Empty(t, elsewhere.seen(), "the redirect was followed")
+	assert.Empty(t, e.gw.Tools())
+	require.Len(t, e.gw.Problems(), 1)
+	assert.Contains(t, e.gw.Problems()[0].Msg, "unreachable")
+}
