@@ -118,7 +118,11 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		Capabilities: &mcp.ServerCapabilities{Tools: &mcp.ToolCapabilities{ListChanged: true}},
 	})
 	for _, up := range cfg.Policy.Upstreams {
-		gw.conns = append(gw.conns, newConn(up, transport, cfg.CommandEnv, cfg.Version, log))
+		c := newConn(up, transport, cfg.CommandEnv, cfg.Version, log)
+		c.onChange = func(tool string) {
+			gw.problem(Problem{Upstream: up.Name, Tool: tool, Where: up.Where(tool), Msg: "the upstream changed its input schema or annotations; refused until the gateway restarts"})
+		}
+		gw.conns = append(gw.conns, c)
 	}
 	var wg sync.WaitGroup
 	for _, c := range gw.conns {
@@ -212,7 +216,7 @@ func (gw *Gateway) add(c *conn, t *mcp.Tool, pol govern.Policy) (err error) {
 		}
 	}()
 	upstreamName := t.Name
-	return govern.AddRawTool(gw.gov, gw.server, tool, pol, func(ctx context.Context, call *govern.Call) (*mcp.CallToolResult, error) {
+	err = govern.AddRawTool(gw.gov, gw.server, tool, pol, func(ctx context.Context, call *govern.Call) (*mcp.CallToolResult, error) {
 		var progress func(*mcp.ProgressNotificationParams)
 		if req := call.Request; req.Params != nil && req.Session != nil {
 			if tok := req.Params.GetProgressToken(); tok != nil {
@@ -235,6 +239,10 @@ func (gw *Gateway) add(c *conn, t *mcp.Tool, pol govern.Policy) (err error) {
 		}
 		return res, err
 	})
+	if err == nil {
+		c.serve(t)
+	}
+	return err
 }
 
 // watch pings the upstream, and until its tools are served keeps trying

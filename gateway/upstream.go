@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -49,6 +50,16 @@ type conn struct {
 	lastErr  string // for the log and /readyz: never a header value
 	closed   bool
 
+	// served are the upstream's tools as the gateway registered them, by
+	// the upstream's name; changed, those the upstream has since listed
+	// with another input schema or annotations. A changed tool is refused
+	// until the gateway restarts: its push would describe the old tool
+	// (defaults, rows, the approver's picture) while the upstream runs the
+	// new one.
+	served   map[string]*mcp.Tool
+	changed  map[string]bool
+	onChange func(tool string) // the gateway records a Problem
+
 	// progress routes the upstream's progress notifications to the
 	// client calls that asked for them, by the token the gateway sent.
 	progress sync.Map // string -> func(*mcp.ProgressNotificationParams)
@@ -56,7 +67,8 @@ type conn struct {
 }
 
 func newConn(up *Upstream, transport http.RoundTripper, baseEnv []string, version string, log *slog.Logger) *conn {
-	return &conn{up: up, transport: transport, baseEnv: baseEnv, version: version, log: log.With("upstream", up.Name), calls: make(chan struct{}, up.MaxCalls)}
+	return &conn{up: up, transport: transport, baseEnv: baseEnv, version: version, log: log.With("upstream", up.Name), calls: make(chan struct{}, up.MaxCalls),
+		served: map[string]*mcp.Tool{}, changed: map[string]bool{}}
 }
 
 // session returns the live session, dialling when there is none and the
@@ -177,6 +189,12 @@ func (c *conn) dial(ctx context.Context) (*mcp.ClientSession, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A new session may be a new upstream (restarted, upgraded): what it
+	// serves is compared with what was registered before any call uses it.
+	if err := c.verify(ctx, cs); err != nil {
+		cs.Close()
+		return nil, err
+	}
 	return cs, nil
 }
 
@@ -186,13 +204,21 @@ func (c *conn) tools(ctx context.Context) (map[string]*mcp.Tool, error) {
 	if err != nil {
 		return nil, c.named(err)
 	}
+	out, err := c.list(ctx, cs)
+	if err != nil {
+		if isTransport(err) {
+			c.broke(cs, err)
+		}
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *conn) list(ctx context.Context, cs *mcp.ClientSession) (map[string]*mcp.Tool, error) {
 	out := map[string]*mcp.Tool{}
 	for t, err := range cs.Tools(ctx, nil) {
 		if err != nil {
-			if isTransport(err) {
-				c.broke(cs, err)
-			}
-			return nil, fmt.Errorf("upstream %s: listing its tools: %v", c.up.Name, err)
+			return nil, fmt.Errorf("upstream %s: listing its tools: %w", c.up.Name, err)
 		}
 		if len(out) >= 10000 {
 			return nil, fmt.Errorf("upstream %s lists more than 10000 tools", c.up.Name)
@@ -200,6 +226,64 @@ func (c *conn) tools(ctx context.Context) (map[string]*mcp.Tool, error) {
 		out[t.Name] = t
 	}
 	return out, nil
+}
+
+// serve notes t as registered, as the upstream listed it.
+func (c *conn) serve(t *mcp.Tool) {
+	c.mu.Lock()
+	c.served[t.Name] = t
+	c.mu.Unlock()
+}
+
+// verify lists the upstream's tools on cs and marks changed each served
+// tool whose input schema or annotations differ from what was registered.
+// A tool no longer offered is left alone: the upstream refuses its calls.
+func (c *conn) verify(ctx context.Context, cs *mcp.ClientSession) error {
+	c.mu.Lock()
+	n := len(c.served)
+	c.mu.Unlock()
+	if n == 0 {
+		return nil // nothing registered yet: attach lists and registers
+	}
+	now, err := c.list(ctx, cs)
+	if err != nil {
+		return err
+	}
+	var changed []string
+	c.mu.Lock()
+	for name, was := range c.served {
+		if t := now[name]; t != nil && !c.changed[name] && !sameShape(was, t) {
+			c.changed[name] = true
+			changed = append(changed, name)
+		}
+	}
+	c.mu.Unlock()
+	for _, name := range changed {
+		c.log.Error("an upstream tool changed its input schema or annotations; it is refused until the gateway restarts", "tool", name)
+		if c.onChange != nil {
+			c.onChange(name)
+		}
+	}
+	return nil
+}
+
+// sameShape: a and b have the same input schema and annotations, the
+// parts of a tool the gateway's decision and push are made from.
+func sameShape(a, b *mcp.Tool) bool {
+	for _, pair := range [][2]any{{a.InputSchema, b.InputSchema}, {a.Annotations, b.Annotations}} {
+		x, err1 := json.Marshal(pair[0])
+		y, err2 := json.Marshal(pair[1])
+		if err1 != nil || err2 != nil || !bytes.Equal(x, y) {
+			return false
+		}
+	}
+	return true
+}
+
+func (c *conn) isChanged(tool string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.changed[tool]
 }
 
 // call forwards one call. Its error is a *callError, written for the
@@ -217,6 +301,9 @@ func (c *conn) call(ctx context.Context, tool string, args any, progress func(*m
 	cs, err := c.session(ctx)
 	if err != nil {
 		return nil, c.named(err)
+	}
+	if c.isChanged(tool) {
+		return nil, c.userErr(fmt.Sprintf("the upstream %s has changed this tool (its input schema or annotations) since the gateway listed it, so an approval could not show what it would do; the gateway refuses it until an operator restarts it", c.up.Name))
 	}
 	params := &mcp.CallToolParams{Name: tool, Arguments: args}
 	if progress != nil {
@@ -287,6 +374,12 @@ func (c *conn) ping(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, connectTimeout)
 	defer cancel()
 	if err := cs.Ping(ctx, nil); err != nil && ctx.Err() == nil || errors.Is(err, context.DeadlineExceeded) {
+		c.broke(cs, err)
+		return
+	}
+	// A stateless upstream can be replaced without the session breaking:
+	// its tools are compared here too, at each health check.
+	if err := c.verify(ctx, cs); err != nil && isTransport(err) {
 		c.broke(cs, err)
 	}
 }
