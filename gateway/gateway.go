@@ -223,12 +223,17 @@ func (gw *Gateway) add(c *conn, t *mcp.Tool, pol govern.Policy) (err error) {
 				// Continued above the progress sent while the call waited
 				// on a push, so that the client sees it increase.
 				base := call.ProgressSent()
+				ctx, stop := context.WithCancel(ctx)
+				defer stop()
+				box := newLatest(ctx, func(p *mcp.ProgressNotificationParams) {
+					_ = req.Session.NotifyProgress(ctx, p)
+				})
 				progress = func(p *mcp.ProgressNotificationParams) {
 					total := p.Total
 					if total > 0 {
 						total += base
 					}
-					_ = req.Session.NotifyProgress(ctx, &mcp.ProgressNotificationParams{ProgressToken: tok, Progress: base + p.Progress, Total: total, Message: p.Message})
+					box.put(&mcp.ProgressNotificationParams{ProgressToken: tok, Progress: base + p.Progress, Total: total, Message: p.Message})
 				}
 			}
 		}
@@ -243,6 +248,48 @@ func (gw *Gateway) add(c *conn, t *mcp.Tool, pol govern.Policy) (err error) {
 		c.serve(t)
 	}
 	return err
+}
+
+// latest forwards an upstream call's progress to its client without ever
+// making the upstream's session wait: all calls to an upstream share one
+// session, whose notifications go through one queue, so a client that
+// stops reading its response would otherwise stall every other user's
+// progress and keep the upstream's notifications in memory. put keeps only
+// the newest value (progress only increases, so a skipped value loses
+// nothing the next one does not say); one goroutine per call sends it,
+// and ends with the call.
+type latest struct {
+	slot chan *mcp.ProgressNotificationParams
+}
+
+func newLatest(ctx context.Context, send func(*mcp.ProgressNotificationParams)) *latest {
+	l := &latest{slot: make(chan *mcp.ProgressNotificationParams, 1)}
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case p := <-l.slot:
+				send(p)
+			}
+		}
+	}()
+	return l
+}
+
+// put never blocks. Calls come one at a time, from the session's queue.
+func (l *latest) put(p *mcp.ProgressNotificationParams) {
+	for {
+		select {
+		case l.slot <- p:
+			return
+		default:
+		}
+		select {
+		case <-l.slot: // the older value, not sent yet
+		default:
+		}
+	}
 }
 
 // watch pings the upstream, and until its tools are served keeps trying

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -44,6 +45,16 @@ func newGoUpstream(t testing.TB, addr string) *goUpstream {
 	}
 	mcp.AddTool(s, &mcp.Tool{Name: "structured"}, func(ctx context.Context, req *mcp.CallToolRequest, _ none) (*mcp.CallToolResult, out, error) {
 		return &mcp.CallToolResult{IsError: true, Content: []mcp.Content{&mcp.TextContent{Text: "half an answer"}}}, out{Answer: 42}, nil
+	})
+	type floodArgs struct {
+		Steps int `json:"steps"`
+	}
+	mcp.AddTool(s, &mcp.Tool{Name: "flood"}, func(ctx context.Context, req *mcp.CallToolRequest, a floodArgs) (*mcp.CallToolResult, any, error) {
+		pad := strings.Repeat("x", 1000)
+		for i := 1; i <= a.Steps && ctx.Err() == nil; i++ {
+			req.Session.NotifyProgress(ctx, &mcp.ProgressNotificationParams{ProgressToken: req.Params.GetProgressToken(), Progress: float64(i), Message: pad})
+		}
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "flooded"}}}, nil, nil
 	})
 	mcp.AddTool(s, &mcp.Tool{Name: "slow"}, func(ctx context.Context, req *mcp.CallToolRequest, _ none) (*mcp.CallToolResult, any, error) {
 		if tok := req.Params.GetProgressToken(); tok != nil {
@@ -94,6 +105,7 @@ func goPolicy(u *goUpstream, timeout string) string {
       whoami: {scopes: [demo.read]}
       structured: {scopes: [demo.read]}
       slow: {scopes: [demo.read]}
+      flood: {scopes: [demo.read]}
       missing: {scopes: [demo.read]}
 `
 }
@@ -126,7 +138,7 @@ func TestOwnCredentialsOnly(t *testing.T) {
 	}
 	// The named tool it does not offer is a problem, reported at start.
 	require.Len(t, e.gw.Problems(), 1)
-	assert.Contains(t, e.gw.Problems()[0].String(), "policy.yaml:10: upstream go, tool missing: the policy names it, but the upstream does not offer it")
+	assert.Contains(t, e.gw.Problems()[0].String(), "policy.yaml:11: upstream go, tool missing: the policy names it, but the upstream does not offer it")
 }
 
 type headers map[string]string
@@ -167,7 +179,11 @@ func TestPassThrough(t *testing.T) {
 	assert.True(t, res.IsError)
 	assert.Equal(t, "go.slow was not run: the upstream go did not answer within 1s; try again later", text(res))
 	mu.Lock()
-	assert.Equal(t, []string{"mine 1/3 step 1", "mine 2/3 step 2", "mine 3/3 step 3"}, progress)
+	// The newest value is forwarded: earlier ones may be skipped when the
+	// upstream reports faster than they are sent.
+	require.NotEmpty(t, progress)
+	assert.Subset(t, []string{"mine 1/3 step 1", "mine 2/3 step 2", "mine 3/3 step 3"}, progress)
+	assert.Equal(t, "mine 3/3 step 3", progress[len(progress)-1])
 	mu.Unlock()
 	select {
 	case <-up.cancelled: // the timeout cancelled it upstream
@@ -240,10 +256,12 @@ func TestProgressIncreasesAcrossThePush(t *testing.T) {
 	e.duo.SetDefault(duotest.Manual)
 	var mu sync.Mutex
 	var values []float64
+	var last string
 	got := make(chan struct{}, 10)
 	cs := e.connect(t, e.token("alice", allScopes...), &mcp.ClientOptions{ProgressNotificationHandler: func(_ context.Context, req *mcp.ProgressNotificationClientRequest) {
 		mu.Lock()
 		values = append(values, req.Params.Progress)
+		last = req.Params.Message
 		mu.Unlock()
 		got <- struct{}{}
 	}})
@@ -268,7 +286,10 @@ func TestProgressIncreasesAcrossThePush(t *testing.T) {
 	<-done // the upstream's slow tool times out after its progress
 	mu.Lock()
 	defer mu.Unlock()
-	require.Len(t, values, 4, "one waiting notification, then the upstream's three")
+	// One or more waiting notifications (one each 5 s), then the
+	// upstream's three, of which the newest is forwarded at least.
+	require.GreaterOrEqual(t, len(values), 2, "the waiting notification, then the upstream's: %v", values)
+	assert.Equal(t, "step 3", last)
 	for i := 1; i < len(values); i++ {
 		assert.Greater(t, values[i], values[i-1], "progress went down: %v", values)
 	}
@@ -296,4 +317,40 @@ func TestRedirectNotFollowed(t *testing.T) {
 	assert.Empty(t, e.gw.Tools())
 	require.Len(t, e.gw.Problems(), 1)
 	assert.Contains(t, e.gw.Problems()[0].Msg, "unreachable")
+}
+
+// TestProgressStall: a client that stops reading its progress does not
+// stall the progress of other users of the same upstream (one session, one
+// notification queue).
+func TestProgressStall(t *testing.T) {
+	up := newGoUpstream(t, "")
+	e := newEnv(t, envOpts{policy: goPolicy(up, "10s")})
+	host := strings.TrimPrefix(strings.TrimSuffix(e.resource, "/mcp"), "http://")
+	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		return c.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 1024) })
+	}}
+	c, err := d.Dial("tcp", host)
+	require.NoError(t, err)
+	defer c.Close()
+	body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"go.flood","arguments":{"steps":20000},"_meta":{"progressToken":"p"}}}`
+	fmt.Fprintf(c, "POST /mcp HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nMcp-Protocol-Version: 2025-06-18\r\nContent-Length: %d\r\n\r\n%s",
+		host, e.token("mallory", allScopes...), len(body), body)
+	time.Sleep(time.Second) // never read: its socket fills
+
+	got := make(chan struct{}, 10)
+	cs := e.connect(t, e.token("alice", allScopes...), &mcp.ClientOptions{ProgressNotificationHandler: func(context.Context, *mcp.ProgressNotificationClientRequest) { got <- struct{}{} }})
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	go func() {
+		p := &mcp.CallToolParams{Name: "go.slow", Arguments: map[string]any{}}
+		p.SetProgressToken("v")
+		cs.CallTool(ctx, p)
+	}()
+	for i := range 3 {
+		select {
+		case <-got:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("alice got %d of her 3 progress notifications", i)
+		}
+	}
 }
