@@ -240,6 +240,9 @@ func (gw *Gateway) add(c *conn, t *mcp.Tool, pol govern.Policy) (err error) {
 		res, err := c.call(ctx, upstreamName, call.ArgsJSON(), progress)
 		var ce *callError
 		if errors.As(err, &ce) {
+			if ce.mayHaveRun {
+				return nil, &govern.ToolError{Msg: name + " may have run: " + ce.msg + "; check whether it did before calling it again"}
+			}
 			return nil, &govern.ToolError{Msg: name + " was not run: " + ce.msg}
 		}
 		return res, err

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os/exec"
 	"strconv"
@@ -324,12 +325,23 @@ func (c *conn) call(ctx context.Context, tool string, args any, progress func(*m
 		return nil, c.userErr(fmt.Sprintf("the upstream %s refused the call: %s", c.up.Name, bounded(rpc.Message, 500)))
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
 		c.log.Warn("an upstream call timed out", "tool", tool, "timeout", c.up.Timeout.String())
-		return nil, c.userErr(fmt.Sprintf("the upstream %s did not answer within %s; try again later", c.up.Name, c.up.Timeout))
+		return nil, &callError{msg: fmt.Sprintf("the upstream %s did not answer within %s", c.up.Name, c.up.Timeout), mayHaveRun: true}
 	case ctx.Err() != nil:
 		return nil, ctx.Err() // the client cancelled: govern says so
 	}
 	c.broke(cs, err)
-	return nil, c.named(errDown)
+	if neverSent(err) {
+		return nil, c.named(errDown)
+	}
+	return nil, &callError{msg: fmt.Sprintf("the connection to the upstream %s failed during the call", c.up.Name), mayHaveRun: true}
+}
+
+// neverSent: err is a failure to connect, so the upstream cannot have
+// seen the call. Any other failure after the call was sent may have come
+// after the upstream ran it.
+func neverSent(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
 }
 
 // named turns a session failure into the client's error.
@@ -411,10 +423,17 @@ func isTransport(err error) bool {
 	return false
 }
 
-// userErr is text for the client.
-func (c *conn) userErr(msg string) error { return &callError{msg} }
+// userErr is text for the client, about a call the upstream was not sent
+// or refused.
+func (c *conn) userErr(msg string) error { return &callError{msg: msg} }
 
-type callError struct{ msg string }
+// callError is a failed call, in words for the client. mayHaveRun: the
+// call was sent and then lost (a timeout, a broken connection), so the
+// client must not be told it did not run.
+type callError struct {
+	msg        string
+	mayHaveRun bool
+}
 
 func (e *callError) Error() string { return e.msg }
 

@@ -56,6 +56,9 @@ func newGoUpstream(t testing.TB, addr string) *goUpstream {
 		}
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "flooded"}}}, nil, nil
 	})
+	mcp.AddTool(s, &mcp.Tool{Name: "crash"}, func(context.Context, *mcp.CallToolRequest, none) (*mcp.CallToolResult, any, error) {
+		return nil, nil, nil // never reached: the handler above closes the connection
+	})
 	mcp.AddTool(s, &mcp.Tool{Name: "slow"}, func(ctx context.Context, req *mcp.CallToolRequest, _ none) (*mcp.CallToolResult, any, error) {
 		if tok := req.Params.GetProgressToken(); tok != nil {
 			for i := 1; i <= 3; i++ {
@@ -75,6 +78,11 @@ func newGoUpstream(t testing.TB, addr string) *goUpstream {
 		u.mu.Lock()
 		u.headers = append(u.headers, r.Header.Clone())
 		u.mu.Unlock()
+		if r.Header.Get("Mcp-Name") == "crash" { // dies with the call in hand
+			c, _, _ := http.NewResponseController(w).Hijack()
+			c.Close()
+			return
+		}
 		h.ServeHTTP(w, r)
 	}))
 	if addr != "" {
@@ -106,6 +114,7 @@ func goPolicy(u *goUpstream, timeout string) string {
       structured: {scopes: [demo.read]}
       slow: {scopes: [demo.read]}
       flood: {scopes: [demo.read]}
+      crash: {scopes: [demo.read]}
       missing: {scopes: [demo.read]}
 `
 }
@@ -138,7 +147,7 @@ func TestOwnCredentialsOnly(t *testing.T) {
 	}
 	// The named tool it does not offer is a problem, reported at start.
 	require.Len(t, e.gw.Problems(), 1)
-	assert.Contains(t, e.gw.Problems()[0].String(), "policy.yaml:11: upstream go, tool missing: the policy names it, but the upstream does not offer it")
+	assert.Contains(t, e.gw.Problems()[0].String(), "policy.yaml:12: upstream go, tool missing: the policy names it, but the upstream does not offer it")
 }
 
 type headers map[string]string
@@ -177,7 +186,7 @@ func TestPassThrough(t *testing.T) {
 	res, err := cs.CallTool(t.Context(), params)
 	require.NoError(t, err)
 	assert.True(t, res.IsError)
-	assert.Equal(t, "go.slow was not run: the upstream go did not answer within 1s; try again later", text(res))
+	assert.Equal(t, "go.slow may have run: the upstream go did not answer within 1s; check whether it did before calling it again", text(res))
 	mu.Lock()
 	// The newest value is forwarded: earlier ones may be skipped when the
 	// upstream reports faster than they are sent.
@@ -190,6 +199,10 @@ func TestPassThrough(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the timeout did not cancel the upstream call")
 	}
+
+	// The connection lost with the call sent: it may have run.
+	res = call(t, cs, "go.crash", map[string]any{})
+	assert.Equal(t, "go.crash may have run: the connection to the upstream go failed during the call; check whether it did before calling it again", text(res))
 
 	// Cancellation by the client.
 	ctx, cancel := context.WithCancel(t.Context())
