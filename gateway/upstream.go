@@ -6,11 +6,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,6 +29,11 @@ const (
 	maxBackoff = 30 * time.Second
 	// connectTimeout bounds dialling and initializing an upstream.
 	connectTimeout = 10 * time.Second
+	// maxReply bounds what the gateway reads of one reply from an
+	// upstream: a JSON response body, or one event of a stream (go-sdk
+	// reads either whole before it decodes it). With MaxCalls calls in
+	// flight, an upstream can make the gateway hold MaxCalls × maxReply.
+	maxReply = 16 << 20
 )
 
 // errDown is the error a call gets while its upstream cannot be reached.
@@ -172,8 +179,9 @@ func (c *conn) dial(ctx context.Context) (*mcp.ClientSession, error) {
 			// Only the policy's headers: never the client's token, nor
 			// any other header of the client's request (the Gate's
 			// internal ones among them).
-			HTTPClient: &http.Client{Transport: &withHeaders{h: c.up.headers, next: c.transport}, CheckRedirect: noRedirects},
-			MaxRetries: -1, // a broken session is dialled again, with backoff
+			HTTPClient: &http.Client{Transport: &withHeaders{h: c.up.headers, next: c.transport, log: c.log}, CheckRedirect: noRedirects},
+			MaxRetries:   -1, // a broken session is dialled again, with backoff
+			MaxEventSize: maxReply,
 			// Server-initiated messages would have no client to go to.
 			DisableStandaloneSSE: true,
 		}
@@ -458,6 +466,7 @@ func noRedirects(*http.Request, []*http.Request) error {
 type withHeaders struct {
 	h    http.Header
 	next http.RoundTripper
+	log  *slog.Logger
 }
 
 func (t *withHeaders) RoundTrip(r *http.Request) (*http.Response, error) {
@@ -467,7 +476,45 @@ func (t *withHeaders) RoundTrip(r *http.Request) (*http.Response, error) {
 			r.Header[k] = v
 		}
 	}
-	return t.next.RoundTrip(r)
+	resp, err := t.next.RoundTrip(r)
+	// A stream is bounded per event (MaxEventSize), since a long call's
+	// progress may add up to more; any other body as a whole.
+	if err == nil && !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+		resp.Body = &boundedBody{ReadCloser: resp.Body, left: maxReply, log: t.log}
+	}
+	return resp, err
+}
+
+// boundedBody fails a read past left bytes.
+// go-sdk does not keep the error it gets from the body (the call fails
+// as a broken connection), so the reason is logged here.
+type boundedBody struct {
+	io.ReadCloser
+	left int64
+	log  *slog.Logger
+}
+
+var errTooLarge = fmt.Errorf("the reply is larger than %d MiB, the most the gateway reads", maxReply>>20)
+
+func (b *boundedBody) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		// One byte more tells a body of exactly the bound from a larger one.
+		var one [1]byte
+		n, err := b.ReadCloser.Read(one[:])
+		if n > 0 {
+			if b.log != nil {
+				b.log.Warn("an upstream reply was cut", "error", errTooLarge.Error())
+			}
+			return 0, errTooLarge
+		}
+		return 0, err
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.ReadCloser.Read(p)
+	b.left -= int64(n)
+	return n, err
 }
 
 // logWriter logs a stdio upstream's standard error a line at a time,

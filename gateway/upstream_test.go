@@ -367,3 +367,26 @@ func TestProgressStall(t *testing.T) {
 		}
 	}
 }
+
+// TestReplyBounded: an upstream's reply larger than the gateway reads
+// (16 MiB) is a tool error, not memory held; a large one below it passes.
+func TestReplyBounded(t *testing.T) {
+	s := mcp.NewServer(&mcp.Implementation{Name: "big"}, &mcp.ServerOptions{Logger: slog.New(slog.DiscardHandler)})
+	type sized struct {
+		MiB int `json:"mib"`
+	}
+	mcp.AddTool(s, &mcp.Tool{Name: "big"}, func(_ context.Context, _ *mcp.CallToolRequest, a sized) (*mcp.CallToolResult, any, error) {
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: strings.Repeat("x", a.MiB<<20)}}}, nil, nil
+	})
+	// JSON responses: go-sdk's client reads them whole.
+	up := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, &mcp.StreamableHTTPOptions{Stateless: true, JSONResponse: true, Logger: slog.New(slog.DiscardHandler)}))
+	defer up.Close()
+	e := newEnv(t, envOpts{policy: "upstreams:\n  - name: b\n    url: " + up.URL + "/mcp\n    tools:\n      big: {scopes: [demo.read]}\n"})
+	cs := e.connect(t, e.token("alice", allScopes...), nil)
+
+	res := call(t, cs, "b.big", map[string]any{"mib": 1})
+	require.False(t, res.IsError, "1 MiB: %.200s", text(res))
+	res = call(t, cs, "b.big", map[string]any{"mib": 17})
+	require.True(t, res.IsError, "17 MiB came through")
+	assert.Equal(t, "b.big may have run: the connection to the upstream b failed during the call; check whether it did before calling it again", text(res))
+}
