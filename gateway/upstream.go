@@ -179,7 +179,7 @@ func (c *conn) dial(ctx context.Context) (*mcp.ClientSession, error) {
 			// Only the policy's headers: never the client's token, nor
 			// any other header of the client's request (the Gate's
 			// internal ones among them).
-			HTTPClient: &http.Client{Transport: &withHeaders{h: c.up.headers, next: c.transport, log: c.log}, CheckRedirect: noRedirects},
+			HTTPClient:   &http.Client{Transport: &withHeaders{h: c.up.headers, next: c.transport, log: c.log}, CheckRedirect: noRedirects},
 			MaxRetries:   -1, // a broken session is dialled again, with backoff
 			MaxEventSize: maxReply,
 			// Server-initiated messages would have no client to go to.
