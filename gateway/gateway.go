@@ -241,7 +241,11 @@ func (gw *Gateway) add(c *conn, t *mcp.Tool, pol govern.Policy) (err error) {
 				}
 			}
 		}
-		res, err := c.call(ctx, upstreamName, call.ArgsJSON(), progress)
+		var user string
+		if tok := call.Token; tok != nil {
+			user = tok.Issuer + "\x00" + tok.Subject
+		}
+		res, err := c.call(ctx, user, upstreamName, call.ArgsJSON(), progress)
 		var ce *callError
 		if errors.As(err, &ce) {
 			if ce.mayHaveRun {

@@ -50,6 +50,9 @@ type conn struct {
 	version   string
 	calls     chan struct{} // a place per call in flight (MaxCalls)
 
+	usersMu sync.Mutex
+	users   map[string]int // calls in flight per user, none kept at 0
+
 	mu       sync.Mutex
 	cs       *mcp.ClientSession
 	dialing  chan struct{} // closed when the dial in progress ends
@@ -76,7 +79,7 @@ type conn struct {
 
 func newConn(up *Upstream, transport http.RoundTripper, baseEnv []string, version string, log *slog.Logger) *conn {
 	return &conn{up: up, transport: transport, baseEnv: baseEnv, version: version, log: log.With("upstream", up.Name), calls: make(chan struct{}, up.MaxCalls),
-		served: map[string]*mcp.Tool{}, changed: map[string]bool{}}
+		served: map[string]*mcp.Tool{}, changed: map[string]bool{}, users: map[string]int{}}
 }
 
 // session returns the live session, dialling when there is none and the
@@ -298,7 +301,11 @@ func (c *conn) isChanged(tool string) bool {
 // call forwards one call. Its error is a *callError, written for the
 // client: it names the upstream and never holds the upstream's URL,
 // headers or transport detail (those go to the log).
-func (c *conn) call(ctx context.Context, tool string, args any, progress func(*mcp.ProgressNotificationParams)) (*mcp.CallToolResult, error) {
+func (c *conn) call(ctx context.Context, user, tool string, args any, progress func(*mcp.ProgressNotificationParams)) (*mcp.CallToolResult, error) {
+	if !c.enter(user) {
+		return nil, c.userErr(fmt.Sprintf("you have %d calls in progress to the upstream %s, your share of the %d the gateway sends it at once; try again when one ends", c.share(), c.up.Name, c.up.MaxCalls))
+	}
+	defer c.leave(user)
 	select {
 	case c.calls <- struct{}{}:
 		defer func() { <-c.calls }()
@@ -350,6 +357,28 @@ func (c *conn) call(ctx context.Context, tool string, args any, progress func(*m
 func neverSent(err error) bool {
 	var op *net.OpError
 	return errors.As(err, &op) && op.Op == "dial"
+}
+
+// share is how many of the upstream's MaxCalls one user may hold, so that
+// one user (16 requests in flight allowed) cannot take every place.
+func (c *conn) share() int { return max(1, c.up.MaxCalls/4) }
+
+func (c *conn) enter(user string) bool {
+	c.usersMu.Lock()
+	defer c.usersMu.Unlock()
+	if c.users[user] >= c.share() {
+		return false
+	}
+	c.users[user]++
+	return true
+}
+
+func (c *conn) leave(user string) {
+	c.usersMu.Lock()
+	defer c.usersMu.Unlock()
+	if c.users[user]--; c.users[user] <= 0 {
+		delete(c.users, user)
+	}
 }
 
 // named turns a session failure into the client's error.

@@ -390,3 +390,28 @@ func TestReplyBounded(t *testing.T) {
 	require.True(t, res.IsError, "17 MiB came through")
 	assert.Equal(t, "b.big may have run: the connection to the upstream b failed during the call; check whether it did before calling it again", text(res))
 }
+
+// TestUserShareOfCalls: one user holds at most a quarter of an upstream's
+// places (max_calls 4: one), so the others still get through.
+func TestUserShareOfCalls(t *testing.T) {
+	up := newGoUpstream(t, "")
+	pol := strings.Replace(goPolicy(up, "5s"), "    timeout: 5s\n", "    timeout: 5s\n    max_calls: 4\n", 1)
+	e := newEnv(t, envOpts{policy: pol})
+	alice := e.connect(t, e.token("alice", allScopes...), nil)
+	bob := e.connect(t, e.token("bob", allScopes...), nil)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		call(t, alice, "go.slow", map[string]any{})
+	}()
+	require.Eventually(t, func() bool { return e.gw.Requests() == 1 }, 5*time.Second, 10*time.Millisecond)
+	time.Sleep(100 * time.Millisecond) // the slow call reaches the upstream
+
+	res := call(t, alice, "go.whoami", map[string]any{})
+	assert.Equal(t, "go.whoami was not run: you have 1 calls in progress to the upstream go, your share of the 4 the gateway sends it at once; try again when one ends", text(res))
+	res = call(t, bob, "go.whoami", map[string]any{})
+	assert.False(t, res.IsError, text(res))
+	close(up.release)
+	<-done
+	assert.False(t, call(t, alice, "go.whoami", map[string]any{}).IsError, "the place is given back")
+}
