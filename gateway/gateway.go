@@ -212,9 +212,15 @@ func (gw *Gateway) add(c *conn, t *mcp.Tool, pol govern.Policy) (err error) {
 	if tool.InputSchema == nil {
 		tool.InputSchema = map[string]any{"type": "object"}
 	}
+	// Checked before the Governor registers the tool: go-sdk's AddTool
+	// panics on it after, which would leave the Governor governing a tool
+	// the server does not serve.
+	if m, ok := tool.InputSchema.(map[string]any); !ok || m["type"] != "object" {
+		return errors.New(`cannot be served: its input schema is not of type "object", as MCP requires`)
+	}
 	defer func() {
-		// go-sdk panics on a schema it cannot serve (not an object):
-		// that is the upstream's tool, not a bug here.
+		// go-sdk panics on what else it cannot serve: that is the
+		// upstream's tool, not a bug here.
 		if r := recover(); r != nil {
 			err = fmt.Errorf("cannot be served: %v", r)
 		}

@@ -415,3 +415,31 @@ func TestUserShareOfCalls(t *testing.T) {
 	<-done
 	assert.False(t, call(t, alice, "go.whoami", map[string]any{}).IsError, "the place is given back")
 }
+
+// TestNonObjectSchema: an upstream tool whose input schema is not an
+// object is a Problem and is neither listed nor governed.
+func TestNonObjectSchema(t *testing.T) {
+	s := mcp.NewServer(&mcp.Implementation{Name: "odd"}, &mcp.ServerOptions{Logger: slog.New(slog.DiscardHandler)})
+	type none struct{}
+	mcp.AddTool(s, &mcp.Tool{Name: "odd"}, func(context.Context, *mcp.CallToolRequest, none) (*mcp.CallToolResult, any, error) {
+		return &mcp.CallToolResult{}, nil, nil
+	})
+	// go-sdk will not serve such a tool itself: the list is rewritten.
+	s.AddReceivingMiddleware(func(next mcp.MethodHandler) mcp.MethodHandler {
+		return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
+			res, err := next(ctx, method, req)
+			if l, ok := res.(*mcp.ListToolsResult); ok {
+				for _, t := range l.Tools {
+					t.InputSchema = map[string]any{"type": "string"}
+				}
+			}
+			return res, err
+		}
+	})
+	up := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, &mcp.StreamableHTTPOptions{Stateless: true, Logger: slog.New(slog.DiscardHandler)}))
+	defer up.Close()
+	e := newEnv(t, envOpts{policy: "upstreams:\n  - name: o\n    url: " + up.URL + "/mcp\n    tools:\n      odd: {scopes: [demo.read]}\n"})
+	assert.Empty(t, e.gw.Tools(), "governed but not served")
+	require.Len(t, e.gw.Problems(), 1)
+	assert.Equal(t, `policy.yaml:5: upstream o, tool odd: cannot be served: its input schema is not of type "object", as MCP requires`, e.gw.Problems()[0].String())
+}
