@@ -8,11 +8,13 @@ import (
 	"net/http/httptest"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/crm-mcp/crm-mcp/gateway"
 	"github.com/crm-mcp/crm-mcp/govern"
 	"github.com/crm-mcp/crm-mcp/stepup"
 )
@@ -42,7 +44,7 @@ func newFilesUpstream(t *testing.T) *filesUpstream {
 
 // set serves v1 or v2; restart also fails the next request, as a
 // restart breaks the gateway's session.
-func (u *filesUpstream) set(v2 bool) {
+func (u *filesUpstream) set(v2 bool, extra ...string) {
 	s := mcp.NewServer(&mcp.Implementation{Name: "files"}, &mcp.ServerOptions{Logger: slog.New(slog.DiscardHandler)})
 	schema := map[string]any{"type": "object", "properties": map[string]any{"path": map[string]any{"type": "string"}}}
 	ann := &mcp.ToolAnnotations{ReadOnlyHint: true}
@@ -54,6 +56,11 @@ func (u *filesUpstream) set(v2 bool) {
 	s.AddTool(&mcp.Tool{Name: "write", InputSchema: schema, Annotations: ann}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "upstream ran with " + string(req.Params.Arguments)}}}, nil
 	})
+	for _, name := range extra {
+		s.AddTool(&mcp.Tool{Name: name, InputSchema: map[string]any{"type": "object"}}, func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: name + " ran"}}}, nil
+		})
+	}
 	var h http.Handler = mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, &mcp.StreamableHTTPOptions{Stateless: true, Logger: slog.New(slog.DiscardHandler)})
 	u.h.Store(&h)
 }
@@ -93,4 +100,22 @@ func TestChangedToolRefused(t *testing.T) {
 	up.restart(false)
 	call(t, cs, "f.write", map[string]any{"path": "/x"})
 	assert.True(t, call(t, cs, "f.write", map[string]any{"path": "/x"}).IsError)
+}
+
+// TestToolOfferedLater: a named tool the upstream did not offer at start
+// is served once it does, and its problem is reported once.
+func TestToolOfferedLater(t *testing.T) {
+	gateway.SetHealthInterval(t, 50*time.Millisecond)
+	up := newFilesUpstream(t)
+	pol := "upstreams:\n  - name: f\n    url: " + up.srv.URL + "/mcp\n    tools:\n      write: {scopes: [demo.read]}\n      read: {scopes: [demo.read]}\n"
+	e := newEnv(t, envOpts{policy: pol})
+	assert.Equal(t, []string{"f.write"}, e.gw.Tools())
+	time.Sleep(200 * time.Millisecond) // checks that find it missing again
+	require.Len(t, e.gw.Problems(), 1)
+	assert.Equal(t, "policy.yaml:6: upstream f, tool read: the policy names it, but the upstream does not offer it", e.gw.Problems()[0].String())
+
+	up.set(false, "read")
+	require.Eventually(t, func() bool { return len(e.gw.Tools()) == 2 }, 5*time.Second, 20*time.Millisecond, "never added")
+	cs := e.connect(t, e.token("alice", allScopes...), nil)
+	assert.Equal(t, "read ran", text(call(t, cs, "f.read", map[string]any{})))
 }

@@ -25,7 +25,8 @@ import (
 
 // healthInterval is how often an upstream is pinged (or, when down, dialled
 // again), so that /readyz shows a dead upstream without waiting for a call.
-const healthInterval = 15 * time.Second
+// A var for the tests (export_test.go).
+var healthInterval = 15 * time.Second
 
 // Config configures a Gateway.
 type Config struct {
@@ -60,9 +61,10 @@ type Gateway struct {
 
 	inflight atomic.Int64 // POSTs being served, for Shutdown
 
-	mu         sync.Mutex
-	registered map[*conn]bool
-	problems   []Problem
+	mu       sync.Mutex
+	failed   map[string]bool // upstream.tool that cannot be served, until restart
+	problems []Problem
+	reported map[string]bool // Problem.String() of each, reported once
 
 	stop context.CancelFunc
 	done sync.WaitGroup
@@ -110,7 +112,8 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	gw := &Gateway{
 		gov:        cfg.Governor,
 		log:        log,
-		registered: map[*conn]bool{},
+		failed:     map[string]bool{},
+		reported:   map[string]bool{},
 	}
 	gw.server = mcp.NewServer(&mcp.Implementation{Name: "crm-mcp-gateway", Title: "MCP gateway (Duo protected)", Version: cfg.Version}, &mcp.ServerOptions{
 		Instructions: "Tools of other MCP servers, named upstream.tool. Each tool needs a Duo scope; calls without it are refused with an insufficient_scope challenge naming the scopes to request.",
@@ -152,13 +155,22 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	return gw, nil
 }
 
-// attach lists an upstream's tools and registers those the policy names,
-// once. atStart says whether its failures are problems of the start.
+// attach lists an upstream's tools and registers those the policy names
+// that are not served yet: at start, and at each health check until every
+// one is served or cannot be, so that a tool the upstream offers later
+// (a slow start, a plugin loaded late) is added then. atStart says whether
+// its failures are problems of the start. It reports whether the upstream
+// answered.
 func (gw *Gateway) attach(ctx context.Context, c *conn, atStart bool) bool {
+	var pending []string
 	gw.mu.Lock()
-	done := gw.registered[c]
+	for _, name := range c.up.ToolNames() {
+		if !gw.failed[c.up.Name+"."+name] && !c.isServed(name) {
+			pending = append(pending, name)
+		}
+	}
 	gw.mu.Unlock()
-	if done {
+	if len(pending) == 0 {
 		return true
 	}
 	offered, err := c.tools(ctx)
@@ -168,32 +180,38 @@ func (gw *Gateway) attach(ctx context.Context, c *conn, atStart bool) bool {
 		}
 		return false
 	}
-	var probs []Problem
-	for _, name := range c.up.ToolNames() {
+	added := 0
+	for _, name := range pending {
 		t := offered[name]
 		if t == nil {
-			probs = append(probs, Problem{Upstream: c.up.Name, Tool: name, Where: c.up.Where(name), Msg: "the policy names it, but the upstream does not offer it"})
+			gw.problem(Problem{Upstream: c.up.Name, Tool: name, Where: c.up.Where(name), Msg: "the policy names it, but the upstream does not offer it"})
 			continue
 		}
 		if err := gw.add(c, t, c.up.Tools[name]); err != nil {
-			probs = append(probs, Problem{Upstream: c.up.Name, Tool: name, Where: c.up.Where(name), Msg: err.Error()})
+			gw.mu.Lock()
+			gw.failed[c.up.Name+"."+name] = true
+			gw.mu.Unlock()
+			gw.problem(Problem{Upstream: c.up.Name, Tool: name, Where: c.up.Where(name), Msg: err.Error()})
+			continue
 		}
+		added++
 	}
-	gw.mu.Lock()
-	gw.registered[c] = true
-	gw.mu.Unlock()
-	for _, p := range probs {
-		gw.problem(p)
+	if added > 0 {
+		gw.log.Info("serving the upstream's tools", "upstream", c.up.Name, "named", len(c.up.Tools), "offered", len(offered), "added", added)
 	}
-	gw.log.Info("serving the upstream's tools", "upstream", c.up.Name, "named", len(c.up.Tools), "offered", len(offered), "problems", len(probs))
 	return true
 }
 
+// problem records p, once: attach meets a missing tool at every check.
 func (gw *Gateway) problem(p Problem) {
-	gw.log.Error("gateway policy problem: " + p.String())
 	gw.mu.Lock()
+	defer gw.mu.Unlock()
+	if gw.reported[p.String()] {
+		return
+	}
+	gw.reported[p.String()] = true
 	gw.problems = append(gw.problems, p)
-	gw.mu.Unlock()
+	gw.log.Error("gateway policy problem: " + p.String())
 }
 
 // add serves one upstream tool under the governor.

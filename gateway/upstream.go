@@ -292,6 +292,12 @@ func sameShape(a, b *mcp.Tool) bool {
 	return true
 }
 
+func (c *conn) isServed(tool string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.served[tool] != nil
+}
+
 func (c *conn) isChanged(tool string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
