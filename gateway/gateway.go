@@ -110,10 +110,10 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		transport = http.DefaultTransport
 	}
 	gw := &Gateway{
-		gov:        cfg.Governor,
-		log:        log,
-		failed:     map[string]bool{},
-		reported:   map[string]bool{},
+		gov:      cfg.Governor,
+		log:      log,
+		failed:   map[string]bool{},
+		reported: map[string]bool{},
 	}
 	gw.server = mcp.NewServer(&mcp.Implementation{Name: "crm-mcp-gateway", Title: "MCP gateway (Duo protected)", Version: cfg.Version}, &mcp.ServerOptions{
 		Instructions: "Tools of other MCP servers, named upstream.tool. Each tool needs a Duo scope; calls without it are refused with an insufficient_scope challenge naming the scopes to request.",
