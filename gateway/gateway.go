@@ -25,7 +25,8 @@ import (
 
 // healthInterval is how often an upstream is pinged (or, when down, dialled
 // again), so that /readyz shows a dead upstream without waiting for a call.
-const healthInterval = 15 * time.Second
+// A var for the tests (export_test.go).
+var healthInterval = 15 * time.Second
 
 // Config configures a Gateway.
 type Config struct {
@@ -60,9 +61,10 @@ type Gateway struct {
 
 	inflight atomic.Int64 // POSTs being served, for Shutdown
 
-	mu         sync.Mutex
-	registered map[*conn]bool
-	problems   []Problem
+	mu       sync.Mutex
+	failed   map[string]bool // upstream.tool that cannot be served, until restart
+	problems []Problem
+	reported map[string]bool // Problem.String() of each, reported once
 
 	stop context.CancelFunc
 	done sync.WaitGroup
@@ -108,17 +110,26 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		transport = http.DefaultTransport
 	}
 	gw := &Gateway{
-		gov:        cfg.Governor,
-		log:        log,
-		registered: map[*conn]bool{},
+		gov:      cfg.Governor,
+		log:      log,
+		failed:   map[string]bool{},
+		reported: map[string]bool{},
 	}
 	gw.server = mcp.NewServer(&mcp.Implementation{Name: "crm-mcp-gateway", Title: "MCP gateway (Duo protected)", Version: cfg.Version}, &mcp.ServerOptions{
 		Instructions: "Tools of other MCP servers, named upstream.tool. Each tool needs a Duo scope; calls without it are refused with an insufficient_scope challenge naming the scopes to request.",
 		Logger:       govern.SDKLogger(log),
-		Capabilities: &mcp.ServerCapabilities{Tools: &mcp.ToolCapabilities{ListChanged: true}},
+		// Stateless, the gateway cannot tell a client its list changed
+		// (an upstream's tools are added when it first answers): it
+		// offers no listChanged, so no client has a reason to listen.
+		Capabilities: &mcp.ServerCapabilities{Tools: &mcp.ToolCapabilities{ListChanged: false}},
 	})
+	gw.server.AddReceivingMiddleware(endListen)
 	for _, up := range cfg.Policy.Upstreams {
-		gw.conns = append(gw.conns, newConn(up, transport, cfg.CommandEnv, cfg.Version, log))
+		c := newConn(up, transport, cfg.CommandEnv, cfg.Version, log)
+		c.onChange = func(tool string) {
+			gw.problem(Problem{Upstream: up.Name, Tool: tool, Where: up.Where(tool), Msg: "the upstream changed its input schema or annotations; refused until the gateway restarts"})
+		}
+		gw.conns = append(gw.conns, c)
 	}
 	var wg sync.WaitGroup
 	for _, c := range gw.conns {
@@ -144,13 +155,22 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	return gw, nil
 }
 
-// attach lists an upstream's tools and registers those the policy names,
-// once. atStart says whether its failures are problems of the start.
+// attach lists an upstream's tools and registers those the policy names
+// that are not served yet: at start, and at each health check until every
+// one is served or cannot be, so that a tool the upstream offers later
+// (a slow start, a plugin loaded late) is added then. atStart says whether
+// its failures are problems of the start. It reports whether the upstream
+// answered.
 func (gw *Gateway) attach(ctx context.Context, c *conn, atStart bool) bool {
+	var pending []string
 	gw.mu.Lock()
-	done := gw.registered[c]
+	for _, name := range c.up.ToolNames() {
+		if !gw.failed[c.up.Name+"."+name] && !c.isServed(name) {
+			pending = append(pending, name)
+		}
+	}
 	gw.mu.Unlock()
-	if done {
+	if len(pending) == 0 {
 		return true
 	}
 	offered, err := c.tools(ctx)
@@ -160,32 +180,38 @@ func (gw *Gateway) attach(ctx context.Context, c *conn, atStart bool) bool {
 		}
 		return false
 	}
-	var probs []Problem
-	for _, name := range c.up.ToolNames() {
+	added := 0
+	for _, name := range pending {
 		t := offered[name]
 		if t == nil {
-			probs = append(probs, Problem{Upstream: c.up.Name, Tool: name, Where: c.up.Where(name), Msg: "the policy names it, but the upstream does not offer it"})
+			gw.problem(Problem{Upstream: c.up.Name, Tool: name, Where: c.up.Where(name), Msg: "the policy names it, but the upstream does not offer it"})
 			continue
 		}
 		if err := gw.add(c, t, c.up.Tools[name]); err != nil {
-			probs = append(probs, Problem{Upstream: c.up.Name, Tool: name, Where: c.up.Where(name), Msg: err.Error()})
+			gw.mu.Lock()
+			gw.failed[c.up.Name+"."+name] = true
+			gw.mu.Unlock()
+			gw.problem(Problem{Upstream: c.up.Name, Tool: name, Where: c.up.Where(name), Msg: err.Error()})
+			continue
 		}
+		added++
 	}
-	gw.mu.Lock()
-	gw.registered[c] = true
-	gw.mu.Unlock()
-	for _, p := range probs {
-		gw.problem(p)
+	if added > 0 {
+		gw.log.Info("serving the upstream's tools", "upstream", c.up.Name, "named", len(c.up.Tools), "offered", len(offered), "added", added)
 	}
-	gw.log.Info("serving the upstream's tools", "upstream", c.up.Name, "named", len(c.up.Tools), "offered", len(offered), "problems", len(probs))
 	return true
 }
 
+// problem records p, once: attach meets a missing tool at every check.
 func (gw *Gateway) problem(p Problem) {
-	gw.log.Error("gateway policy problem: " + p.String())
 	gw.mu.Lock()
+	defer gw.mu.Unlock()
+	if gw.reported[p.String()] {
+		return
+	}
+	gw.reported[p.String()] = true
 	gw.problems = append(gw.problems, p)
-	gw.mu.Unlock()
+	gw.log.Error("gateway policy problem: " + p.String())
 }
 
 // add serves one upstream tool under the governor.
@@ -204,37 +230,118 @@ func (gw *Gateway) add(c *conn, t *mcp.Tool, pol govern.Policy) (err error) {
 	if tool.InputSchema == nil {
 		tool.InputSchema = map[string]any{"type": "object"}
 	}
+	// Checked before the Governor registers the tool: go-sdk's AddTool
+	// panics on it after, which would leave the Governor governing a tool
+	// the server does not serve.
+	if m, ok := tool.InputSchema.(map[string]any); !ok || m["type"] != "object" {
+		return errors.New(`cannot be served: its input schema is not of type "object", as MCP requires`)
+	}
 	defer func() {
-		// go-sdk panics on a schema it cannot serve (not an object):
-		// that is the upstream's tool, not a bug here.
+		// go-sdk panics on what else it cannot serve: that is the
+		// upstream's tool, not a bug here.
 		if r := recover(); r != nil {
 			err = fmt.Errorf("cannot be served: %v", r)
 		}
 	}()
 	upstreamName := t.Name
-	return govern.AddRawTool(gw.gov, gw.server, tool, pol, func(ctx context.Context, call *govern.Call) (*mcp.CallToolResult, error) {
+	err = govern.AddRawTool(gw.gov, gw.server, tool, pol, func(ctx context.Context, call *govern.Call) (*mcp.CallToolResult, error) {
 		var progress func(*mcp.ProgressNotificationParams)
 		if req := call.Request; req.Params != nil && req.Session != nil {
 			if tok := req.Params.GetProgressToken(); tok != nil {
 				// Continued above the progress sent while the call waited
 				// on a push, so that the client sees it increase.
 				base := call.ProgressSent()
+				ctx, stop := context.WithCancel(ctx)
+				defer stop()
+				box := newLatest(ctx, func(p *mcp.ProgressNotificationParams) {
+					_ = req.Session.NotifyProgress(ctx, p)
+				})
 				progress = func(p *mcp.ProgressNotificationParams) {
 					total := p.Total
 					if total > 0 {
 						total += base
 					}
-					_ = req.Session.NotifyProgress(ctx, &mcp.ProgressNotificationParams{ProgressToken: tok, Progress: base + p.Progress, Total: total, Message: p.Message})
+					box.put(&mcp.ProgressNotificationParams{ProgressToken: tok, Progress: base + p.Progress, Total: total, Message: p.Message})
 				}
 			}
 		}
-		res, err := c.call(ctx, upstreamName, call.ArgsJSON(), progress)
+		var user string
+		if tok := call.Token; tok != nil {
+			user = tok.Issuer + "\x00" + tok.Subject
+		}
+		res, err := c.call(ctx, user, upstreamName, call.ArgsJSON(), progress)
 		var ce *callError
 		if errors.As(err, &ce) {
+			if ce.mayHaveRun {
+				return nil, &govern.ToolError{Msg: name + " may have run: " + ce.msg + "; check whether it did before calling it again"}
+			}
 			return nil, &govern.ToolError{Msg: name + " was not run: " + ce.msg}
 		}
 		return res, err
 	})
+	if err == nil {
+		c.serve(t)
+	}
+	return err
+}
+
+// latest forwards an upstream call's progress to its client without ever
+// making the upstream's session wait: all calls to an upstream share one
+// session, whose notifications go through one queue, so a client that
+// stops reading its response would otherwise stall every other user's
+// progress and keep the upstream's notifications in memory. put keeps only
+// the newest value (progress only increases, so a skipped value loses
+// nothing the next one does not say); one goroutine per call sends it,
+// and ends with the call.
+type latest struct {
+	slot chan *mcp.ProgressNotificationParams
+}
+
+func newLatest(ctx context.Context, send func(*mcp.ProgressNotificationParams)) *latest {
+	l := &latest{slot: make(chan *mcp.ProgressNotificationParams, 1)}
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case p := <-l.slot:
+				send(p)
+			}
+		}
+	}()
+	return l
+}
+
+// put never blocks. Calls come one at a time, from the session's queue.
+func (l *latest) put(p *mcp.ProgressNotificationParams) {
+	for {
+		select {
+		case l.slot <- p:
+			return
+		default:
+		}
+		select {
+		case <-l.slot: // the older value, not sent yet
+		default:
+		}
+	}
+}
+
+// endListen is a receiving middleware: a subscriptions/listen, which
+// go-sdk would park for as long as the client keeps the POST open (one
+// held request slot each, from a token with no scope at all), is
+// acknowledged with nothing honoured and ends at once, as the 2026-07-28
+// subscriptions pattern allows. The CRM's tools package does the same
+// (tools/streams.go); the answer is the same for every caller.
+func endListen(next mcp.MethodHandler) mcp.MethodHandler {
+	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
+		if method == "subscriptions/listen" {
+			if p, ok := req.GetParams().(*mcp.SubscriptionsListenParams); ok && p != nil && p.Notifications != nil {
+				*p.Notifications = mcp.NotificationSubscriptions{}
+			}
+		}
+		return next(ctx, method, req)
+	}
 }
 
 // watch pings the upstream, and until its tools are served keeps trying

@@ -3,12 +3,16 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,6 +29,11 @@ const (
 	maxBackoff = 30 * time.Second
 	// connectTimeout bounds dialling and initializing an upstream.
 	connectTimeout = 10 * time.Second
+	// maxReply bounds what the gateway reads of one reply from an
+	// upstream: a JSON response body, or one event of a stream (go-sdk
+	// reads either whole before it decodes it). With MaxCalls calls in
+	// flight, an upstream can make the gateway hold MaxCalls × maxReply.
+	maxReply = 16 << 20
 )
 
 // errDown is the error a call gets while its upstream cannot be reached.
@@ -41,6 +50,9 @@ type conn struct {
 	version   string
 	calls     chan struct{} // a place per call in flight (MaxCalls)
 
+	usersMu sync.Mutex
+	users   map[string]int // calls in flight per user, none kept at 0
+
 	mu       sync.Mutex
 	cs       *mcp.ClientSession
 	dialing  chan struct{} // closed when the dial in progress ends
@@ -49,6 +61,16 @@ type conn struct {
 	lastErr  string // for the log and /readyz: never a header value
 	closed   bool
 
+	// served are the upstream's tools as the gateway registered them, by
+	// the upstream's name; changed, those the upstream has since listed
+	// with another input schema or annotations. A changed tool is refused
+	// until the gateway restarts: its push would describe the old tool
+	// (defaults, rows, the approver's picture) while the upstream runs the
+	// new one.
+	served   map[string]*mcp.Tool
+	changed  map[string]bool
+	onChange func(tool string) // the gateway records a Problem
+
 	// progress routes the upstream's progress notifications to the
 	// client calls that asked for them, by the token the gateway sent.
 	progress sync.Map // string -> func(*mcp.ProgressNotificationParams)
@@ -56,7 +78,8 @@ type conn struct {
 }
 
 func newConn(up *Upstream, transport http.RoundTripper, baseEnv []string, version string, log *slog.Logger) *conn {
-	return &conn{up: up, transport: transport, baseEnv: baseEnv, version: version, log: log.With("upstream", up.Name), calls: make(chan struct{}, up.MaxCalls)}
+	return &conn{up: up, transport: transport, baseEnv: baseEnv, version: version, log: log.With("upstream", up.Name), calls: make(chan struct{}, up.MaxCalls),
+		served: map[string]*mcp.Tool{}, changed: map[string]bool{}, users: map[string]int{}}
 }
 
 // session returns the live session, dialling when there is none and the
@@ -159,8 +182,9 @@ func (c *conn) dial(ctx context.Context) (*mcp.ClientSession, error) {
 			// Only the policy's headers: never the client's token, nor
 			// any other header of the client's request (the Gate's
 			// internal ones among them).
-			HTTPClient: &http.Client{Transport: &withHeaders{h: c.up.headers, next: c.transport}},
-			MaxRetries: -1, // a broken session is dialled again, with backoff
+			HTTPClient:   &http.Client{Transport: &withHeaders{h: c.up.headers, next: c.transport, log: c.log}, CheckRedirect: noRedirects},
+			MaxRetries:   -1, // a broken session is dialled again, with backoff
+			MaxEventSize: maxReply,
 			// Server-initiated messages would have no client to go to.
 			DisableStandaloneSSE: true,
 		}
@@ -177,6 +201,12 @@ func (c *conn) dial(ctx context.Context) (*mcp.ClientSession, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A new session may be a new upstream (restarted, upgraded): what it
+	// serves is compared with what was registered before any call uses it.
+	if err := c.verify(ctx, cs); err != nil {
+		cs.Close()
+		return nil, err
+	}
 	return cs, nil
 }
 
@@ -186,13 +216,21 @@ func (c *conn) tools(ctx context.Context) (map[string]*mcp.Tool, error) {
 	if err != nil {
 		return nil, c.named(err)
 	}
+	out, err := c.list(ctx, cs)
+	if err != nil {
+		if isTransport(err) {
+			c.broke(cs, err)
+		}
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *conn) list(ctx context.Context, cs *mcp.ClientSession) (map[string]*mcp.Tool, error) {
 	out := map[string]*mcp.Tool{}
 	for t, err := range cs.Tools(ctx, nil) {
 		if err != nil {
-			if isTransport(err) {
-				c.broke(cs, err)
-			}
-			return nil, fmt.Errorf("upstream %s: listing its tools: %v", c.up.Name, err)
+			return nil, fmt.Errorf("upstream %s: listing its tools: %w", c.up.Name, err)
 		}
 		if len(out) >= 10000 {
 			return nil, fmt.Errorf("upstream %s lists more than 10000 tools", c.up.Name)
@@ -202,10 +240,78 @@ func (c *conn) tools(ctx context.Context) (map[string]*mcp.Tool, error) {
 	return out, nil
 }
 
+// serve notes t as registered, as the upstream listed it.
+func (c *conn) serve(t *mcp.Tool) {
+	c.mu.Lock()
+	c.served[t.Name] = t
+	c.mu.Unlock()
+}
+
+// verify lists the upstream's tools on cs and marks changed each served
+// tool whose input schema or annotations differ from what was registered.
+// A tool no longer offered is left alone: the upstream refuses its calls.
+func (c *conn) verify(ctx context.Context, cs *mcp.ClientSession) error {
+	c.mu.Lock()
+	n := len(c.served)
+	c.mu.Unlock()
+	if n == 0 {
+		return nil // nothing registered yet: attach lists and registers
+	}
+	now, err := c.list(ctx, cs)
+	if err != nil {
+		return err
+	}
+	var changed []string
+	c.mu.Lock()
+	for name, was := range c.served {
+		if t := now[name]; t != nil && !c.changed[name] && !sameShape(was, t) {
+			c.changed[name] = true
+			changed = append(changed, name)
+		}
+	}
+	c.mu.Unlock()
+	for _, name := range changed {
+		c.log.Error("an upstream tool changed its input schema or annotations; it is refused until the gateway restarts", "tool", name)
+		if c.onChange != nil {
+			c.onChange(name)
+		}
+	}
+	return nil
+}
+
+// sameShape: a and b have the same input schema and annotations, the
+// parts of a tool the gateway's decision and push are made from.
+func sameShape(a, b *mcp.Tool) bool {
+	for _, pair := range [][2]any{{a.InputSchema, b.InputSchema}, {a.Annotations, b.Annotations}} {
+		x, err1 := json.Marshal(pair[0])
+		y, err2 := json.Marshal(pair[1])
+		if err1 != nil || err2 != nil || !bytes.Equal(x, y) {
+			return false
+		}
+	}
+	return true
+}
+
+func (c *conn) isServed(tool string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.served[tool] != nil
+}
+
+func (c *conn) isChanged(tool string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.changed[tool]
+}
+
 // call forwards one call. Its error is a *callError, written for the
 // client: it names the upstream and never holds the upstream's URL,
 // headers or transport detail (those go to the log).
-func (c *conn) call(ctx context.Context, tool string, args any, progress func(*mcp.ProgressNotificationParams)) (*mcp.CallToolResult, error) {
+func (c *conn) call(ctx context.Context, user, tool string, args any, progress func(*mcp.ProgressNotificationParams)) (*mcp.CallToolResult, error) {
+	if !c.enter(user) {
+		return nil, c.userErr(fmt.Sprintf("you have %d calls in progress to the upstream %s, your share of the %d the gateway sends it at once; try again when one ends", c.share(), c.up.Name, c.up.MaxCalls))
+	}
+	defer c.leave(user)
 	select {
 	case c.calls <- struct{}{}:
 		defer func() { <-c.calls }()
@@ -217,6 +323,9 @@ func (c *conn) call(ctx context.Context, tool string, args any, progress func(*m
 	cs, err := c.session(ctx)
 	if err != nil {
 		return nil, c.named(err)
+	}
+	if c.isChanged(tool) {
+		return nil, c.userErr(fmt.Sprintf("the upstream %s has changed this tool (its input schema or annotations) since the gateway listed it, so an approval could not show what it would do; the gateway refuses it until an operator restarts it", c.up.Name))
 	}
 	params := &mcp.CallToolParams{Name: tool, Arguments: args}
 	if progress != nil {
@@ -237,12 +346,45 @@ func (c *conn) call(ctx context.Context, tool string, args any, progress func(*m
 		return nil, c.userErr(fmt.Sprintf("the upstream %s refused the call: %s", c.up.Name, bounded(rpc.Message, 500)))
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
 		c.log.Warn("an upstream call timed out", "tool", tool, "timeout", c.up.Timeout.String())
-		return nil, c.userErr(fmt.Sprintf("the upstream %s did not answer within %s; try again later", c.up.Name, c.up.Timeout))
+		return nil, &callError{msg: fmt.Sprintf("the upstream %s did not answer within %s", c.up.Name, c.up.Timeout), mayHaveRun: true}
 	case ctx.Err() != nil:
 		return nil, ctx.Err() // the client cancelled: govern says so
 	}
 	c.broke(cs, err)
-	return nil, c.named(errDown)
+	if neverSent(err) {
+		return nil, c.named(errDown)
+	}
+	return nil, &callError{msg: fmt.Sprintf("the connection to the upstream %s failed during the call", c.up.Name), mayHaveRun: true}
+}
+
+// neverSent: err is a failure to connect, so the upstream cannot have
+// seen the call. Any other failure after the call was sent may have come
+// after the upstream ran it.
+func neverSent(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
+
+// share is how many of the upstream's MaxCalls one user may hold, so that
+// one user (16 requests in flight allowed) cannot take every place.
+func (c *conn) share() int { return max(1, c.up.MaxCalls/4) }
+
+func (c *conn) enter(user string) bool {
+	c.usersMu.Lock()
+	defer c.usersMu.Unlock()
+	if c.users[user] >= c.share() {
+		return false
+	}
+	c.users[user]++
+	return true
+}
+
+func (c *conn) leave(user string) {
+	c.usersMu.Lock()
+	defer c.usersMu.Unlock()
+	if c.users[user]--; c.users[user] <= 0 {
+		delete(c.users, user)
+	}
 }
 
 // named turns a session failure into the client's error.
@@ -288,6 +430,12 @@ func (c *conn) ping(ctx context.Context) {
 	defer cancel()
 	if err := cs.Ping(ctx, nil); err != nil && ctx.Err() == nil || errors.Is(err, context.DeadlineExceeded) {
 		c.broke(cs, err)
+		return
+	}
+	// A stateless upstream can be replaced without the session breaking:
+	// its tools are compared here too, at each health check.
+	if err := c.verify(ctx, cs); err != nil && isTransport(err) {
+		c.broke(cs, err)
 	}
 }
 
@@ -318,10 +466,17 @@ func isTransport(err error) bool {
 	return false
 }
 
-// userErr is text for the client.
-func (c *conn) userErr(msg string) error { return &callError{msg} }
+// userErr is text for the client, about a call the upstream was not sent
+// or refused.
+func (c *conn) userErr(msg string) error { return &callError{msg: msg} }
 
-type callError struct{ msg string }
+// callError is a failed call, in words for the client. mayHaveRun: the
+// call was sent and then lost (a timeout, a broken connection), so the
+// client must not be told it did not run.
+type callError struct {
+	msg        string
+	mayHaveRun bool
+}
 
 func (e *callError) Error() string { return e.msg }
 
@@ -332,11 +487,21 @@ func bounded(s string, n int) string {
 	return s
 }
 
+// noRedirects refuses every redirect. withHeaders sets the policy's
+// headers on each request the client sends, redirected ones included, so
+// following a redirect would hand the gateway's own credential to
+// whatever host (or plain-http URL) the upstream names, past Go's
+// stripping of Authorization across hosts. An MCP endpoint has one URL.
+func noRedirects(*http.Request, []*http.Request) error {
+	return errors.New("redirects are not followed")
+}
+
 // withHeaders sends the policy's headers, set rather than added, so that
 // nothing else can stand in for them.
 type withHeaders struct {
 	h    http.Header
 	next http.RoundTripper
+	log  *slog.Logger
 }
 
 func (t *withHeaders) RoundTrip(r *http.Request) (*http.Response, error) {
@@ -346,7 +511,45 @@ func (t *withHeaders) RoundTrip(r *http.Request) (*http.Response, error) {
 			r.Header[k] = v
 		}
 	}
-	return t.next.RoundTrip(r)
+	resp, err := t.next.RoundTrip(r)
+	// A stream is bounded per event (MaxEventSize), since a long call's
+	// progress may add up to more; any other body as a whole.
+	if err == nil && !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+		resp.Body = &boundedBody{ReadCloser: resp.Body, left: maxReply, log: t.log}
+	}
+	return resp, err
+}
+
+// boundedBody fails a read past left bytes.
+// go-sdk does not keep the error it gets from the body (the call fails
+// as a broken connection), so the reason is logged here.
+type boundedBody struct {
+	io.ReadCloser
+	left int64
+	log  *slog.Logger
+}
+
+var errTooLarge = fmt.Errorf("the reply is larger than %d MiB, the most the gateway reads", maxReply>>20)
+
+func (b *boundedBody) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		// One byte more tells a body of exactly the bound from a larger one.
+		var one [1]byte
+		n, err := b.ReadCloser.Read(one[:])
+		if n > 0 {
+			if b.log != nil {
+				b.log.Warn("an upstream reply was cut", "error", errTooLarge.Error())
+			}
+			return 0, errTooLarge
+		}
+		return 0, err
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.ReadCloser.Read(p)
+	b.left -= int64(n)
+	return n, err
 }
 
 // logWriter logs a stdio upstream's standard error a line at a time,

@@ -87,18 +87,32 @@ func (a *app) lookupEnv(name string) (string, bool) {
 
 // commandEnv is what a stdio upstream starts with: enough to find and run
 // a program (npx needs PATH and HOME), never the gateway's secrets. The
-// policy's env adds the upstream's own credentials.
+// names are exact: a prefix such as npm_config_ would let through
+// registry credentials (npm_config__authToken, npm_config_//host/:_auth).
+// The policy's env adds the upstream's own credentials.
 func (a *app) commandEnv() []string {
 	var out []string
 	for k, v := range a.environ {
-		switch {
-		case k == "PATH", k == "HOME", k == "TMPDIR", k == "LANG", k == "LC_ALL", k == "USER",
-			strings.HasPrefix(strings.ToLower(k), "npm_config_"):
+		if slices.Contains(commandEnvNames, k) {
 			out = append(out, k+"="+v)
 		}
 	}
 	slices.Sort(out)
 	return out
+}
+
+// commandEnvNames are the variables of the gateway's environment a stdio
+// upstream gets.
+var commandEnvNames = []string{"PATH", "HOME", "TMPDIR", "LANG", "LC_ALL", "USER", "npm_config_cache", "npm_config_prefix"}
+
+// hasCommandUpstream: pol starts a program of its own.
+func hasCommandUpstream(pol *gateway.Policy) bool {
+	for _, up := range pol.Upstreams {
+		if len(up.Command) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // gatewayEndpoint builds the gateway once serve has its front door,
@@ -121,6 +135,11 @@ func (a *app) gatewayEndpoint(pol *gateway.Policy) func(context.Context, endpoin
 		g, err := govern.New(gcfg)
 		if err != nil {
 			return nil, nil, err
+		}
+		if hasCommandUpstream(pol) {
+			if err := undumpable(); err != nil {
+				return nil, nil, fmt.Errorf("making the gateway's memory and environment unreadable to its stdio upstreams (prctl PR_SET_DUMPABLE): %w", err)
+			}
 		}
 		gw, err := gateway.New(ctx, gateway.Config{
 			Policy:     pol,

@@ -93,6 +93,9 @@ func TestGatewayDev(t *testing.T) {
 	}, "--gateway", "policy.yaml", "--auto-login", "alice")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	// The policy starts a stdio upstream, which runs as this user: the
+	// gateway's /proc/<pid>/environ must not be readable to it.
+	assert.Equal(t, uintptr(0), dumpable(t), "the gateway is still dumpable")
 	c := newDevClient(t, d, "alice")
 	s := c.connect(t, ctx)
 
@@ -224,4 +227,25 @@ func TestGatewayBadPolicy(t *testing.T) {
 	errOut.Reset()
 	assert.Equal(t, 1, run(context.Background(), []string{"gateway"}, env, &out, &errOut))
 	assert.Contains(t, errOut.String(), "GATEWAY_POLICY: is required by crm-mcp gateway")
+}
+
+// dumpable is prctl(PR_GET_DUMPABLE) of this process, set back to 1 when
+// the test ends (the gateway ran in this process).
+func dumpable(t *testing.T) uintptr {
+	t.Helper()
+	v, _, errno := syscall.RawSyscall(syscall.SYS_PRCTL, syscall.PR_GET_DUMPABLE, 0, 0)
+	require.Zero(t, errno)
+	t.Cleanup(func() { syscall.RawSyscall(syscall.SYS_PRCTL, syscall.PR_SET_DUMPABLE, 1, 0) })
+	return v
+}
+
+// TestGatewayCommandEnv: a stdio upstream gets the named variables of the
+// gateway's environment only, never npm's registry credentials.
+func TestGatewayCommandEnv(t *testing.T) {
+	a := &app{environ: map[string]string{
+		"PATH": "/bin", "HOME": "/home/gw", "npm_config_cache": "/tmp/npm",
+		"npm_config__authToken": "registry-secret", "NPM_CONFIG_//registry.example/:_auth": "registry-secret",
+		"DUO_SKEY": "duo-secret", "DATABASE_URL": "postgres://secret",
+	}}
+	assert.Equal(t, []string{"HOME=/home/gw", "PATH=/bin", "npm_config_cache=/tmp/npm"}, a.commandEnv())
 }
