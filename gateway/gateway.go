@@ -123,7 +123,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		// offers no listChanged, so no client has a reason to listen.
 		Capabilities: &mcp.ServerCapabilities{Tools: &mcp.ToolCapabilities{ListChanged: false}},
 	})
-	gw.server.AddReceivingMiddleware(endListen)
+	gw.server.AddReceivingMiddleware(govern.EndListen)
 	for _, up := range cfg.Policy.Upstreams {
 		c := newConn(up, transport, cfg.CommandEnv, cfg.Version, log)
 		c.onChange = func(tool string) {
@@ -324,23 +324,6 @@ func (l *latest) put(p *mcp.ProgressNotificationParams) {
 		case <-l.slot: // the older value, not sent yet
 		default:
 		}
-	}
-}
-
-// endListen is a receiving middleware: a subscriptions/listen, which
-// go-sdk would park for as long as the client keeps the POST open (one
-// held request slot each, from a token with no scope at all), is
-// acknowledged with nothing honoured and ends at once, as the 2026-07-28
-// subscriptions pattern allows. The CRM's tools package does the same
-// (tools/streams.go); the answer is the same for every caller.
-func endListen(next mcp.MethodHandler) mcp.MethodHandler {
-	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
-		if method == "subscriptions/listen" {
-			if p, ok := req.GetParams().(*mcp.SubscriptionsListenParams); ok && p != nil && p.Notifications != nil {
-				*p.Notifications = mcp.NotificationSubscriptions{}
-			}
-		}
-		return next(ctx, method, req)
 	}
 }
 

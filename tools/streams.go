@@ -1,10 +1,6 @@
 package tools
 
-import (
-	"context"
-
-	"github.com/modelcontextprotocol/go-sdk/mcp"
-)
+import "github.com/modelcontextprotocol/go-sdk/mcp"
 
 // Nothing the server sends outlives the request it answers.
 //
@@ -28,9 +24,9 @@ import (
 //     2026-07-28 subscriptions pattern asks, with
 //     notifications/subscriptions/acknowledged naming the subset honoured
 //     (none) and then the graceful-closure result, and the request ends.
-//     endListen clears what the request asked for before go-sdk sees it, so
-//     go-sdk acknowledges an empty subset and returns instead of parking,
-//     whatever capabilities a later change might advertise;
+//     govern.EndListen clears what the request asked for before go-sdk
+//     sees it, so go-sdk acknowledges an empty subset and returns instead
+//     of parking, whatever capabilities a later change might advertise;
 //   - a GET (the 2025-03-26 to 2025-11-25 standalone SSE stream) gets 405
 //     Method Not Allowed, which those revisions allow a server that offers
 //     no such stream. go-sdk's client, the TypeScript SDK and mcp-remote
@@ -43,23 +39,5 @@ func capabilities() *mcp.ServerCapabilities {
 	return &mcp.ServerCapabilities{
 		Tools:   &mcp.ToolCapabilities{ListChanged: false},
 		Logging: &mcp.LoggingCapabilities{},
-	}
-}
-
-// endListen is a receiving middleware: a subscriptions/listen is
-// acknowledged with nothing honoured and ends at once (see above). Its
-// answer is the same for every caller and every request, so it tells
-// nothing.
-func endListen(next mcp.MethodHandler) mcp.MethodHandler {
-	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
-		if method == "subscriptions/listen" {
-			if p, ok := req.GetParams().(*mcp.SubscriptionsListenParams); ok && p != nil && p.Notifications != nil {
-				// go-sdk honours only what is asked for and what the
-				// capabilities offer; asking for nothing, it acknowledges
-				// nothing and answers with the graceful-closure result.
-				*p.Notifications = mcp.NotificationSubscriptions{}
-			}
-		}
-		return next(ctx, method, req)
 	}
 }

@@ -210,7 +210,7 @@ func NewHandler(cfg Config) (*Handler, error) {
 		Capabilities: capabilities(),
 		SetCacheable: cacheable(cfg.HideUnauthorizedTools),
 	})
-	server.AddReceivingMiddleware(endListen)
+	server.AddReceivingMiddleware(govern.EndListen)
 	for _, t := range catalog {
 		t.add(gov, server, cfg.Store)
 	}
