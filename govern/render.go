@@ -136,10 +136,18 @@ func money(amount, currency any) (shown, error) {
 	if err != nil {
 		return "", fmt.Errorf("money: %q is not a whole number of minor units", plain(amount))
 	}
-	// The magnitude as unsigned: -a overflows for math.MinInt64, whose
-	// magnitude uint64 holds.
-	sign, u := "", uint64(a)
-	if a < 0 {
+	return shown(MinorUnits(a) + " " + escape(plain(currency))), nil
+}
+
+// MinorUnits shows an amount in minor units (cents) as a person reads it:
+// 1200000 is "12,000.00", -5 is "-0.05". The templates' money and an
+// application's own labels (the CRM's) use it, so that a push and an
+// answer show an amount alike.
+func MinorUnits(amount int64) string {
+	// The magnitude as unsigned: -amount overflows for math.MinInt64,
+	// whose magnitude uint64 holds.
+	sign, u := "", uint64(amount)
+	if amount < 0 {
 		sign, u = "-", -u
 	}
 	units := strconv.FormatUint(u/100, 10)
@@ -150,7 +158,7 @@ func money(amount, currency any) (shown, error) {
 		}
 		b.WriteRune(r)
 	}
-	return shown(fmt.Sprintf("%s%s.%02d %s", sign, b.String(), u%100, escape(plain(currency)))), nil
+	return fmt.Sprintf("%s%s.%02d", sign, b.String(), u%100)
 }
 
 // text is appended to every pipeline a row prints: the value as text,

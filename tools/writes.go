@@ -229,21 +229,8 @@ func contactLabel(c *crm.Contact) string {
 	return s
 }
 
-// money formats an amount in minor units: 1200000 EUR is "12,000.00 EUR".
+// money formats an amount in minor units: 1200000 EUR is "12,000.00 EUR",
+// as govern's templates show it.
 func money(amount int64, currency string) string {
-	// The magnitude as unsigned: -amount overflows for math.MinInt64,
-	// whose magnitude uint64 holds.
-	sign, u := "", uint64(amount)
-	if amount < 0 {
-		sign, u = "-", -u
-	}
-	units := strconv.FormatUint(u/100, 10)
-	var b strings.Builder
-	for i, r := range units {
-		if i > 0 && (len(units)-i)%3 == 0 {
-			b.WriteByte(',')
-		}
-		b.WriteRune(r)
-	}
-	return fmt.Sprintf("%s%s.%02d %s", sign, b.String(), u%100, stepup.Display(currency))
+	return govern.MinorUnits(amount) + " " + stepup.Display(currency)
 }
